@@ -1,0 +1,116 @@
+import pLimit from 'p-limit'
+import { StorageError } from '../errors.js'
+import {
+  CorruptCheckpointError,
+  MANIFEST_DIR,
+  chunkKey,
+  compareNames,
+  decodeManifest,
+  parseManifestKey,
+  sha256Hex,
+  type FileEntry,
+  type Manifest,
+  type ManifestName,
+} from '../format/manifest.js'
+import type { Storage } from '../storage/types.js'
+import type { CheckpointInfo } from './types.js'
+
+/** Committed manifests by name, oldest first. Objects under manifests/ with foreign names are ignored. */
+export async function listManifestNames(storage: Storage): Promise<ManifestName[]> {
+  const names: ManifestName[] = []
+  for await (const o of storage.list(MANIFEST_DIR)) {
+    const n = parseManifestKey(o.key)
+    if (n) names.push(n)
+  }
+  return names.sort(compareNames)
+}
+
+/** Manifests are immutable once committed, so a parsed one can be cached by key forever. */
+export class ManifestCache {
+  private readonly byKey = new Map<string, Promise<Manifest>>()
+  constructor(private readonly storage: Storage) {}
+
+  get(key: string): Promise<Manifest> {
+    let p = this.byKey.get(key)
+    if (!p) {
+      p = this.storage.get(key).then(
+        (bytes) => decodeManifest(key, bytes),
+        (e: unknown) => {
+          if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)')
+          throw e
+        },
+      )
+      // Only successes are cached: a transient failure must be retried by the next reader.
+      p.catch(() => this.byKey.delete(key))
+      this.byKey.set(key, p)
+    }
+    return p
+  }
+
+  forget(key: string): void {
+    this.byKey.delete(key)
+  }
+}
+
+export function infoOf(key: string, m: Manifest): CheckpointInfo {
+  const info: CheckpointInfo = {
+    id: key,
+    step: m.step,
+    seq: m.seq,
+    epoch: m.epoch,
+    writer: m.writer,
+    kind: m.kind,
+    createdAt: new Date(m.createdAt),
+    size: m.totalSize,
+    files: m.files.length,
+    metadata: m.metadata ?? {},
+  }
+  if (m.attempt !== undefined) info.attempt = m.attempt
+  return info
+}
+
+/**
+ * Fetches one chunk and checks its hash: a chunk that does not hash to its name is never
+ * returned, whatever the store says.
+ */
+export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number): Promise<Uint8Array> {
+  let bytes: Uint8Array
+  try {
+    bytes = await storage.get(chunkKey(hash))
+  } catch (e) {
+    if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… is missing`)
+    throw e
+  }
+  if (bytes.byteLength !== size) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… has ${bytes.byteLength} bytes, expected ${size}`)
+  if (sha256Hex(bytes) !== hash) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… fails its sha256 check`)
+  return bytes
+}
+
+/**
+ * Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified.
+ * `into` lets the caller hand in a warm buffer of at least `entry.size` bytes.
+ */
+export async function readEntry(
+  storage: Storage,
+  checkpoint: string,
+  entry: FileEntry,
+  concurrency: number,
+  onBytes?: (n: number) => void,
+  into?: Uint8Array,
+): Promise<Uint8Array> {
+  const out = into ? into.subarray(0, entry.size) : new Uint8Array(entry.size)
+  const limit = pLimit(concurrency)
+  let offset = 0
+  await Promise.all(
+    entry.chunks.map((c) => {
+      const at = offset
+      offset += c.size
+      return limit(async () => {
+        const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size)
+        out.set(bytes, at)
+        onBytes?.(c.size)
+      })
+    }),
+  )
+  return out
+}

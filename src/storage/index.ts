@@ -1,0 +1,9 @@
+// The S3 and GCS drivers are not re-exported here so that importing taskpoint does not load the
+// cloud SDKs; `openStorage` loads them on demand, and `taskpoint/s3`, `taskpoint/gcs` export the classes.
+export type { Body, BodySource, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, TransferProgress } from './types.js'
+export { LocalStorage, type LocalStorageOptions } from './local.js'
+export type { S3StorageOptions } from './s3.js'
+export type { GcsStorageOptions } from './gcs.js'
+export { openStorage, parseStorageUri, type OpenStorageOptions, type ParsedUri } from './resolve.js'
+export { validateKey } from './keys.js'
+export { DEFAULT_RETRY, type RetryOptions } from './retry.js'

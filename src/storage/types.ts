@@ -1,0 +1,81 @@
+import type { Readable } from 'node:stream'
+import type { StorageBackend } from '../errors.js'
+
+/** What a listing or a `head` tells about one stored object. Keys are relative to the storage root. */
+export interface ObjectInfo {
+  key: string
+  size: number
+  /** S3 ETag, GCS etag, or a size+mtime tag on local disk. */
+  etag?: string
+  /** GCS object generation (the value `ifGenerationMatch` compares). */
+  generation?: string
+  lastModified?: Date
+}
+
+export interface TransferProgress {
+  key: string
+  /** Bytes moved so far. */
+  loaded: number
+  /** Total bytes, when known up front. */
+  total?: number
+}
+
+/**
+ * A body that can be read more than once, so a failed upload can be retried from the start
+ * without holding the whole object in memory (a file on disk, a generator over tensors...).
+ */
+export interface BodySource {
+  /** Size in bytes if known; lets a driver choose single-request vs multipart up front. */
+  size?: number
+  open(): AsyncIterable<Uint8Array> | Readable
+}
+
+export type Body = Uint8Array | BodySource
+
+export interface PutOptions {
+  /**
+   * Create only if no object exists at the key (S3 `If-None-Match: *`, GCS `ifGenerationMatch: 0`,
+   * local `link(2)`). Fails with `AlreadyExistsError` otherwise. Default: false (overwrite).
+   */
+  ifAbsent?: boolean
+  /** Called as bytes go out; at least once at the end. */
+  onProgress?: (p: TransferProgress) => void
+  signal?: AbortSignal
+}
+
+export interface GetOptions {
+  /** Byte range; `length` defaults to the rest of the object. */
+  range?: { offset: number; length?: number }
+  signal?: AbortSignal
+}
+
+export interface StorageCapabilities {
+  /** The backend enforces `ifAbsent` atomically (true for local disk, real S3 and real GCS). */
+  conditionalCreate: boolean
+}
+
+/**
+ * One interface over local disk, S3 and GCS. Every method is retried on transient faults
+ * (per operation, with backoff) and fails at once on permanent ones with a typed `StorageError`.
+ * Keys are `/`-separated, relative to the root the storage was opened on, and validated.
+ */
+export interface Storage {
+  readonly backend: StorageBackend
+  /** The URI this storage was opened on, e.g. `s3://bucket/runs/42`. */
+  readonly uri: string
+  readonly capabilities: StorageCapabilities
+  put(key: string, body: Body, options?: PutOptions): Promise<ObjectInfo>
+  /** Whole object (or a range) into memory. */
+  get(key: string, options?: GetOptions): Promise<Uint8Array>
+  /** The object as a stream, for objects too large to hold. Not retried once bytes flow. */
+  getStream(key: string, options?: { signal?: AbortSignal }): Promise<Readable>
+  /** `undefined` when the object does not exist. */
+  head(key: string): Promise<ObjectInfo | undefined>
+  /** Every object whose key starts with `prefix`, in ascending key order, page by page. */
+  list(prefix?: string): AsyncIterable<ObjectInfo>
+  /** Idempotent: deleting a missing object succeeds. */
+  delete(key: string): Promise<void>
+  deleteMany(keys: readonly string[]): Promise<void>
+  /** Releases sockets; the storage must not be used afterwards. */
+  close(): Promise<void>
+}

@@ -1,0 +1,254 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync, promises as fs } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import {
+  Checkpointer,
+  CheckpointKindError,
+  FencedError,
+  anyOf,
+  best,
+  collectGarbage,
+  everyNSteps,
+  latest,
+  type Storage,
+} from '../../src/index.js'
+import { encodeManifest, type Manifest } from '../../src/format/manifest.js'
+import { allBackends, type Backend } from '../helpers/backends.js'
+
+const KiB = 1024
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+const quiet = { onWarning: () => {}, repro: false as const }
+
+async function keys(s: Storage, prefix: string): Promise<string[]> {
+  const out: string[] = []
+  for await (const o of s.list(prefix)) out.push(o.key)
+  return out
+}
+
+describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %s', (_n, backend: Backend) => {
+  const open = async (opts = {}) => Checkpointer.open(await backend.open(), { chunkSize: 16 * KiB, ...quiet, ...opts })
+
+  it('starts empty: no previous checkpoint, read() is undefined', async () => {
+    const cp = await open()
+    expect(cp.prevExists()).toBe(false)
+    expect(await cp.read()).toBeUndefined()
+    expect(await cp.list()).toEqual([])
+    await cp.close()
+  })
+
+  it('write() commits; a fresh reader sees the exact bytes, step and metadata', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
+    const a = randomBytes(100 * KiB)
+    const b = randomBytes(3 * KiB)
+    const i1 = await cp.write(a, { step: 10, metadata: { lr: 0.1 } })
+    const i2 = await cp.write(b, { metadata: { lr: 0.05 } })
+    expect(i1.step).toBe(10)
+    expect(i2.step).toBe(11)
+    const other = await Checkpointer.open(s, quiet)
+    expect(other.prevExists()).toBe(true)
+    expect(sha((await other.read())!)).toBe(sha(b))
+    expect(sha((await other.read(i1.id))!)).toBe(sha(a))
+    const list = await other.list()
+    expect(list.map((c) => [c.step, c.metadata.lr, c.size])).toEqual([
+      [10, 0.1, a.byteLength],
+      [11, 0.05, b.byteLength],
+    ])
+  })
+
+  it('writeAsync: returns before the commit, latest wins, flush() waits, memory stays bounded', async () => {
+    const cp = await open()
+    const buf = new Uint8Array(64 * KiB)
+    for (let i = 0; i < 20; i++) {
+      buf.fill(i)
+      cp.writeAsync(buf, { step: i })
+    }
+    buf.fill(255) // mutating after writeAsync must not leak into the snapshot
+    await cp.flush()
+    const list = await cp.list()
+    expect(list.length).toBeGreaterThanOrEqual(1)
+    expect(list.length).toBeLessThan(20)
+    expect(list.at(-1)!.step).toBe(19)
+    expect(Buffer.from((await cp.read())!).equals(Buffer.alloc(64 * KiB, 19))).toBe(true)
+    await cp.close()
+  })
+
+  it('structured state: named arrays with dtype/shape plus JSON', async () => {
+    const cp = await open()
+    const w = new Float32Array(10_000).map((_, i) => Math.sin(i))
+    const it8 = new Int32Array([1, 2, 3])
+    await cp.write({ arrays: { 'layer1/kernel': { data: w, shape: [100, 100] }, iter: it8 }, json: { epoch: 3, history: [1, 2] } }, { step: 3 })
+    const st = (await cp.readState())!
+    expect(st.json).toEqual({ epoch: 3, history: [1, 2] })
+    expect(st.arrays['layer1/kernel']!.dtype).toBe('float32')
+    expect(st.arrays['layer1/kernel']!.shape).toEqual([100, 100])
+    const back = new Float32Array(st.arrays['layer1/kernel']!.data.slice().buffer)
+    expect(Array.from(back)).toEqual(Array.from(w))
+    expect(st.arrays.iter!.dtype).toBe('int32')
+    await expect(cp.read()).rejects.toBeInstanceOf(CheckpointKindError)
+    await expect(cp.write({ arrays: { '../evil': new Uint8Array(1) } })).rejects.toMatchObject({ code: 'InvalidKey' })
+    await cp.close()
+  })
+
+  it('save() and restore() a directory tree with modes and empty files', async () => {
+    const cp = await open()
+    const src = mkdtempSync(path.join(tmpdir(), 'tp-src-'))
+    await fs.mkdir(path.join(src, 'sub/deeper'), { recursive: true })
+    const big = randomBytes(70 * KiB)
+    await fs.writeFile(path.join(src, 'big.bin'), big)
+    await fs.writeFile(path.join(src, 'empty'), '')
+    await fs.writeFile(path.join(src, 'sub/deeper/run.sh'), '#!/bin/sh\n', { mode: 0o755 })
+    await cp.save(src, { step: 1 })
+    const dst = mkdtempSync(path.join(tmpdir(), 'tp-dst-'))
+    const r = (await cp.restore(dst))!
+    expect(r.files.sort()).toEqual(['big.bin', 'empty', 'sub/deeper/run.sh'])
+    expect(sha(await fs.readFile(path.join(dst, 'big.bin')))).toBe(sha(big))
+    expect((await fs.stat(path.join(dst, 'empty'))).size).toBe(0)
+    expect((await fs.stat(path.join(dst, 'sub/deeper/run.sh'))).mode & 0o777).toBe(0o755)
+    await cp.close()
+  })
+
+  it('deduplicates: unchanged chunks are not uploaded again', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
+    const state = randomBytes(160 * KiB)
+    await cp.write(state)
+    expect(cp.lastUpload!.uploaded).toBe(state.byteLength)
+    state.set(randomBytes(16 * KiB), 144 * KiB) // change only the last chunk
+    await cp.write(state)
+    expect(cp.lastUpload!.uploaded).toBe(16 * KiB)
+    expect(cp.lastUpload!.reusedChunks).toBe(9)
+    // A new writer (next attempt) also knows the chunks of the newest checkpoint.
+    const next = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
+    await next.write(state)
+    expect(next.lastUpload!.uploaded).toBe(0)
+    expect((await keys(s, 'chunks/')).length).toBe(11)
+  })
+
+  it('never returns damaged bytes: bit flips, truncation and missing chunks fall back to the previous checkpoint', async () => {
+    const s = await backend.open()
+    const warnings: string[] = []
+    const cp = await Checkpointer.open(s, { chunkSize: 16 * KiB, repro: false, onWarning: (m) => warnings.push(m) })
+    const good = randomBytes(40 * KiB)
+    await cp.write(good, { step: 1 })
+    const bad = randomBytes(40 * KiB)
+    const info = await cp.write(bad, { step: 2 })
+    const newChunks = await keys(s, 'chunks/')
+    const manifest = await s.get(info.id)
+    // Find one chunk that only the second checkpoint uses, and damage it in each way in turn.
+    const m2 = JSON.parse(Buffer.from(manifest).toString().split('\n').slice(1).join('\n')) as Manifest
+    const victim = `chunks/${m2.files[0]!.chunks[1]!.hash.slice(0, 2)}/${m2.files[0]!.chunks[1]!.hash}`
+    expect(newChunks).toContain(victim)
+    const original = await s.get(victim)
+    const damages: [string, () => Promise<unknown>][] = [
+      ['bit flip', () => s.put(victim, Uint8Array.from(original, (v, i) => (i === 100 ? v ^ 1 : v)))],
+      ['truncation', () => s.put(victim, original.subarray(0, 1000))],
+      ['missing', () => s.delete(victim)],
+    ]
+    for (const [what, damage] of damages) {
+      await damage()
+      const reader = await Checkpointer.open(s, { repro: false, onWarning: (m) => warnings.push(m) })
+      const got = await reader.read()
+      expect(sha(got!), what).toBe(sha(good))
+      expect(reader.lastSkipped.map((x) => x.id), what).toEqual([info.id])
+      await s.put(victim, original)
+      expect(sha((await reader.read())!), `${what} repaired`).toBe(sha(bad))
+    }
+    // Damaged manifest: bit flip and truncation.
+    for (const broken of [Uint8Array.from(manifest, (v, i) => (i === manifest.length - 5 ? v ^ 4 : v)), manifest.subarray(0, manifest.length - 7), manifest.subarray(0, 10)]) {
+      await s.put(info.id, broken)
+      const reader = await Checkpointer.open(s, quiet)
+      expect(sha((await reader.read())!)).toBe(sha(good))
+      expect(reader.lastSkipped).toHaveLength(1)
+      expect((await reader.list()).map((c) => c.step)).toEqual([1])
+    }
+    expect(warnings.some((w) => w.includes('skipping damaged checkpoint'))).toBe(true)
+  })
+
+  it('refuses a manifest whose file paths would escape the restore directory', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, quiet)
+    const ok = await cp.write(Buffer.from('fine'), { step: 1 })
+    const evil: Manifest = {
+      format: 1, kind: 'files', seq: 99, epoch: 99, writer: 'zzz', step: 2, createdAt: new Date().toISOString(),
+      chunkSize: 1024, totalSize: 0, metadata: {}, repro: {}, files: [{ path: '../../etc/owned', size: 0, chunks: [] }],
+    }
+    await s.put('manifests/00000099-000000000099-zzz-s000000000002.tpm', encodeManifest(evil))
+    const dst = mkdtempSync(path.join(tmpdir(), 'tp-evil-'))
+    const reader = await Checkpointer.open(s, quiet)
+    // The hostile checkpoint is skipped as damaged; the good one is what gets restored.
+    const r = await reader.restore(path.join(dst, 'inner'))
+    expect(r!.info.id).toBe(ok.id)
+    await expect(fs.stat(path.join(dst, 'etc'))).rejects.toThrow()
+    expect(reader.lastSkipped).toHaveLength(1)
+  })
+
+  it('retention keeps what the policy says and garbage-collects unreferenced chunks', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, { chunkSize: 16 * KiB, keep: latest(2), gc: { minAgeMs: 0 }, ...quiet })
+    const payloads: Buffer[] = []
+    for (let i = 0; i < 5; i++) {
+      payloads.push(randomBytes(32 * KiB))
+      await cp.write(payloads[i]!, { step: i })
+    }
+    expect((await cp.list()).map((c) => c.step)).toEqual([3, 4])
+    expect((await keys(s, 'chunks/')).length).toBe(4)
+    expect(sha((await cp.read())!)).toBe(sha(payloads[4]!))
+    // Orphans from a crashed save are collected too, but only once old enough.
+    await s.put('chunks/ab/ab' + '0'.repeat(62), Buffer.from('orphan'))
+    expect((await collectGarbage(s, { minAgeMs: 60_000 })).deletedChunks).toBe(0)
+    expect((await collectGarbage(s, { minAgeMs: 0 })).deletedChunks).toBe(1)
+    await cp.close()
+  })
+
+  it('fences a zombie writer once a newer attempt has taken over', async () => {
+    const s = await backend.open()
+    const old = await Checkpointer.open(s, { ...quiet, attempt: 0 })
+    await old.write(Buffer.from('attempt 0, step 1'), { step: 1 })
+    const fresh = await Checkpointer.open(s, { ...quiet, attempt: 1 })
+    await fresh.write(Buffer.from('attempt 1, step 1'), { step: 1 })
+    await expect(old.write(Buffer.from('zombie'), { step: 2 })).rejects.toBeInstanceOf(FencedError)
+    old.writeAsync(Buffer.from('zombie async'), { step: 3 })
+    await expect(old.flush()).rejects.toBeInstanceOf(FencedError)
+    await fresh.write(Buffer.from('attempt 1, step 2'), { step: 2 })
+    const reader = await Checkpointer.open(s, quiet)
+    expect(Buffer.from((await reader.read())!).toString()).toBe('attempt 1, step 2')
+    expect((await reader.list()).map((c) => c.attempt)).toEqual([0, 1, 1])
+  })
+})
+
+describe('retention policies', () => {
+  const cps = [1, 2, 3, 4, 5, 6].map((step) => ({ id: `m${step}`, step, seq: step, epoch: 1, writer: 'w', kind: 'bytes' as const, createdAt: new Date(), size: 1, files: 1, metadata: { loss: [5, 1, 4, 2, 6, 3][step - 1] } }))
+  it('latest, everyNSteps, best and anyOf pick the right checkpoints', () => {
+    expect([...latest(2)(cps)]).toEqual(['m5', 'm6'])
+    expect([...everyNSteps(3)(cps)]).toEqual(['m3', 'm6'])
+    expect([...best(2, 'loss')(cps)].sort()).toEqual(['m2', 'm4'])
+    expect([...best(1, 'loss', 'max')(cps)]).toEqual(['m5'])
+    expect([...anyOf(latest(1), best(1, 'loss'))(cps)].sort()).toEqual(['m2', 'm6'])
+    expect(() => latest(0)).toThrow(RangeError)
+  })
+})
+
+describe('background errors', () => {
+  it('surface on flush() once and never as an unhandled rejection', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (e: unknown): void => void unhandled.push(e)
+    process.on('unhandledRejection', onUnhandled)
+    const dir = mkdtempSync(path.join(tmpdir(), 'tp-bg-'))
+    const cp = await Checkpointer.open(dir, quiet)
+    await cp.write(Buffer.from('ok'))
+    await fs.chmod(dir, 0o500)
+    // root ignores permissions; make the chunk directory a file instead so the next put must fail
+    await fs.rm(path.join(dir, 'chunks'), { recursive: true })
+    await fs.writeFile(path.join(dir, 'chunks'), 'not a directory')
+    cp.writeAsync(Buffer.from('will fail'))
+    await new Promise((r) => setTimeout(r, 200))
+    await expect(cp.flush()).rejects.toThrow()
+    await expect(cp.flush()).resolves.toBeUndefined()
+    process.off('unhandledRejection', onUnhandled)
+    expect(unhandled).toEqual([])
+    await fs.chmod(dir, 0o700)
+  })
+})

@@ -1,0 +1,38 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export interface TestServers {
+  s3?: string
+  gcs?: string
+  stop(): Promise<void>
+}
+
+const serveScript = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'servers', 'serve.mjs')
+
+/** Starts the S3 and GCS test servers in a child process bound to 127.0.0.1. */
+export async function startTestServers(only?: 's3' | 'gcs'): Promise<TestServers> {
+  const child: ChildProcess = spawn(process.execPath, [serveScript, ...(only ? ['--only', only] : [])], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  const line = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! })
+    rl.once('line', (l) => {
+      rl.close()
+      resolve(l)
+    })
+    child.once('exit', (code) => reject(new Error(`test servers exited early with code ${code}`)))
+    setTimeout(() => reject(new Error('test servers did not start within 60 s')), 60_000).unref()
+  })
+  const urls = JSON.parse(line) as { s3?: string; gcs?: string }
+  return {
+    ...urls,
+    stop: async () => {
+      if (child.exitCode !== null) return
+      const done = new Promise((r) => child.once('exit', r))
+      child.kill('SIGTERM')
+      await done
+    },
+  }
+}
