@@ -27,7 +27,7 @@ export interface Backend {
   /** A fresh, empty root on this backend. */
   open(options?: OpenOptions): Promise<Storage>
   /** A fresh URI plus the environment a child process needs to reach it. */
-  freshUri(): { uri: string; env: Record<string, string> }
+  freshUri(): Promise<{ uri: string; env: Record<string, string> }>
   /** The server's base URL (s3/gcs). */
   endpoint?: string
 }
@@ -55,7 +55,7 @@ export function localBackend(): Backend {
     name: 'local',
     lacks: {},
     open: async (o = {}) => new LocalStorage(path.join(base, unique()), o.retry ? { retry: o.retry } : {}),
-    freshUri: () => ({ uri: path.join(base, unique()), env: {} }),
+    freshUri: async () => ({ uri: path.join(base, unique()), env: {} }),
   }
 }
 
@@ -75,10 +75,13 @@ export function s3Backend(): Backend {
         conditionalCreate: false,
       })
     },
-    freshUri: () => ({
+    freshUri: async () => {
+      await ensureS3Bucket(endpoint)
+      return {
       uri: `s3://${S3_BUCKET}/${unique()}`,
       env: { AWS_ENDPOINT_URL: endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' },
-    }),
+      }
+    },
   }
 }
 
@@ -102,7 +105,7 @@ export function gcsBackend(): Backend {
         conditionalCreate: false,
       })
     },
-    freshUri: () => ({
+    freshUri: async () => ({
       uri: `gs://${GCS_BUCKET}/${unique()}`,
       env: { STORAGE_EMULATOR_HOST: endpoint, GOOGLE_CLOUD_PROJECT: 'taskpoint-test' },
     }),
