@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto'
 import pLimit from 'p-limit'
 import { chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
+import { sha256, sharedBytes } from './hash.js'
 
 /** One file of a checkpoint about to be written: in memory, or read from disk chunk by chunk. */
 export interface PendingEntry {
@@ -41,46 +41,33 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
   const limit = pLimit(o.concurrency)
   const stats: UploadStats = { total: 0, uploaded: 0, newChunks: 0, reusedChunks: 0 }
   const scheduled = new Set<string>()
-  const puts: Promise<unknown>[] = []
-  // Buffers for chunks read from disk; recycled once their put is done, so memory stays at
-  // (concurrency + 1) chunks whatever the file sizes.
+  const tasks: Promise<unknown>[] = []
+  // Buffers for chunks read from disk, in shared memory so worker threads hash them; recycled once
+  // their chunk is stored, so memory stays at (concurrency + 1) chunks whatever the file sizes.
   const free: Uint8Array[] = []
-  const files: FileEntry[] = []
-  let failed: unknown
-
-  const store = (hash: string, bytes: Uint8Array, release?: () => void): void => {
-    const p = limit(async () => {
-      try {
-        await storage.put(chunkKey(hash), bytes, o.signal ? { signal: o.signal } : {})
-        stats.uploaded += bytes.byteLength
-        o.onProgress?.(stats.total, stats.uploaded)
-      } finally {
-        release?.()
-      }
-    })
-    p.catch((e: unknown) => {
-      failed ??= e
-    })
-    puts.push(p)
+  let allocated = 0
+  let wake: (() => void) | undefined
+  const giveBack = (buf: Uint8Array): void => {
+    free.push(buf)
+    wake?.()
   }
+  let failed: unknown
+  const files: FileEntry[] = []
 
   for (const e of entries) {
     const chunks: ChunkRef[] = []
-    for (let off = 0; off < e.size; off += o.chunkSize) {
-      if (failed) throw failed
+    for (let off = 0, ci = 0; off < e.size; off += o.chunkSize, ci++) {
+      if (failed) break
       o.signal?.throwIfAborted()
-      // Hashing is CPU work on the caller's thread: yield between chunks so a training loop
-      // sharing the event loop is delayed by one chunk's hash at most.
-      await new Promise((r) => setImmediate(r))
       const len = Math.min(o.chunkSize, e.size - off)
       let bytes: Uint8Array
       let release: (() => void) | undefined
       if (e.source instanceof Uint8Array) {
         bytes = e.source.subarray(off, off + len)
       } else {
-        // Wait for a buffer to come back rather than allocate without bound.
-        while (free.length === 0 && limit.activeCount + limit.pendingCount >= o.concurrency) await Promise.race(puts)
-        const buf = free.pop() ?? new Uint8Array(o.chunkSize)
+        while (free.length === 0 && allocated > o.concurrency && !failed) await new Promise<void>((r) => (wake = r))
+        if (failed) break
+        const buf = free.pop() ?? (allocated++, sharedBytes(o.chunkSize))
         let got = 0
         while (got < len) {
           const n = await e.source(buf.subarray(got, len), off + got)
@@ -88,20 +75,34 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
           got += n
         }
         bytes = buf.subarray(0, len)
-        release = () => free.push(buf)
+        release = () => giveBack(buf)
       }
-      const hash = createHash('sha256').update(bytes).digest('hex')
-      chunks.push({ hash, size: len })
-      stats.total += len
-      if (o.known.has(hash) || scheduled.has(hash)) {
-        stats.reusedChunks++
-        release?.()
-        o.onProgress?.(stats.total, stats.uploaded)
-      } else {
-        scheduled.add(hash)
-        stats.newChunks++
-        store(hash, bytes, release)
-      }
+      const index = ci
+      const task = limit(async () => {
+        try {
+          const hash = await sha256(bytes)
+          chunks[index] = { hash, size: len }
+          stats.total += len
+          if (o.known.has(hash) || scheduled.has(hash)) {
+            stats.reusedChunks++
+          } else {
+            scheduled.add(hash)
+            stats.newChunks++
+            await storage.put(chunkKey(hash), bytes, o.signal ? { signal: o.signal } : {})
+            stats.uploaded += len
+          }
+          o.onProgress?.(stats.total, stats.uploaded)
+        } finally {
+          release?.()
+        }
+      })
+      task.catch((err: unknown) => {
+        failed ??= err
+        wake?.()
+      })
+      tasks.push(task)
+      // Hashing of unshared bytes happens on this thread: let other work run between chunks.
+      if (!(bytes.buffer instanceof SharedArrayBuffer)) await new Promise((r) => setImmediate(r))
     }
     const fe: FileEntry = { path: e.path, size: e.size, chunks }
     if (e.mode !== undefined) fe.mode = e.mode
@@ -109,7 +110,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
     if (e.shape !== undefined) fe.shape = e.shape
     files.push(fe)
   }
-  await Promise.allSettled(puts)
+  await Promise.allSettled(tasks)
   if (failed) throw failed
   return { files, stats }
 }

@@ -7,12 +7,12 @@ import {
   compareNames,
   decodeManifest,
   parseManifestKey,
-  sha256Hex,
   type FileEntry,
   type Manifest,
   type ManifestName,
 } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
+import { sha256, sharedBytes } from './hash.js'
 import type { CheckpointInfo } from './types.js'
 
 /** Committed manifests by name, oldest first. Objects under manifests/ with foreign names are ignored. */
@@ -73,16 +73,16 @@ export function infoOf(key: string, m: Manifest): CheckpointInfo {
  * Fetches one chunk and checks its hash: a chunk that does not hash to its name is never
  * returned, whatever the store says.
  */
-export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number): Promise<Uint8Array> {
+export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number, into?: Uint8Array): Promise<Uint8Array> {
   let bytes: Uint8Array
   try {
-    bytes = await storage.get(chunkKey(hash))
+    bytes = await storage.get(chunkKey(hash), into && into.byteLength >= size ? { into } : {})
   } catch (e) {
     if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… is missing`)
     throw e
   }
   if (bytes.byteLength !== size) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… has ${bytes.byteLength} bytes, expected ${size}`)
-  if (sha256Hex(bytes) !== hash) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… fails its sha256 check`)
+  if ((await sha256(bytes)) !== hash) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… fails its sha256 check`)
   return bytes
 }
 
@@ -98,7 +98,8 @@ export async function readEntry(
   onBytes?: (n: number) => void,
   into?: Uint8Array,
 ): Promise<Uint8Array> {
-  const out = into ? into.subarray(0, entry.size) : new Uint8Array(entry.size)
+  // Shared memory: chunks land in place and worker threads verify them without a copy.
+  const out = into ? into.subarray(0, entry.size) : sharedBytes(entry.size)
   const limit = pLimit(concurrency)
   let offset = 0
   await Promise.all(
@@ -106,8 +107,8 @@ export async function readEntry(
       const at = offset
       offset += c.size
       return limit(async () => {
-        const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size)
-        out.set(bytes, at)
+        const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size))
+        if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
         onBytes?.(c.size)
       })
     }),

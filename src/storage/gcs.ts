@@ -13,6 +13,7 @@ import {
 } from '../errors.js'
 import { mapLimit } from '../concurrency.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
+import { collect, intoTarget } from './bytes.js'
 import { isTransientNetworkError, withRetry, type RetryOptions } from './retry.js'
 import type { Body, GetOptions, ObjectInfo, PutOptions, Storage } from './types.js'
 
@@ -137,7 +138,7 @@ export class GcsStorage implements Storage {
         const r = options.range
         if (!r) {
           const [buf] = await f.download({ validation: false })
-          return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+          return intoTarget(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), options.into)
         }
         const [md] = await f.getMetadata()
         const size = Number(md.size ?? 0)
@@ -145,7 +146,7 @@ export class GcsStorage implements Storage {
         const end = Math.min(r.length === undefined ? size : r.offset + r.length, size)
         if (end <= start) return new Uint8Array(0)
         const [buf] = await f.download({ start, end: end - 1, validation: false })
-        return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+        return intoTarget(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), options.into)
       },
       options.signal,
     )
@@ -206,12 +207,6 @@ function infoOf(key: string, md: { size?: string | number; etag?: string; genera
   if (md.generation !== undefined) info.generation = String(md.generation)
   if (md.updated) info.lastModified = new Date(md.updated)
   return info
-}
-
-async function collect(src: AsyncIterable<Uint8Array> | Readable): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const p of src as AsyncIterable<Uint8Array>) parts.push(p)
-  return Buffer.concat(parts)
 }
 
 function isBucketMissing(e: unknown): boolean {

@@ -99,13 +99,13 @@ export class LocalStorage implements Storage {
   async get(key: string, options: GetOptions = {}): Promise<Uint8Array> {
     const p = this.pathOf(key, 'get')
     return this.run('get', key, async () => {
-      if (!options.range) return new Uint8Array(await fs.readFile(p))
       const fh = await fs.open(p, 'r')
       try {
         const { size } = await fh.stat()
-        const start = Math.min(options.range.offset, size)
-        const len = Math.max(0, Math.min(options.range.length ?? size - start, size - start))
-        const buf = new Uint8Array(len)
+        const start = Math.min(options.range?.offset ?? 0, size)
+        const len = Math.max(0, Math.min(options.range?.length ?? size - start, size - start))
+        if (options.into && options.into.byteLength < len) throw new RangeError(`get(${key}): 'into' has ${options.into.byteLength} bytes, the object ${len}`)
+        const buf = options.into ? options.into.subarray(0, len) : new Uint8Array(len)
         let done = 0
         while (done < len) {
           const { bytesRead } = await fh.read(buf, done, len - done, start + done)

@@ -20,6 +20,7 @@ import {
   TransientStorageError,
   type StorageErrorDetails,
 } from '../errors.js'
+import { collect, intoTarget } from './bytes.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
 import { isTransientNetworkError, withRetry, type RetryOptions } from './retry.js'
 import type { Body, GetOptions, ObjectInfo, PutOptions, Storage } from './types.js'
@@ -193,7 +194,7 @@ export class S3Storage implements Storage {
             abortSignal: options.signal,
           })
           if (!out.Body) return new Uint8Array(0)
-          return await out.Body.transformToByteArray()
+          return intoTarget(await out.Body.transformToByteArray(), options.into)
         } catch (e) {
           // A range wholly past the end: return nothing, like a file read at EOF.
           if ((e as { name?: string }).name === 'InvalidRange') return new Uint8Array(0)
@@ -294,12 +295,6 @@ export class S3Storage implements Storage {
   async close(): Promise<void> {
     if (this.ownsClient) this.client.destroy()
   }
-}
-
-async function collect(src: AsyncIterable<Uint8Array> | Readable): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const p of src as AsyncIterable<Uint8Array>) parts.push(p)
-  return Buffer.concat(parts)
 }
 
 function mapS3Error(e: unknown, d: StorageErrorDetails): unknown {

@@ -46,6 +46,11 @@ export interface PutOptions {
 export interface GetOptions {
   /** Byte range; `length` defaults to the rest of the object. */
   range?: { offset: number; length?: number }
+  /**
+   * Read into this buffer instead of a new one (it must be large enough); the result is a view of
+   * it. Saves an allocation and a copy when the caller assembles many objects into one buffer.
+   */
+  into?: Uint8Array
   signal?: AbortSignal
 }
 

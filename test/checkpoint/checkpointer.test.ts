@@ -252,3 +252,32 @@ describe('background errors', () => {
     await fs.chmod(dir, 0o700)
   })
 })
+
+describe('hashing off the main thread', () => {
+  it('worker-thread sha256 of shared memory equals the in-place hash', async () => {
+    const { sha256, sha256Sync, sharedBytes } = await import('../../src/checkpoint/hash.js')
+    const shared = sharedBytes(3 * 1024 * 1024 + 17)
+    shared.set(randomBytes(shared.byteLength))
+    const views = [shared, shared.subarray(5, 1024 * 1024 + 5), shared.subarray(2 * 1024 * 1024)]
+    const hashes = await Promise.all(views.map((v) => sha256(v)))
+    expect(hashes).toEqual(views.map((v) => sha256Sync(v)))
+    expect(hashes[0]).toBe(sha(Buffer.from(shared)))
+  })
+
+  it('large chunks from disk and async snapshots round-trip through the worker path', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tp-big-'))
+    const cp = await Checkpointer.open(path.join(dir, 'cp'), { ...quiet, chunkSize: 1024 * 1024, concurrency: 2 })
+    const src = path.join(dir, 'src')
+    await fs.mkdir(src)
+    const a = randomBytes(5 * 1024 * 1024 + 3)
+    await fs.writeFile(path.join(src, 'a.bin'), a)
+    await cp.save(src)
+    const loaded = await cp.load()
+    expect(sha(loaded!.files.get('a.bin')!)).toBe(sha(a))
+    const b = randomBytes(3 * 1024 * 1024)
+    cp.writeAsync(b)
+    await cp.flush()
+    expect(sha((await cp.read())!)).toBe(sha(b))
+    await cp.close()
+  })
+})

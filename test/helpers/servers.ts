@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -9,7 +10,9 @@ export interface TestServers {
   stop(): Promise<void>
 }
 
-const serveScript = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'servers', 'serve.mjs')
+// From test/helpers (vitest) or dist/test/helpers (compiled, for benchmarks and the demo).
+const here = path.dirname(fileURLToPath(import.meta.url))
+const serveScript = [path.join(here, '..', 'servers', 'serve.mjs'), path.join(here, '..', '..', '..', 'test', 'servers', 'serve.mjs')].find((p) => existsSync(p))!
 
 /** Starts the S3 and GCS test servers in a child process bound to 127.0.0.1. */
 export async function startTestServers(only?: 's3' | 'gcs'): Promise<TestServers> {
