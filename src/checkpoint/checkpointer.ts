@@ -230,6 +230,29 @@ export class Checkpointer {
     return r && { info: r.info, files: r.value.files, json: r.value.json }
   }
 
+  /**
+   * Copies the newest intact checkpoint of `source` (another location) into this one as a new
+   * commit, verified on the way. Engines like Flyte hand each attempt the previous attempt's
+   * checkpoint under a different prefix: copying it forward at start keeps it alive even when this
+   * attempt dies before its own first save.
+   */
+  async copyLatestFrom(source: Checkpointer): Promise<CheckpointInfo | undefined> {
+    const got = await source.load()
+    if (!got) return undefined
+    const m = await source.cache.get(got.info.id)
+    const entries: PendingEntry[] = m.files.map((f) => {
+      const e: PendingEntry = { path: f.path, size: f.size, source: got.files.get(f.path)! }
+      if (f.mode !== undefined) e.mode = f.mode
+      if (f.dtype !== undefined) e.dtype = f.dtype
+      if (f.shape !== undefined) e.shape = f.shape
+      return e
+    })
+    const snap: Snapshot = { kind: m.kind, entries, options: { step: m.step, metadata: { ...m.metadata, copiedFrom: `${source.uri}/${got.info.id}` } } }
+    if (m.json !== undefined) snap.json = m.json
+    await this.flush()
+    return this.commit(snap)
+  }
+
   /** The bytes of the latest checkpoint, or undefined if there is none. Like Flyte's `cp.read()`. */
   async read(id?: string): Promise<Uint8Array | undefined> {
     const got = await this.load(id)
@@ -442,6 +465,16 @@ export class Checkpointer {
     // Keep at most two buffers around (one committing, one pending).
     if (this.spare.length >= 2) this.spare.shift()
     return sharedBytes(size)
+  }
+
+  /**
+   * Takes over this location as its newest writer: any writer that claimed it earlier fails its
+   * next commit with FencedError. Writing claims implicitly; a task runner claims at the start of
+   * an attempt so that an abandoned earlier attempt can never claim after it.
+   */
+  async claim(): Promise<void> {
+    this.checkOpen()
+    await this.register()
   }
 
   private async register(): Promise<void> {

@@ -1,0 +1,80 @@
+import { spawn } from 'node:child_process'
+import { DEFAULT_EXIT_CODES } from './main.js'
+
+export interface SuperviseOptions {
+  command: string
+  args?: string[]
+  /** Reruns after a retryable exit: 0..10. Default 3. */
+  retries?: number
+  /** Passed to the child as TASKPOINT_CHECKPOINT. */
+  checkpoint?: string
+  /** Exit codes that mean "run me again". Default 75 and 143. */
+  retryOn?: number[]
+  /** Also rerun a child killed by a signal (SIGKILL: the machine vanished). Default true. */
+  retryOnSignal?: boolean
+  /** Pause between attempts in ms. Default 500. */
+  delayMs?: number
+  env?: NodeJS.ProcessEnv
+  /** Progress lines (attempt started, ended, retrying). Default: stderr. */
+  log?: (line: string) => void
+}
+
+/**
+ * The local engine: runs a command, reruns it on the retry statuses with TASKPOINT_ATTEMPT and
+ * TASKPOINT_CHECKPOINT set, passes SIGTERM/SIGINT through, and stops on success or a permanent
+ * failure. Resolves with the exit code to exit with.
+ */
+export async function supervise(o: SuperviseOptions): Promise<number> {
+  const retries = o.retries ?? 3
+  if (!Number.isInteger(retries) || retries < 0 || retries > 10) throw new RangeError(`retries must be a whole number from 0 to 10, got ${o.retries}`)
+  const retryOn = new Set(o.retryOn ?? [DEFAULT_EXIT_CODES.recoverable, DEFAULT_EXIT_CODES.preempted])
+  const log = o.log ?? ((l: string) => console.error(l))
+  let stopping: NodeJS.Signals | undefined
+  let child: ReturnType<typeof spawn> | undefined
+  const forward = (sig: NodeJS.Signals) => () => {
+    // We are being stopped ourselves: pass it on and do not start another attempt.
+    stopping = sig
+    child?.kill(sig)
+  }
+  const onTerm = forward('SIGTERM')
+  const onInt = forward('SIGINT')
+  process.on('SIGTERM', onTerm)
+  process.on('SIGINT', onInt)
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const env: NodeJS.ProcessEnv = { ...process.env, ...o.env, TASKPOINT_ATTEMPT: String(attempt) }
+      if (o.checkpoint) env.TASKPOINT_CHECKPOINT = o.checkpoint
+      const started = Date.now()
+      const c = spawn(o.command, o.args ?? [], { stdio: 'inherit', env })
+      child = c
+      const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
+        c.once('error', (error) => resolve({ code: null, signal: null, error }))
+        c.once('exit', (code, signal) => resolve({ code, signal }))
+      })
+      child = undefined
+      if (result.error) {
+        log(`taskpoint run: cannot start ${o.command}: ${result.error.message}`)
+        return 127
+      }
+      const secs = ((Date.now() - started) / 1000).toFixed(1)
+      const how = result.signal ? `killed by ${result.signal}` : `exit ${result.code}`
+      log(`taskpoint run: attempt ${attempt} (pid ${c.pid}) ended after ${secs}s: ${how}`)
+      if (stopping) return result.code ?? 128 + 15
+      if (result.code === 0) return 0
+      const retryable = result.signal ? (o.retryOnSignal ?? true) : retryOn.has(result.code ?? -1)
+      if (!retryable) {
+        log(`taskpoint run: exit ${result.code} is permanent; not retrying`)
+        return result.code ?? 1
+      }
+      if (attempt >= retries) {
+        log(`taskpoint run: no retries left (${retries})`)
+        return result.code ?? 128 + 9
+      }
+      log(`taskpoint run: retrying (${attempt + 1} of ${retries})`)
+      await new Promise((r) => setTimeout(r, o.delayMs ?? 500))
+    }
+  } finally {
+    process.off('SIGTERM', onTerm)
+    process.off('SIGINT', onInt)
+  }
+}

@@ -1,0 +1,207 @@
+import pRetry from 'p-retry'
+import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
+import { StorageError } from '../errors.js'
+import { openStorage } from '../storage/resolve.js'
+import { cacheKey, readCache, writeCache } from './cache.js'
+import { consoleLogger, runInContext, type TaskContext, type TaskLogger } from './context.js'
+import { PreemptedError, RecoverableError, TaskConfigError, TaskTimeoutError, parseDuration } from './errors.js'
+import type { PreemptionWatcher } from './preemption.js'
+
+export interface TaskOptions {
+  name: string
+  /** Recorded in the context and in cache keys' logs. */
+  version?: string
+  /** Retries after a RecoverableError (or a timeout): 0..10. Default 0. Other errors are never retried. */
+  retries?: number
+  /**
+   * Retries after a storage fault that escaped the per-operation retries (the store was down for
+   * longer than their backoff). Counted apart from `retries`. Default 3.
+   */
+  systemRetries?: number
+  /** Per attempt, e.g. '2h', '30m', 90_000. Applied to every retry. Default: none. */
+  timeout?: string | number
+  /** Where this task's checkpoints live. Default: the engine's location (TASKPOINT_CHECKPOINT, Flyte's --checkpoint-path). */
+  checkpoint?: string
+  /** A previous attempt's checkpoint under another prefix (Flyte's prevCheckpointPrefix): copied forward at start when ours is empty. */
+  previousCheckpoint?: string
+  checkpointOptions?: CheckpointerOptions
+  /** Memoize: same name, version and inputs return the stored output without running. */
+  cache?: { version: string; /** Where outputs are stored. Default: `<checkpoint>/cache`. */ store?: string }
+  /** Backoff between retries. Default 1 s doubling up to 30 s. */
+  retryDelay?: { minMs?: number; maxMs?: number }
+  /** After a timeout aborts an attempt, how long to wait for it to stop before abandoning it. Default 5 s. */
+  abandonAfterMs?: number
+  /** Attempts already made by earlier processes (an engine's attempt number). Default 0. */
+  attemptOffset?: number
+  /** A started watcher whose preemption aborts the running attempt. */
+  preemption?: PreemptionWatcher
+  logger?: TaskLogger
+}
+
+export interface Task<I, O> {
+  (inputs: I): Promise<O>
+  readonly options: Readonly<TaskOptions>
+  /** The wrapped function, for runners that rebuild the task with engine-provided options. */
+  readonly fn: (inputs: I) => Promise<O> | O
+}
+
+/**
+ * Wraps a function as a task: each attempt runs with a fresh `currentContext()` (checkpoint,
+ * attempt, abort signal, logger); RecoverableErrors and timeouts are retried within `retries`;
+ * any other error fails at once.
+ */
+export function task<I, O>(options: TaskOptions, fn: (inputs: I) => Promise<O> | O): Task<I, O> {
+  validate(options)
+  const run = async (inputs: I): Promise<O> => runTask(options, fn, inputs)
+  return Object.assign(run, { options: Object.freeze({ ...options }), fn })
+}
+
+function validate(o: TaskOptions): void {
+  if (!o || typeof o.name !== 'string' || o.name.trim() === '') throw new TaskConfigError('task({ name }) needs a non-empty name')
+  const r = o.retries ?? 0
+  if (!Number.isInteger(r) || r < 0 || r > 10) throw new TaskConfigError(`task ${o.name}: retries must be a whole number from 0 to 10, got ${o.retries}`)
+  const sr = o.systemRetries ?? 3
+  if (!Number.isInteger(sr) || sr < 0 || sr > 10) throw new TaskConfigError(`task ${o.name}: systemRetries must be a whole number from 0 to 10, got ${o.systemRetries}`)
+  if (o.timeout !== undefined) parseDuration(o.timeout)
+  if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === '')) throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
+}
+
+function isSystemFault(e: unknown): boolean {
+  return e instanceof StorageError && e.code === 'Transient'
+}
+
+async function runTask<I, O>(o: TaskOptions, fn: (inputs: I) => Promise<O> | O, inputs: I): Promise<O> {
+  const log = o.logger ?? consoleLogger(`taskpoint:${o.name}`)
+  const uri = o.checkpoint ?? process.env.TASKPOINT_CHECKPOINT
+  if (!uri) throw new TaskConfigError(`task ${o.name}: no checkpoint location: pass task({ checkpoint: 's3://…' }) or set TASKPOINT_CHECKPOINT`)
+  const timeoutMs = o.timeout !== undefined ? parseDuration(o.timeout) : undefined
+
+  let cache: { storage: Awaited<ReturnType<typeof openStorage>>; key: string } | undefined
+  if (o.cache) {
+    const storage = await openStorage(o.cache.store ?? `${uri.replace(/\/+$/, '')}/cache`, o.checkpointOptions?.storage)
+    cache = { storage, key: cacheKey(o.name, o.cache.version, inputs) }
+    const hit = await readCache(storage, cache.key)
+    if (hit.hit) {
+      log.info(`cache hit (${o.cache.version}): returning the stored output without running`)
+      await storage.close()
+      return hit.output as O
+    }
+  }
+
+  const userBudget = o.retries ?? 0
+  const systemBudget = o.systemRetries ?? 3
+  let userUsed = 0
+  let systemUsed = 0
+  let attempt = (o.attemptOffset ?? 0) - 1
+  try {
+    const output = await pRetry(
+      async () => {
+        attempt++
+        return runAttempt(o, fn, inputs, { uri, attempt, timeoutMs, log })
+      },
+      {
+        retries: userBudget + systemBudget,
+        minTimeout: o.retryDelay?.minMs ?? 1000,
+        maxTimeout: o.retryDelay?.maxMs ?? 30_000,
+        randomize: true,
+        shouldRetry: ({ error }) => {
+          // Preemption is not retried here: the machine is going away; the engine restarts us.
+          if (error instanceof PreemptedError || o.preemption?.preempted) return false
+          if (error instanceof RecoverableError && userUsed < userBudget) return (userUsed++, true)
+          if (isSystemFault(error) && systemUsed < systemBudget) return (systemUsed++, true)
+          return false
+        },
+        onFailedAttempt: ({ error }) => {
+          log.warn(`attempt ${attempt} failed: ${error.message}`)
+        },
+      },
+    )
+    if (cache) await writeCache(cache.storage, cache.key, output)
+    return output
+  } finally {
+    await cache?.storage.close()
+  }
+}
+
+async function runAttempt<I, O>(
+  o: TaskOptions,
+  fn: (inputs: I) => Promise<O> | O,
+  inputs: I,
+  a: { uri: string; attempt: number; timeoutMs: number | undefined; log: TaskLogger },
+): Promise<O> {
+  if (o.preemption?.preempted) throw new PreemptedError(o.preemption.preempted)
+  const cp = await Checkpointer.open(a.uri, { ...o.checkpointOptions, attempt: a.attempt })
+  // Claim at once: an earlier attempt still running (abandoned after a timeout) is fenced from now on.
+  await cp.claim()
+  if (o.previousCheckpoint && !cp.prevExists()) {
+    const prev = await Checkpointer.open(o.previousCheckpoint, { ...o.checkpointOptions })
+    try {
+      const copied = await cp.copyLatestFrom(prev)
+      if (copied) a.log.info(`copied the previous attempt's checkpoint (step ${copied.step}) forward from ${o.previousCheckpoint}`)
+    } finally {
+      await prev.close()
+    }
+  }
+  const controller = new AbortController()
+  const unhooks: (() => void)[] = []
+  const onPreemptAbort = (): void => controller.abort(o.preemption!.signal.reason)
+  if (o.preemption) {
+    if (o.preemption.signal.aborted) onPreemptAbort()
+    else o.preemption.signal.addEventListener('abort', onPreemptAbort, { once: true })
+  }
+  const ctx: TaskContext = {
+    taskName: o.name,
+    taskVersion: o.version,
+    attempt: a.attempt,
+    checkpoint: cp,
+    signal: controller.signal,
+    log: a.log,
+    onPreempt: (hook) => {
+      const off = o.preemption?.onPreempt(hook) ?? (() => {})
+      unhooks.push(off)
+      return off
+    },
+  }
+
+  let abandoned = false
+  let timer: NodeJS.Timeout | undefined
+  const work = Promise.resolve()
+    .then(() => runInContext(ctx, () => fn(inputs)))
+    .then((out) => {
+      // A loop stopped by preemption returns early; its output is not the task's output.
+      if (o.preemption?.preempted) throw new PreemptedError(o.preemption.preempted)
+      return out
+    })
+  try {
+    if (a.timeoutMs === undefined) return await work
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TaskTimeoutError(o.name, a.timeoutMs!, a.attempt)), a.timeoutMs)
+    })
+    try {
+      return await Promise.race([work, timedOut])
+    } catch (e) {
+      if (e instanceof TaskTimeoutError) {
+        controller.abort(e)
+        // Give the attempt a moment to notice its signal; past that it is abandoned. Its
+        // checkpointer is fenced by the next attempt's, so a zombie cannot interleave commits.
+        const settled = await Promise.race([work.then(() => true, () => true), sleep(o.abandonAfterMs ?? 5000).then(() => false)])
+        if (!settled) {
+          abandoned = true
+          a.log.warn(`attempt ${a.attempt} ignored its abort signal after the timeout and was abandoned`)
+        }
+      }
+      throw e
+    }
+  } finally {
+    clearTimeout(timer)
+    o.preemption?.signal.removeEventListener('abort', onPreemptAbort)
+    // The final save a preemption hook started must land before the checkpointer closes.
+    if (o.preemption?.preempted) await o.preemption.settled()
+    for (const off of unhooks) off()
+    if (!abandoned) await cp.close()
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref())
+}

@@ -1,0 +1,183 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import {
+  Checkpointer,
+  FencedError,
+  NoTaskContextError,
+  RecoverableError,
+  TaskConfigError,
+  TaskTimeoutError,
+  canonicalJson,
+  currentContext,
+  parseDuration,
+  task,
+  type TaskLogger,
+} from '../../src/index.js'
+import { allBackends, type Backend } from '../helpers/backends.js'
+
+const dir = (): string => mkdtempSync(path.join(tmpdir(), 'tp-task-'))
+const quietLog: TaskLogger = { info: () => {}, warn: () => {}, error: () => {} }
+const fast = { retryDelay: { minMs: 1, maxMs: 5 }, logger: quietLog, checkpointOptions: { repro: false as const, onWarning: () => {} } }
+
+describe('task context', () => {
+  it('currentContext() outside a task throws a clear error', () => {
+    expect(() => currentContext()).toThrow(NoTaskContextError)
+    expect(() => currentContext()).toThrow(/outside a task/)
+  })
+
+  it('is reachable deep below the task, across awaits, with attempt and checkpoint', async () => {
+    const deep = async (): Promise<string> => {
+      await new Promise((r) => setTimeout(r, 1))
+      const ctx = currentContext()
+      return `${ctx.taskName}#${ctx.attempt}:${ctx.checkpoint.prevExists()}:${ctx.signal.aborted}`
+    }
+    const t = task({ name: 'deep', checkpoint: dir(), ...fast }, () => deep())
+    expect(await t(undefined)).toBe('deep#0:false:false')
+  })
+
+  it('refuses retries outside 0..10 and unreadable timeouts', () => {
+    expect(() => task({ name: 'x', retries: 11 }, () => 1)).toThrow(TaskConfigError)
+    expect(() => task({ name: 'x', retries: -1 }, () => 1)).toThrow(/0 to 10/)
+    expect(() => task({ name: 'x', retries: 1.5 }, () => 1)).toThrow(/0 to 10/)
+    expect(() => task({ name: 'x', timeout: 'soon' }, () => 1)).toThrow(/cannot read duration/)
+    expect(parseDuration('1h30m')).toBe(5_400_000)
+    expect(parseDuration('250ms')).toBe(250)
+  })
+})
+
+describe('retries', () => {
+  it('retries RecoverableError within the budget and fails after it', async () => {
+    let calls = 0
+    const t = task({ name: 'flaky', retries: 2, checkpoint: dir(), ...fast }, () => {
+      calls++
+      throw new RecoverableError('flaky')
+    })
+    await expect(t(undefined)).rejects.toBeInstanceOf(RecoverableError)
+    expect(calls).toBe(3)
+  })
+
+  it('fails fast on any other error', async () => {
+    let calls = 0
+    const t = task({ name: 'bug', retries: 5, checkpoint: dir(), ...fast }, () => {
+      calls++
+      throw new TypeError('bug')
+    })
+    await expect(t(undefined)).rejects.toBeInstanceOf(TypeError)
+    expect(calls).toBe(1)
+  })
+})
+
+// Flyte's use_checkpoint example, in TypeScript, on every backend.
+describe.each(allBackends().map((b) => [b.name, b] as const))('use_checkpoint on %s', (_n, backend: Backend) => {
+  it('finishes within its retries with the right answer, resuming from the checkpoint', async () => {
+    const { uri, env } = await backend.freshUri()
+    Object.assign(process.env, env) // the task opens its URI the way a user's process would: from the environment
+    const RETRIES = 3
+    const resumedAt: number[] = []
+    const t = task({ name: 'use_checkpoint', retries: RETRIES, checkpoint: uri, ...fast }, async (nIterations: number) => {
+      const cp = currentContext().checkpoint
+      const prev = await cp.read()
+      const start = prev ? Number(Buffer.from(prev).toString()) : 0
+      resumedAt.push(start)
+      const failureInterval = Math.floor(nIterations / RETRIES)
+      let index = start
+      for (; index < nIterations; index++) {
+        if (index > start && index % failureInterval === 0) throw new RecoverableError(`Failed at iteration ${index}, failure_interval ${failureInterval}`)
+        await cp.write(Buffer.from(String(index + 1)))
+      }
+      return index - 1
+    })
+    expect(await t(12)).toBe(11)
+    expect(resumedAt).toEqual([0, 4, 8])
+  })
+})
+
+describe('timeouts', () => {
+  it('aborts an attempt past its timeout and retries it; the next attempt resumes', async () => {
+    const attempts: number[] = []
+    const t = task({ name: 'slow', retries: 1, timeout: 150, checkpoint: dir(), ...fast }, async () => {
+      const ctx = currentContext()
+      attempts.push(ctx.attempt)
+      const prev = await ctx.checkpoint.read()
+      if (!prev) {
+        await ctx.checkpoint.write(Buffer.from('half'))
+        await new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
+      }
+      return Buffer.from(prev!).toString()
+    })
+    expect(await t(undefined)).toBe('half')
+    expect(attempts).toEqual([0, 1])
+  })
+
+  it('abandons an attempt that ignores its signal, and fences its checkpointer', async () => {
+    let zombieError: unknown
+    let zombieDone!: () => void
+    const zombieFinished = new Promise<void>((r) => (zombieDone = r))
+    const t = task({ name: 'stubborn', retries: 1, timeout: 100, abandonAfterMs: 50, checkpoint: dir(), ...fast }, async () => {
+      const ctx = currentContext()
+      if (ctx.attempt === 0) {
+        await new Promise((r) => setTimeout(r, 400)) // ignores the signal
+        try {
+          await ctx.checkpoint.write(Buffer.from('zombie'))
+        } catch (e) {
+          zombieError = e
+        }
+        zombieDone()
+        return 'zombie'
+      }
+      await ctx.checkpoint.write(Buffer.from('fresh'))
+      return 'fresh'
+    })
+    expect(await t(undefined)).toBe('fresh')
+    await zombieFinished
+    expect(zombieError).toBeInstanceOf(FencedError)
+  })
+
+  it('a timeout with no retries left fails with TaskTimeoutError', async () => {
+    const t = task({ name: 'late', timeout: 50, checkpoint: dir(), ...fast }, () => new Promise((r) => setTimeout(r, 300)))
+    await expect(t(undefined)).rejects.toBeInstanceOf(TaskTimeoutError)
+  })
+})
+
+describe('caching', () => {
+  it('returns the stored output for the same name, version and inputs; a new version reruns', async () => {
+    const uri = dir()
+    let runs = 0
+    const make = (version: string) => task({ name: 'square', checkpoint: uri, cache: { version }, ...fast }, (x: { a: number; b: number[] }) => (runs++, { sq: x.a * x.a, b: x.b }))
+    expect(await make('1.0')({ a: 3, b: [1] })).toEqual({ sq: 9, b: [1] })
+    expect(await make('1.0')({ b: [1], a: 3 })).toEqual({ sq: 9, b: [1] }) // key order does not matter
+    expect(runs).toBe(1)
+    expect(await make('1.0')({ a: 4, b: [1] })).toEqual({ sq: 16, b: [1] })
+    expect(runs).toBe(2)
+    expect(await make('2.0')({ a: 3, b: [1] })).toEqual({ sq: 9, b: [1] })
+    expect(runs).toBe(3)
+  })
+
+  it('refuses inputs it cannot hash stably', () => {
+    expect(() => canonicalJson({ a: new Date() })).toThrow(/Date/)
+    expect(() => canonicalJson({ a: NaN })).toThrow(/NaN/)
+    expect(() => canonicalJson({ f: () => 1 })).toThrow(/function/)
+    expect(canonicalJson({ b: 1, a: [true, null, 's'] })).toBe('{"a":[true,null,"s"],"b":1}')
+  })
+})
+
+describe('previous checkpoint (Flyte prevCheckpointPrefix)', () => {
+  it('is copied forward, verified, when this attempt starts empty', async () => {
+    const prev = dir()
+    const old = await Checkpointer.open(prev, { repro: false })
+    await old.write(Buffer.from('from attempt 0'), { step: 7, metadata: { lr: 1 } })
+    await old.close()
+    const cur = dir()
+    const t = task({ name: 'flyte', checkpoint: cur, previousCheckpoint: prev, ...fast }, async () => {
+      const cp = currentContext().checkpoint
+      return Buffer.from((await cp.read())!).toString()
+    })
+    expect(await t(undefined)).toBe('from attempt 0')
+    const after = await Checkpointer.open(cur, { repro: false })
+    const info = (await after.latest())!
+    expect(info.step).toBe(7)
+    expect(info.metadata.copiedFrom).toContain(prev)
+  })
+})
