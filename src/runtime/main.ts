@@ -21,6 +21,7 @@ export const DEFAULT_EXIT_CODES: ExitCodes = { success: 0, preempted: 143, recov
 
 export interface MainOptions {
   exitCodes?: Partial<ExitCodes>
+  /** Default: SIGTERM/SIGINT, plus the cloud notices enabled by TASKPOINT_WATCH_AWS_SPOT / _GCE / _AZURE. */
   preemption?: PreemptionOptions
   /** After preemption, how long the final save and flush may take before the process exits anyway. Default 25 s. */
   graceMs?: number
@@ -50,7 +51,7 @@ export function classify(error: unknown, preempted: boolean): Outcome {
 export async function runMain<I, O>(t: Task<I, O>, inputs: I, options: MainOptions = {}): Promise<number> {
   const codes = { ...DEFAULT_EXIT_CODES, ...options.exitCodes }
   const engine = options.engine ?? detectEngine()
-  const watcher = new PreemptionWatcher(options.preemption).start()
+  const watcher = new PreemptionWatcher(options.preemption ?? preemptionFromEnv()).start()
   const graceMs = options.graceMs ?? 25_000
   const o: TaskOptions = { ...t.options, preemption: watcher }
   if (engine.checkpoint && !t.options.checkpoint) o.checkpoint = engine.checkpoint
@@ -94,6 +95,12 @@ export async function runMain<I, O>(t: Task<I, O>, inputs: I, options: MainOptio
   }
   if (options.exit !== false) process.exit(code)
   return code
+}
+
+/** TASKPOINT_WATCH_AWS_SPOT / _GCE / _AZURE = 1 turn the metadata watchers on without code changes. */
+export function preemptionFromEnv(env: NodeJS.ProcessEnv = process.env): PreemptionOptions {
+  const on = (v: string | undefined): boolean => v === '1' || v === 'true'
+  return { aws: on(env.TASKPOINT_WATCH_AWS_SPOT), gce: on(env.TASKPOINT_WATCH_GCE), azure: on(env.TASKPOINT_WATCH_AZURE) }
 }
 
 async function writeFlyteError(outputPrefix: string, outcome: Outcome, error: unknown): Promise<void> {
