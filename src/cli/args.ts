@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { parseDuration } from '../runtime/errors.js'
 
 /** Exit codes of the CLI itself (`taskpoint run` exits with its task's code instead). */
 export const CLI_EXIT = { ok: 0, failed: 1, usage: 2, corrupt: 3 } as const
@@ -33,4 +34,20 @@ export function bytes(n: number): string {
     i++
   }
   return `${i === 0 ? n : n.toFixed(1)} ${u[i]}`
+}
+
+/** A duration flag such as 15m or 90s; 0 (any unit) is allowed and means none. */
+export function durationFlag(v: string | undefined, name: string, dflt: string): number {
+  const text = v ?? dflt
+  if (/^0+(ms|s|m|h|d)?$/.test(text)) return 0
+  try {
+    return parseDuration(text)
+  } catch {
+    throw new UsageError(`--${name} takes a duration like 90s, 15m or 2h, got "${text}"`)
+  }
+}
+
+/** Refuses positionals beyond what a command takes. */
+export function maxArgs(positionals: string[], n: number, shape: string): void {
+  if (positionals.length > n) throw new UsageError(`too many arguments; expected ${shape}`)
 }

@@ -1,0 +1,50 @@
+import { Checkpointer } from '../checkpoint/checkpointer.js'
+import { TaskpointError } from '../errors.js'
+import { MANIFEST_DIR } from '../format/manifest.js'
+import { openStorage } from '../storage/resolve.js'
+import type { Storage } from '../storage/types.js'
+import type { CheckpointInfo } from '../checkpoint/types.js'
+import { UsageError } from './args.js'
+
+/** The CLI gives up on an unreachable store after a few seconds rather than the library's longer budget. */
+const CLI_RETRY = { retries: 3, minTimeoutMs: 200, maxTimeoutMs: 2000 }
+
+export async function openLocation(uri: string | undefined): Promise<{ storage: Storage; cp: Checkpointer }> {
+  if (!uri) throw new UsageError('give a checkpoint URI (a path, file://…, s3://bucket/prefix or gs://bucket/prefix)')
+  const storage = await openStorage(uri, { retry: CLI_RETRY })
+  const cp = await Checkpointer.open(storage, { repro: false, onWarning: (m) => console.error(`warning: ${m}`) })
+  return { storage, cp }
+}
+
+/** Fails with a clear message when the URI holds no checkpoints (empty, or some other data). */
+export async function requireCheckpoints(storage: Storage, cp: Checkpointer): Promise<CheckpointInfo[]> {
+  const list = await cp.list()
+  if (list.length > 0) return list
+  let other: string | undefined
+  for await (const o of storage.list()) {
+    if (!o.key.startsWith(MANIFEST_DIR)) {
+      other = o.key
+      break
+    }
+  }
+  if (other !== undefined) {
+    throw new TaskpointError('NotACheckpoint', `${storage.uri} holds objects (e.g. "${other}") but no taskpoint checkpoints: is this the right prefix?`)
+  }
+  if (cp.lastSkipped.length > 0) throw new TaskpointError('NoIntactCheckpoint', `${storage.uri}: every checkpoint is damaged (${cp.lastSkipped.length}); see \`taskpoint verify ${storage.uri} --all\``)
+  throw new TaskpointError('NoCheckpoints', `no checkpoints at ${storage.uri}`)
+}
+
+/** A STEP number (newest checkpoint with that step) or a checkpoint id; default: the newest. */
+export function pick(list: CheckpointInfo[], which: string | undefined): CheckpointInfo {
+  if (which === undefined) return list.at(-1)!
+  const found = /^\d+$/.test(which)
+    ? list.filter((c) => c.step === Number(which)).at(-1)
+    : list.find((c) => c.id === which || c.id === `manifests/${which}` || c.id.endsWith(`/${which}`))
+  if (!found) throw new TaskpointError('NoSuchCheckpoint', `no checkpoint "${which}": steps here are ${summariseSteps(list)}`)
+  return found
+}
+
+function summariseSteps(list: CheckpointInfo[]): string {
+  const steps = list.map((c) => c.step)
+  return steps.length > 12 ? `${steps.slice(0, 5).join(', ')}, …, ${steps.slice(-5).join(', ')}` : steps.join(', ')
+}

@@ -1,0 +1,180 @@
+import { spawn } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync, promises as fs } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { Checkpointer, openStorage } from '../../src/index.js'
+import { allBackends, type Backend } from '../helpers/backends.js'
+
+const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'src', 'cli', 'main.js')
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+interface Out {
+  code: number | null
+  stdout: string
+  stderr: string
+  raw: Buffer
+}
+
+function taskpoint(args: string[], env: Record<string, string | undefined> = {}): Promise<Out> {
+  return new Promise((resolve) => {
+    const merged: NodeJS.ProcessEnv = { ...process.env, AWS_EC2_METADATA_DISABLED: 'true' }
+    for (const [k, v] of Object.entries(env)) {
+      if (v === undefined) delete merged[k]
+      else merged[k] = v
+    }
+    const p = spawn(process.execPath, [cli, ...args], { env: merged, stdio: ['ignore', 'pipe', 'pipe'] })
+    const chunks: Buffer[] = []
+    let stderr = ''
+    p.stdout.on('data', (d: Buffer) => chunks.push(d))
+    p.stderr.on('data', (d) => (stderr += d))
+    p.on('exit', (code) => {
+      const raw = Buffer.concat(chunks)
+      resolve({ code, stdout: raw.toString(), stderr, raw })
+    })
+  })
+}
+
+describe.each(allBackends().map((b) => [b.name, b] as const))('taskpoint CLI on %s', (_n, backend: Backend) => {
+  it('ls, show, cat, restore, verify, prune and gc a real checkpoint location', async () => {
+    const { uri, env } = await backend.freshUri()
+    Object.assign(process.env, env)
+    const cp = await Checkpointer.open(uri, { chunkSize: 8 * 1024, repro: false })
+    const payloads: Buffer[] = []
+    for (let step = 0; step < 4; step++) {
+      const b = Buffer.alloc(40 * 1024, 7)
+      b.set(randomBytes(8 * 1024), 32 * 1024) // only the last chunk changes
+      payloads.push(b)
+      await cp.write(b, { step: step * 100, metadata: { loss: 1 / (step + 1) } })
+    }
+    await cp.close()
+
+    const ls = await taskpoint(['ls', uri, '--json'], env)
+    expect(ls.code, ls.stderr).toBe(0)
+    const rows = JSON.parse(ls.stdout) as { step: number; size: number; newBytes: number; metadata: { loss: number } }[]
+    expect(rows.map((r) => r.step)).toEqual([0, 100, 200, 300])
+    expect(rows[0]!.newBytes).toBe(16 * 1024) // one chunk of 7s (stored once) + the random one
+    expect(rows[1]!.newBytes).toBe(8 * 1024)
+    expect(rows[3]!.metadata.loss).toBe(0.25)
+    const table = await taskpoint(['ls', uri], env)
+    expect(table.stdout).toMatch(/^STEP\s+TIME \(UTC\)\s+SIZE\s+NEW/m)
+
+    const show = await taskpoint(['show', uri, '100', '--json'], env)
+    const m = JSON.parse(show.stdout) as { step: number; files: { path: string; chunks: unknown[] }[] }
+    expect(m.step).toBe(100)
+    expect(m.files[0]!.chunks).toHaveLength(5)
+
+    const cat = await taskpoint(['cat', uri, '200'], env)
+    expect(cat.code).toBe(0)
+    expect(sha(cat.raw)).toBe(sha(payloads[2]!))
+
+    const dir = mkdtempSync(path.join(tmpdir(), 'tp-cli-'))
+    const restore = await taskpoint(['restore', uri, dir], env)
+    expect(restore.code, restore.stderr).toBe(0)
+    expect(sha(await fs.readFile(path.join(dir, 'data')))).toBe(sha(payloads[3]!))
+
+    expect((await taskpoint(['verify', uri, '--all'], env)).code).toBe(0)
+    // Damage the newest checkpoint's own chunk: verify names it and exits 3.
+    const storage = await openStorage(uri)
+    const last = JSON.parse((await taskpoint(['show', uri, '--json'], env)).stdout) as { files: { chunks: { hash: string }[] }[] }
+    const victim = last.files[0]!.chunks[4]!.hash
+    await storage.put(`chunks/${victim.slice(0, 2)}/${victim}`, Buffer.from('garbage'))
+    const bad = await taskpoint(['verify', uri], env)
+    expect(bad.code).toBe(3)
+    expect(bad.stdout).toMatch(/DAMAGED .* bad chunk/)
+    expect(bad.stdout).toContain('data: chunk')
+    // restore without a STEP falls back past the damaged newest checkpoint to the one before.
+    const dir2 = mkdtempSync(path.join(tmpdir(), 'tp-cli-'))
+    const r2 = await taskpoint(['restore', uri, dir2], env)
+    expect(r2.stdout).toContain('restored step 200')
+    expect(r2.stderr).toMatch(/skipping damaged checkpoint/)
+
+    const dry = await taskpoint(['prune', uri, '--keep-last', '2', '--dry-run'], env)
+    expect(dry.stdout).toContain('would delete 2 checkpoint(s)')
+    const pr = await taskpoint(['prune', uri, '--keep-last', '1', '--keep-every', '200', '--min-age', '0s'], env)
+    expect(pr.code, pr.stderr).toBe(0)
+    const after = JSON.parse((await taskpoint(['ls', uri, '--json'], env)).stdout) as { step: number }[]
+    expect(after.map((r) => r.step)).toEqual([0, 200, 300])
+    const g = await taskpoint(['gc', uri, '--min-age', '0'], env)
+    expect(g.code).toBe(0)
+    expect(g.stdout).toMatch(/deleted \d+ unreferenced chunk/)
+    await storage.close()
+  }, 120_000)
+})
+
+describe('taskpoint CLI errors', () => {
+  it('--help for every command, usage errors exit 2', async () => {
+    for (const c of ['ls', 'show', 'verify', 'restore', 'cat', 'prune', 'gc', 'run']) {
+      const r = await taskpoint([c, '--help'])
+      expect(r.code, c).toBe(0)
+      expect(r.stdout, c).toContain(`taskpoint ${c}`)
+    }
+    expect((await taskpoint(['frobnicate'])).code).toBe(2)
+    const r = await taskpoint(['prune', '/tmp/x'])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain('--keep-last N is required')
+  })
+
+  it('a wrong URI, a non-checkpoint prefix, an empty one', async () => {
+    const bad = await taskpoint(['ls', 'ftp://x/y'])
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toMatch(/unsupported URI scheme "ftp:\/\/"/)
+    const dir = mkdtempSync(path.join(tmpdir(), 'tp-notcp-'))
+    await fs.writeFile(path.join(dir, 'model.bin'), 'x')
+    const r = await taskpoint(['ls', dir])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/holds objects \(e\.g\. "model\.bin"\) but no taskpoint checkpoints/)
+    const empty = await taskpoint(['verify', mkdtempSync(path.join(tmpdir(), 'tp-empty-'))])
+    expect(empty.code).toBe(1)
+    expect(empty.stderr).toMatch(/no checkpoints at/)
+  })
+
+  it('missing S3 credentials and an unreachable endpoint say so', async () => {
+    const home = mkdtempSync(path.join(tmpdir(), 'tp-home-'))
+    const noCreds = await taskpoint(['ls', 's3://bucket/run'], {
+      AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined,
+      AWS_WEB_IDENTITY_TOKEN_FILE: undefined, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: undefined, AWS_CONTAINER_CREDENTIALS_FULL_URI: undefined,
+      HOME: home, AWS_CONFIG_FILE: path.join(home, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(home, 'none'),
+      AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_REGION: 'us-east-1',
+    })
+    expect(noCreds.code).toBe(1)
+    expect(noCreds.stderr).toMatch(/no AWS credentials found/)
+    const down = await taskpoint(['ls', 's3://bucket/run'], { AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b', AWS_REGION: 'us-east-1' })
+    expect(down.code).toBe(1)
+    expect(down.stderr).toMatch(/s3 list s3:\/\/bucket\/run\/manifests\/.*transient fault.*ECONNREFUSED/)
+  }, 60_000)
+})
+
+describe('progress', () => {
+  it('draws a bar on a TTY only for transfers over a second, plain lines otherwise', async () => {
+    const { vi } = await import('vitest')
+    const { progress } = await import('../../src/cli/progress.js')
+    vi.useFakeTimers()
+    try {
+      const tty = { isTTY: true, out: '', write(s: string) { this.out += s; return true } }
+      const quick = progress('up', 100, tty as unknown as NodeJS.WriteStream)
+      quick.update(100)
+      quick.finish()
+      expect(tty.out).toBe('')
+      const slow = progress('up', 1024 * 1024, tty as unknown as NodeJS.WriteStream)
+      vi.advanceTimersByTime(1500)
+      slow.update(512 * 1024)
+      vi.advanceTimersByTime(500)
+      slow.update(1024 * 1024)
+      slow.finish()
+      expect(tty.out).toMatch(/\rup \[#{12}\.{12}\]  50% 512\.0 KiB\/1\.0 MiB/)
+      expect(tty.out.endsWith('\n')).toBe(true)
+      const pipe = { isTTY: false, out: '', write(s: string) { this.out += s; return true } }
+      const p = progress('down', 2048, pipe as unknown as NodeJS.WriteStream)
+      vi.advanceTimersByTime(3000)
+      p.update(1024)
+      p.finish()
+      expect(pipe.out).toMatch(/^down: 50% \(1\.0 KiB of 2\.0 KiB, .*\/s\)\n/)
+      expect(pipe.out).not.toContain('\r')
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+})
