@@ -1,0 +1,204 @@
+import type * as tfType from '@tensorflow/tfjs'
+import type { Checkpointer } from '../../src/checkpoint/checkpointer.js'
+import type { LoadedState } from '../../src/checkpoint/types.js'
+import { maybeContext } from '../../src/runtime/context.js'
+import { PreemptedError } from '../../src/runtime/errors.js'
+import { STATE_FORMAT, Tracker, createCheckpointCallback, type CheckpointCallbackOptions, type SavedTraining } from './callback.js'
+import { current as currentRandom } from './random.js'
+import { TfStateError, restoreState, type LayersModel, type TF } from './state.js'
+
+type Tensor = tfType.Tensor
+type Tensors = Tensor | Tensor[]
+
+export interface FitResult {
+  /** Per-epoch mean logs of the whole run, including epochs trained by earlier attempts. */
+  history: { epoch: number[]; history: Record<string, number[]> }
+  /** Where this run started: undefined for a fresh start. */
+  resumedFrom?: { epoch: number; batch: number; step: number }
+  /** Epochs and batches trained by this call. */
+  trainedBatches: number
+}
+
+function checkpointOf(o: CheckpointCallbackOptions): Checkpointer {
+  const cp = o.checkpoint ?? maybeContext()?.checkpoint
+  if (!cp) throw new TfStateError('no checkpoint: pass { checkpoint } or call from inside a task (currentContext().checkpoint)')
+  return cp
+}
+
+/** Restores the newest tfjs checkpoint into the model (weights, optimizer, generator); undefined when there is none. */
+export async function resume(tf: TF, model: LayersModel, options: { checkpoint?: Checkpointer } = {}): Promise<{ saved: SavedTraining; arrays: LoadedState['arrays'] } | undefined> {
+  const cp = checkpointOf(options)
+  const st = await cp.readState()
+  if (!st) return undefined
+  const saved = st.json as SavedTraining
+  if (!saved || saved.format !== STATE_FORMAT) throw new TfStateError(`the newest checkpoint at ${cp.uri} is not a tfjs training checkpoint (format ${String((saved as { format?: unknown })?.format)})`)
+  if (saved.backend !== tf.getBackend()) {
+    console.warn(`[taskpoint] resuming a ${saved.backend} checkpoint on the ${tf.getBackend()} backend: training goes on, but not bit-identically (backends round differently)`)
+  }
+  await restoreState(tf, model, st.arrays, saved.model)
+  const rng = currentRandom()
+  if (saved.rng && rng) rng.state = saved.rng
+  return { saved, arrays: st.arrays }
+}
+
+function trackerFrom(saved: SavedTraining | undefined, arrays: LoadedState['arrays'] | undefined): Tracker {
+  const t = new Tracker()
+  if (!saved) return t
+  t.epoch = saved.epoch
+  t.batch = saved.batch
+  t.globalStep = saved.globalStep
+  t.history = saved.history
+  t.acc = saved.acc
+  t.iteratorCalls = saved.iteratorCalls ?? 0
+  const perm = arrays?.perm
+  if (perm) t.perm = new Int32Array(perm.data.buffer.slice(perm.data.byteOffset, perm.data.byteOffset + perm.data.byteLength) as ArrayBuffer)
+  return t
+}
+
+function gatherRows(tf: TF, x: Tensors, idx: Int32Array): Tensors {
+  const ids = tf.tensor1d(idx, 'int32')
+  const out = Array.isArray(x) ? x.map((t) => tf.gather(t, ids)) : tf.gather(x, ids)
+  ids.dispose()
+  return out
+}
+
+function sliceRows(tf: TF, x: Tensors, start: number, end?: number): Tensors {
+  const cut = (t: Tensor): Tensor => tf.slice(t, [start], [(end ?? t.shape[0]!) - start])
+  return Array.isArray(x) ? x.map(cut) : cut(x)
+}
+
+/**
+ * `model.fit` that survives preemption: resumes from the newest checkpoint (weights, optimizer,
+ * position within the epoch, shuffle order, random generator), saves as `every` says, and on
+ * preemption makes one last save and throws PreemptedError. With `seedRandom(seed)` called before
+ * the model was built, a resumed run ends bit-identical to an uninterrupted one on the same backend.
+ */
+export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors, y: Tensors, args: tfType.ModelFitArgs, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
+  const cp = checkpointOf(options)
+  const shuffle = args.shuffle ?? true
+  const batchSize = args.batchSize ?? 32
+  let fitArgs: tfType.ModelFitArgs = { ...args }
+  let trainX = x
+  let trainY = y
+  const owned: Tensors[] = []
+  if (args.validationSplit) {
+    // Split once, as fit would, so that a resumed partial epoch validates on the same rows.
+    const n = (Array.isArray(x) ? x[0]! : x).shape[0]!
+    const at = Math.floor(n * (1 - args.validationSplit))
+    trainX = sliceRows(tf, x, 0, at)
+    trainY = sliceRows(tf, y, 0, at)
+    const vx = sliceRows(tf, x, at)
+    const vy = sliceRows(tf, y, at)
+    owned.push(trainX, trainY, vx, vy)
+    fitArgs = { ...fitArgs, validationSplit: undefined, validationData: [vx, vy] as never }
+  }
+  const restored = await resume(tf, model, { checkpoint: cp })
+  const tracker = trackerFrom(restored?.saved, restored?.arrays)
+  const opts = { ...options, checkpoint: cp, shuffle }
+  const result: FitResult = { history: tracker.history, trainedBatches: 0 }
+  const startStep = tracker.globalStep
+  if (restored) result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
+  const userCallbacks = args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
+  try {
+    let startEpoch = tracker.epoch
+    if (restored && restored.saved.batch > 0) {
+      // Finish the interrupted epoch first: the rows it had not reached yet, in its own order.
+      const n = (Array.isArray(trainX) ? trainX[0]! : trainX).shape[0]!
+      const from = restored.saved.batch * batchSize
+      if (shuffle && !tracker.perm) throw new TfStateError('the checkpoint was saved mid-epoch without the shuffle order (no seedRandom?); cannot resume mid-epoch exactly')
+      const idx = tracker.perm ? tracker.perm.slice(from) : Int32Array.from({ length: n - from }, (_, i) => from + i)
+      if (idx.length > 0) {
+        const rx = gatherRows(tf, trainX, idx)
+        const ry = gatherRows(tf, trainY, idx)
+        tracker.partial = true
+        tracker.epochOffset = tracker.epoch
+        tracker.batchOffset = restored.saved.batch
+        const cb = createCheckpointCallback(tf, model, { ...opts, shuffle: false }, tracker, 'fit')
+        try {
+          await model.fit(rx, ry, { ...fitArgs, epochs: 1, initialEpoch: 0, shuffle: false, callbacks: [cb] })
+        } finally {
+          tf.dispose([rx, ry].flat())
+        }
+        tracker.partial = false
+        tracker.epochOffset = 0
+        if (tracker.stopped) throw new PreemptedError(signalReason(options))
+      }
+      startEpoch = tracker.epoch
+    }
+    if (shuffle && startEpoch > 0) tracker.forceFrom = tracker.perm
+    const epochs = args.epochs ?? 1
+    if (startEpoch < epochs) {
+      const cb = createCheckpointCallback(tf, model, opts, tracker, 'fit')
+      await model.fit(trainX, trainY, { ...fitArgs, initialEpoch: startEpoch, callbacks: [...userCallbacks, cb] as never })
+    }
+    await cp.flush()
+    if (tracker.stopped) throw new PreemptedError(signalReason(options))
+    result.trainedBatches = tracker.globalStep - startStep
+    return result
+  } finally {
+    tf.dispose(owned.flat())
+  }
+}
+
+/**
+ * `model.fitDataset` with checkpoints: as `fitWithCheckpoints`, for datasets. A resumed run
+ * replays the dataset's iterator() calls and skips the batches already trained, so a dataset
+ * shuffled with a seed (`dataset.shuffle(n, seed)`) yields the same batches in the same order.
+ */
+export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer>(tf: TF, model: LayersModel, dataset: tfType.data.Dataset<T>, args: tfType.ModelFitDatasetArgs<T>, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
+  const cp = checkpointOf(options)
+  const restored = await resume(tf, model, { checkpoint: cp })
+  const tracker = trackerFrom(restored?.saved, restored?.arrays)
+  const result: FitResult = { history: tracker.history, trainedBatches: 0 }
+  const startStep = tracker.globalStep
+  const rng = currentRandom()
+  const savedRng = restored?.saved.rng
+  let replay: (() => Promise<void>) | undefined
+  if (restored) {
+    result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
+    // fitDataset calls iterator() once up front and once per epoch; each call moves a seeded
+    // dataset's generator on. Replay the calls the interrupted run made before this epoch's.
+    const epoch = restored.saved.epoch
+    replay = async () => {
+      for (let i = 0; i < epoch; i++) await dataset.iterator()
+    }
+    tracker.batchOffset = restored.saved.batch
+  }
+  if (replay) await replay()
+  const skip = restored?.saved.batch ?? 0
+  let calls = 0
+  // Every other property (size, ...) comes from the user's dataset.
+  const proxy = Object.create(dataset) as tfType.data.Dataset<T>
+  proxy.iterator = async () => {
+    calls++
+    tracker.iteratorCalls++
+    const first = calls === 2 && restored
+    if (first && skip === 0 && rng && savedRng) rng.state = savedRng
+    const it = await dataset.iterator()
+    if (first && skip > 0) {
+      for (let i = 0; i < skip; i++) {
+        const r = await it.next()
+        if (r.done) break
+        tf.dispose(r.value as never)
+      }
+      if (rng && savedRng) rng.state = savedRng
+    }
+    return it
+  }
+  const userCallbacks = args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
+  const cb = createCheckpointCallback(tf, model, { ...options, checkpoint: cp }, tracker, 'dataset')
+  if (restored) tracker.iteratorCalls = restored.saved.epoch // the replayed calls
+  if (tracker.epoch < args.epochs) {
+    await model.fitDataset(proxy, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
+  }
+  await cp.flush()
+  if (tracker.stopped) throw new PreemptedError(signalReason(options))
+  result.trainedBatches = tracker.globalStep - startStep
+  return result
+}
+
+function signalReason(o: CheckpointCallbackOptions): string {
+  const s = o.signal ?? maybeContext()?.signal
+  const r = s?.reason as { message?: string } | undefined
+  return r?.message?.replace(/^preempted: /, '') ?? 'training stopped by preemption'
+}
