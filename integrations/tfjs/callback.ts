@@ -22,6 +22,8 @@ export interface CheckpointCallbackOptions {
   metadata?: Record<string, unknown>
   /** Called after each save is handed to the checkpointer. */
   onSave?: (e: { epoch: number; batch: number; kind: SaveKind; step: number }) => void
+  /** Called once a checkpoint has been restored, before training goes on (epoch and batch are 0-based). */
+  onResume?: (from: { epoch: number; batch: number; step: number }) => void
   /** Called at each epoch end with the epoch's mean logs (loss, metrics, val_*). */
   onEpoch?: (epoch: number, logs: Record<string, number>) => void
 }

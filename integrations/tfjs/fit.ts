@@ -15,8 +15,10 @@ export interface FitResult {
   history: { epoch: number[]; history: Record<string, number[]> }
   /** Where this run started: undefined for a fresh start. */
   resumedFrom?: { epoch: number; batch: number; step: number }
-  /** Epochs and batches trained by this call. */
+  /** Batches trained by this call. */
   trainedBatches: number
+  /** Time spent training (restore included) and waiting at the end for the last save to be durable. */
+  timings: { trainMs: number; flushMs: number }
 }
 
 function checkpointOf(o: CheckpointCallbackOptions): Checkpointer {
@@ -74,6 +76,7 @@ function sliceRows(tf: TF, x: Tensors, start: number, end?: number): Tensors {
  * the model was built, a resumed run ends bit-identical to an uninterrupted one on the same backend.
  */
 export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors, y: Tensors, args: tfType.ModelFitArgs, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
+  const started = performance.now()
   const cp = checkpointOf(options)
   const shuffle = args.shuffle ?? true
   const batchSize = args.batchSize ?? 32
@@ -95,9 +98,12 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
   const restored = await resume(tf, model, { checkpoint: cp })
   const tracker = trackerFrom(restored?.saved, restored?.arrays)
   const opts = { ...options, checkpoint: cp, shuffle }
-  const result: FitResult = { history: tracker.history, trainedBatches: 0 }
+  const result: FitResult = { history: tracker.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
   const startStep = tracker.globalStep
-  if (restored) result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
+  if (restored) {
+    result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
+    options.onResume?.(result.resumedFrom)
+  }
   const userCallbacks = args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
   try {
     let startEpoch = tracker.epoch
@@ -131,7 +137,9 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
       const cb = createCheckpointCallback(tf, model, opts, tracker, 'fit')
       await model.fit(trainX, trainY, { ...fitArgs, initialEpoch: startEpoch, callbacks: [...userCallbacks, cb] as never })
     }
+    result.timings.trainMs = performance.now() - started
     await cp.flush()
+    result.timings.flushMs = performance.now() - started - result.timings.trainMs
     if (tracker.stopped) throw new PreemptedError(signalReason(options))
     result.trainedBatches = tracker.globalStep - startStep
     return result
@@ -146,16 +154,18 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
  * shuffled with a seed (`dataset.shuffle(n, seed)`) yields the same batches in the same order.
  */
 export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer>(tf: TF, model: LayersModel, dataset: tfType.data.Dataset<T>, args: tfType.ModelFitDatasetArgs<T>, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
+  const started = performance.now()
   const cp = checkpointOf(options)
   const restored = await resume(tf, model, { checkpoint: cp })
   const tracker = trackerFrom(restored?.saved, restored?.arrays)
-  const result: FitResult = { history: tracker.history, trainedBatches: 0 }
+  const result: FitResult = { history: tracker.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
   const startStep = tracker.globalStep
   const rng = currentRandom()
   const savedRng = restored?.saved.rng
   let replay: (() => Promise<void>) | undefined
   if (restored) {
     result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
+    options.onResume?.(result.resumedFrom)
     // fitDataset calls iterator() once up front and once per epoch; each call moves a seeded
     // dataset's generator on. Replay the calls the interrupted run made before this epoch's.
     const epoch = restored.saved.epoch
@@ -191,7 +201,9 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
   if (tracker.epoch < args.epochs) {
     await model.fitDataset(proxy, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
   }
+  result.timings.trainMs = performance.now() - started
   await cp.flush()
+  result.timings.flushMs = performance.now() - started - result.timings.trainMs
   if (tracker.stopped) throw new PreemptedError(signalReason(options))
   result.trainedBatches = tracker.globalStep - startStep
   return result

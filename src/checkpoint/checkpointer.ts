@@ -142,6 +142,7 @@ export class Checkpointer {
     const owns = typeof target === 'string'
     const storage = typeof target === 'string' ? await openStorage(target, options.storage) : target
     const cp = new Checkpointer(storage, owns, options)
+    if (options.repro !== false) void reproInfo() // start it now; the first commit awaits it
     try {
       cp.names = await listManifestNames(storage)
     } catch (e) {
@@ -548,7 +549,7 @@ export class Checkpointer {
       chunkSize: this.o.chunkSize,
       totalSize: total,
       metadata: snap.options.metadata ?? {},
-      repro: this.o.repro === false ? {} : { ...reproInfo(), ...(typeof this.o.repro === 'object' ? this.o.repro : {}) },
+      repro: this.o.repro === false ? {} : { ...(await reproInfo()), ...(typeof this.o.repro === 'object' ? this.o.repro : {}) },
       files,
     }
     if (this.o.attempt !== undefined) m.attempt = this.o.attempt

@@ -1,41 +1,51 @@
-import { execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
+import { promisify } from 'node:util'
 
-let cached: Record<string, unknown> | undefined
+const run = promisify(execFile)
+let cached: Promise<Record<string, unknown>> | undefined
 
 /**
  * What it takes to tell later which code produced a checkpoint: versions, platform, the git commit
- * of the working directory and a hash of the entry script. Computed once per process; every field
- * is best effort and missing rather than wrong.
+ * of the working directory and a hash of the entry script. Computed once per process, in the
+ * background (a training loop must not wait on `git`); every field is best effort and missing
+ * rather than wrong.
  */
-export function reproInfo(): Record<string, unknown> {
-  if (cached) return cached
+export function reproInfo(): Promise<Record<string, unknown>> {
+  cached ??= collect()
+  return cached
+}
+
+async function collect(): Promise<Record<string, unknown>> {
   const info: Record<string, unknown> = {
     taskpoint: packageVersion(),
     node: process.version,
     platform: process.platform,
     arch: process.arch,
   }
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 2000 }).toString().trim()
-    if (/^[0-9a-f]{40}$/.test(commit)) info.gitCommit = commit
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { stdio: ['ignore', 'pipe', 'ignore'], timeout: 2000 }).toString()
-    info.gitDirty = dirty.trim().length > 0
-  } catch {
-    // not a git checkout, or git missing: leave it out
+  const git = async (args: string[]): Promise<string | undefined> => {
+    try {
+      return (await run('git', args, { timeout: 2000 })).stdout.trim()
+    } catch {
+      return undefined // not a git checkout, or git missing
+    }
+  }
+  const [commit, status] = await Promise.all([git(['rev-parse', 'HEAD']), git(['status', '--porcelain', '--untracked-files=no'])])
+  if (commit && /^[0-9a-f]{40}$/.test(commit)) {
+    info.gitCommit = commit
+    if (status !== undefined) info.gitDirty = status.length > 0
   }
   const entry = process.argv[1]
   if (entry) {
     try {
+      info.entrySha256 = createHash('sha256').update(await readFile(entry)).digest('hex')
       info.entryScript = entry
-      info.entrySha256 = createHash('sha256').update(readFileSync(entry)).digest('hex')
     } catch {
       // entry is not a readable file (REPL, -e)
     }
   }
-  cached = info
   return info
 }
 

@@ -85,7 +85,7 @@ export async function runMain<I, O>(t: Task<I, O>, inputs: I, options: MainOptio
   if (outcome === 'success') {
     await (options.onResult ?? ((v: unknown) => v !== undefined && console.log(JSON.stringify(v))))(output)
   } else {
-    console.error(`[taskpoint] task ${t.options.name} ended: ${outcome}: ${(error as Error)?.message ?? error}`)
+    console.error(`[taskpoint] task ${t.options.name} ended (${outcome}, exit ${codes[outcome]}): ${(error as Error)?.message ?? error}`)
   }
 
   let code = codes[outcome]

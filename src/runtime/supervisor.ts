@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { DEFAULT_EXIT_CODES } from './main.js'
 
 export interface SuperviseOptions {
@@ -17,6 +17,10 @@ export interface SuperviseOptions {
   env?: NodeJS.ProcessEnv
   /** Progress lines (attempt started, ended, retrying). Default: stderr. */
   log?: (line: string) => void
+  /** 'inherit' (default) shares this process's stdio; 'pipe' lets `onSpawn` read the attempt's output. */
+  stdio?: 'inherit' | 'pipe'
+  /** Called with each attempt's process as it starts (to watch its output, or to preempt it in a simulation). */
+  onSpawn?: (child: ChildProcess, attempt: number) => void
 }
 
 /**
@@ -45,8 +49,9 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
       const env: NodeJS.ProcessEnv = { ...process.env, ...o.env, TASKPOINT_ATTEMPT: String(attempt) }
       if (o.checkpoint) env.TASKPOINT_CHECKPOINT = o.checkpoint
       const started = Date.now()
-      const c = spawn(o.command, o.args ?? [], { stdio: 'inherit', env })
+      const c = spawn(o.command, o.args ?? [], { stdio: o.stdio === 'pipe' ? ['ignore', 'pipe', 'pipe'] : 'inherit', env })
       child = c
+      o.onSpawn?.(c, attempt)
       const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
         c.once('error', (error) => resolve({ code: null, signal: null, error }))
         c.once('exit', (code, signal) => resolve({ code, signal }))

@@ -112,7 +112,8 @@ async function runTask<I, O>(o: TaskOptions, fn: (inputs: I) => Promise<O> | O, 
           return false
         },
         onFailedAttempt: ({ error }) => {
-          log.warn(`attempt ${attempt} failed: ${error.message}`)
+          if (error instanceof PreemptedError) log.info(`attempt ${attempt} stopped: ${error.message}`)
+          else log.warn(`attempt ${attempt} failed: ${error.message}`)
         },
       },
     )

@@ -1,0 +1,96 @@
+import * as tf from '@tensorflow/tfjs'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Checkpointer } from '../../src/index.js'
+import { TfStateError, Xoshiro128, createCheckpointCallback, resume, seedRandom } from '../../integrations/tfjs/index.js'
+import { drawsProducing, fisherYates } from '../../integrations/tfjs/random.js'
+
+const quiet = { repro: false as const, onWarning: () => {} }
+const open = () => Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-tfi-')), quiet)
+
+beforeAll(async () => {
+  await tf.setBackend('cpu')
+})
+
+describe('seeded Math.random', () => {
+  afterAll(() => seedRandom(1).uninstall())
+
+  it('is reproducible from its seed and from its saved state', () => {
+    const r = seedRandom(42)
+    const a = [Math.random(), Math.random()]
+    const state = r.state
+    const b = [Math.random(), Math.random(), Math.random()]
+    r.state = state
+    expect([Math.random(), Math.random(), Math.random()]).toEqual(b)
+    seedRandom(42)
+    expect([Math.random(), Math.random()]).toEqual(a)
+    expect(() => new Xoshiro128([0, 0, 0, 0])).toThrow(RangeError)
+  })
+
+  it('forced draws make tfjs.util.shuffle of range(N) produce any permutation', () => {
+    const r = seedRandom(3)
+    for (const n of [1, 2, 7, 100]) {
+      const target = Int32Array.from({ length: n }, (_, i) => i)
+      fisherYates(target, () => Math.random())
+      r.force(drawsProducing(target))
+      const arr = Array.from({ length: n }, (_, i) => i)
+      tf.util.shuffle(arr) // tfjs's own shuffle, drawing on Math.random
+      expect(arr).toEqual(Array.from(target))
+    }
+  })
+})
+
+function model(optimizer: tf.Optimizer): tf.LayersModel {
+  const m = tf.sequential()
+  m.add(tf.layers.dense({ inputShape: [4], units: 6, activation: 'relu' }))
+  m.add(tf.layers.dense({ units: 2 }))
+  m.compile({ optimizer, loss: 'meanSquaredError' })
+  return m
+}
+
+describe('drop-in callback', () => {
+  it('works in the callbacks array beside others and resume() restores weights, optimizer and position', async () => {
+    seedRandom(5)
+    const cp = await open()
+    const x = tf.randomNormal([32, 4])
+    const y = tf.randomNormal([32, 2])
+    const m = model(tf.train.adam(0.01))
+    const saves: number[] = []
+    const early = tf.callbacks.earlyStopping({ monitor: 'loss', patience: 100 })
+    const cb = createCheckpointCallback(tf, m, { checkpoint: cp, sync: true, onSave: (s) => saves.push(s.epoch) })
+    await m.fit(x, y, { epochs: 3, batchSize: 8, verbose: 0, callbacks: [early, cb] })
+    expect(saves).toEqual([1, 2, 3])
+    const before = m.getWeights().map((w) => Array.from(w.dataSync()))
+    const m2 = model(tf.train.adam(0.01))
+    const r = await resume(tf, m2, { checkpoint: cp })
+    expect(r!.saved.epoch).toBe(3)
+    expect(r!.saved.globalStep).toBe(12)
+    expect(m2.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(before)
+    const opt = m2.optimizer as unknown as { iterations: number; accBeta1: tf.Variable }
+    expect(opt.iterations).toBe(12)
+    expect(opt.accBeta1.dataSync()[0]).toBe((m.optimizer as unknown as { accBeta1: tf.Variable }).accBeta1.dataSync()[0])
+    await cp.close()
+  })
+
+  it('refuses a checkpoint from another architecture or optimizer with a clear error', async () => {
+    const cp = await open()
+    const m = model(tf.train.sgd(0.1))
+    await m.fit(tf.ones([4, 4]), tf.ones([4, 2]), { epochs: 1, verbose: 0, callbacks: [createCheckpointCallback(tf, m, { checkpoint: cp, sync: true })] })
+    const other = tf.sequential()
+    other.add(tf.layers.dense({ inputShape: [4], units: 3 }))
+    other.compile({ optimizer: tf.train.sgd(0.1), loss: 'meanSquaredError' })
+    await expect(resume(tf, other, { checkpoint: cp })).rejects.toThrow(/different architecture/)
+    await expect(resume(tf, model(tf.train.rmsprop(0.1)), { checkpoint: cp })).rejects.toThrow(/holds SGD state but the model is compiled with RMSProp/)
+    await cp.close()
+  })
+
+  it('Adamax, whose state tfjs cannot read, fails with a clear error', async () => {
+    const cp = await open()
+    const m = model(tf.train.adamax(0.01))
+    const cb = createCheckpointCallback(tf, m, { checkpoint: cp, sync: true })
+    await expect(m.fit(tf.ones([4, 4]), tf.ones([4, 2]), { epochs: 1, verbose: 0, callbacks: [cb] })).rejects.toBeInstanceOf(TfStateError)
+    await cp.close()
+  })
+})
