@@ -86,7 +86,8 @@ async function main(): Promise<void> {
     say('1) the uninterrupted reference run')
     const t0 = Date.now()
     const ref = await uninterrupted(loc.uri('reference'), loc.env)
-    const epochSeconds = (Date.now() - t0) / 1000 / epochs
+    const runMs = Date.now() - t0 // start-up included: what an attempt from scratch takes
+    const epochSeconds = runMs / 1000 / epochs
     say(`   test accuracy ${ref.testAccuracy.toFixed(4)}\n`)
 
     say(`2) the same run on a simulated spot instance, preempted ${preemptions} time(s) at random moments, under the local supervisor (taskpoint run)`)
@@ -123,7 +124,9 @@ async function main(): Promise<void> {
         if (attempt >= preemptions) return
         // The spot market takes the machine back: usually with a SIGTERM notice, sometimes without warning.
         const signal: NodeJS.Signals = random() < 0.7 ? 'SIGTERM' : 'SIGKILL'
-        const after = 1200 + random() * Math.max(1000, epochSeconds * 1000 * 2.5)
+        // Somewhere in the first 30-80 % of a full run: always inside the first attempt, and
+        // usually inside later ones too (they have less left to do).
+        const after = runMs * (0.3 + 0.5 * random())
         setTimeout(() => {
           if (child.exitCode !== null) return
           say(`   >>> preempting attempt ${attempt} with ${signal}`)

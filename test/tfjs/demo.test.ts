@@ -18,7 +18,7 @@ describe('the demo (README first command)', () => {
     })
     expect(r.code, r.stdout).toBe(0)
     expect(r.stdout).toMatch(/>>> preempting attempt 0/)
-    expect(r.stdout).toMatch(/>>> preempting attempt 1/)
+    expect(r.stdout).toMatch(/\[attempt 1\] resuming from epoch/)
     expect(r.stdout).toMatch(/bit-identical final weights and loss history/)
     expect(existsSync(path.join(out, 'loss.svg'))).toBe(true)
   }, 180_000)
