@@ -64,18 +64,26 @@ async function location(): Promise<{ uri: (name: string) => string; env: Record<
 }
 
 /** Runs the trainer to the end with no interruption, under the same supervisor. */
-async function uninterrupted(uri: string, env: Record<string, string>): Promise<Result> {
+async function uninterrupted(uri: string, env: Record<string, string>): Promise<Result & { epochSeconds: number }> {
   let out = ''
+  const epochTimes: number[] = []
   const code = await new Promise<number | null>((resolve) => {
     const p = spawn(process.execPath, [trainer, '--epochs', String(epochs)], { env: { ...process.env, ...env, TASKPOINT_CHECKPOINT: uri }, stdio: ['ignore', 'pipe', 'pipe'] })
     p.stdout.on('data', (d) => (out += d))
     p.stderr.on('data', (d: Buffer) => {
-      for (const line of d.toString().split('\n')) if (/^epoch /.test(line)) say(`  [reference] ${line}`)
+      for (const line of d.toString().split('\n')) {
+        if (line === 'training') epochTimes.push(Date.now())
+        if (/^epoch /.test(line)) {
+          epochTimes.push(Date.now())
+          say(`  [reference] ${line}`)
+        }
+      }
     })
     p.on('exit', resolve)
   })
   if (code !== 0) throw new Error(`the reference run failed with exit ${code}`)
-  return JSON.parse(out.trim().split('\n').at(-1)!) as Result
+  const epochSeconds = (epochTimes.at(-1)! - epochTimes[0]!) / 1000 / Math.max(1, epochTimes.length - 1)
+  return { ...(JSON.parse(out.trim().split('\n').at(-1)!) as Result), epochSeconds }
 }
 
 async function main(): Promise<void> {
@@ -84,10 +92,8 @@ async function main(): Promise<void> {
   say(`checkpoints under ${loc.uri('')}\n`)
   try {
     say('1) the uninterrupted reference run')
-    const t0 = Date.now()
     const ref = await uninterrupted(loc.uri('reference'), loc.env)
-    const runMs = Date.now() - t0 // start-up included: what an attempt from scratch takes
-    const epochSeconds = runMs / 1000 / epochs
+    const epochSeconds = ref.epochSeconds
     say(`   test accuracy ${ref.testAccuracy.toFixed(4)}\n`)
 
     say(`2) the same run on a simulated spot instance, preempted ${preemptions} time(s) at random moments, under the local supervisor (taskpoint run)`)
@@ -107,7 +113,7 @@ async function main(): Promise<void> {
         child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
         child.stderr!.on('data', (d: Buffer) => {
           for (const line of d.toString().split('\n').filter(Boolean)) {
-            if (/^(Hi, looks like|=+\s*$)/.test(line)) continue
+            if (/^(Hi, looks like|=+\s*$|training$)/.test(line)) continue
             const ep = /^epoch (\d+)\//.exec(line)
             if (ep) lastEpochLine = { epoch: Number(ep[1]), at: Date.now() }
             const res = /^resuming from epoch (\d+), batch (\d+)\/(\d+)/.exec(line)
@@ -122,20 +128,29 @@ async function main(): Promise<void> {
           }
         })
         if (attempt >= preemptions) return
-        // The spot market takes the machine back: usually with a SIGTERM notice, sometimes without warning.
+        // The spot market takes the machine back: usually with a SIGTERM notice, sometimes without
+        // warning. When: somewhere in the first 15-70 % of what this attempt has left to train.
         const signal: NodeJS.Signals = random() < 0.7 ? 'SIGTERM' : 'SIGKILL'
-        // Somewhere in the first 30-80 % of a full run: always inside the first attempt, and
-        // usually inside later ones too (they have less left to do).
-        const after = runMs * (0.3 + 0.5 * random())
-        setTimeout(() => {
-          if (child.exitCode !== null) return
-          say(`   >>> preempting attempt ${attempt} with ${signal}`)
-          if (signal === 'SIGKILL') {
-            const est = lastEpochLine.epoch + Math.min(0.95, (Date.now() - lastEpochLine.at) / 1000 / epochSeconds)
-            marks.push({ at: est, kind: 'preempt', label: 'SIGKILL' })
-          }
-          child.kill(signal)
-        }, after).unref()
+        const fraction = 0.15 + 0.55 * random()
+        let resumeAt = 0
+        child.stderr!.on('data', (d: Buffer) => {
+          const res = /resuming from epoch (\d+), batch (\d+)\/(\d+)/.exec(d.toString())
+          if (res) resumeAt = Number(res[1]) - 1 + Number(res[2]) / Number(res[3])
+          if (!/^training$/m.test(d.toString())) return
+          // The resume line follows "training" within milliseconds: read it before deciding.
+          setTimeout(() => {
+            const after = (epochs - resumeAt) * epochSeconds * 1000 * fraction
+            setTimeout(() => {
+              if (child.exitCode !== null) return
+              say(`   >>> preempting attempt ${attempt} with ${signal}`)
+              if (signal === 'SIGKILL') {
+                const est = lastEpochLine.epoch + Math.min(0.95, (Date.now() - lastEpochLine.at) / 1000 / epochSeconds)
+                marks.push({ at: est, kind: 'preempt', label: 'SIGKILL' })
+              }
+              child.kill(signal)
+            }, after).unref()
+          }, 50).unref()
+        })
       },
     })
     if (code !== 0) throw new Error(`the preempted run did not finish (exit ${code})`)

@@ -84,6 +84,7 @@ const batchesPerEpoch = Math.ceil(data.train.x.shape[0]! / batchSize)
 const train = task({ name: 'mnist-train', version: '1' }, async () => {
   const ctx = currentContext()
   const started = Date.now()
+  log('training')
   const r = await fitWithCheckpoints(
     tf,
     model,

@@ -104,7 +104,7 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
     result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
     options.onResume?.(result.resumedFrom)
   }
-  const userCallbacks = args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
+  const userCallbacks = callbacksOf(args)
   try {
     let startEpoch = tracker.epoch
     if (restored && restored.saved.batch > 0) {
@@ -137,12 +137,7 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
       const cb = createCheckpointCallback(tf, model, opts, tracker, 'fit')
       await model.fit(trainX, trainY, { ...fitArgs, initialEpoch: startEpoch, callbacks: [...userCallbacks, cb] as never })
     }
-    result.timings.trainMs = performance.now() - started
-    await cp.flush()
-    result.timings.flushMs = performance.now() - started - result.timings.trainMs
-    if (tracker.stopped) throw new PreemptedError(signalReason(options))
-    result.trainedBatches = tracker.globalStep - startStep
-    return result
+    return await finish(cp, tracker, result, started, startStep, options)
   } finally {
     tf.dispose(owned.flat())
   }
@@ -195,12 +190,21 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
     }
     return it
   }
-  const userCallbacks = args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
+  const userCallbacks = callbacksOf(args)
   const cb = createCheckpointCallback(tf, model, { ...options, checkpoint: cp }, tracker, 'dataset')
   if (restored) tracker.iteratorCalls = restored.saved.epoch // the replayed calls
   if (tracker.epoch < args.epochs) {
     await model.fitDataset(proxy, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
   }
+  return finish(cp, tracker, result, started, startStep, options)
+}
+
+function callbacksOf(args: { callbacks?: unknown }): unknown[] {
+  return args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
+}
+
+/** The common end of both wrappers: wait for the last save, then report or stop. */
+async function finish(cp: Checkpointer, tracker: Tracker, result: FitResult, started: number, startStep: number, options: CheckpointCallbackOptions): Promise<FitResult> {
   result.timings.trainMs = performance.now() - started
   await cp.flush()
   result.timings.flushMs = performance.now() - started - result.timings.trainMs

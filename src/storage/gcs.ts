@@ -14,7 +14,7 @@ import {
 import { mapLimit } from '../concurrency.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
 import { collect, intoTarget } from './bytes.js'
-import { isTransientNetworkError, withRetry, type RetryOptions } from './retry.js'
+import { isTransientNetworkError, operationRunner, type RetryOptions } from './retry.js'
 import type { Body, GetOptions, ObjectInfo, PutOptions, Storage } from './types.js'
 
 export interface GcsStorageOptions {
@@ -57,6 +57,7 @@ export class GcsStorage implements Storage {
   private readonly b: Bucket
   private readonly resumableThreshold: number
   private readonly pageSize: number
+  private readonly run: ReturnType<typeof operationRunner>
 
   constructor(
     readonly bucket: string,
@@ -72,6 +73,7 @@ export class GcsStorage implements Storage {
     this.client = options.client ?? makeGcsClient(options)
     this.b = this.client.bucket(bucket)
     this.capabilities = { conditionalCreate: options.conditionalCreate ?? true }
+    this.run = operationRunner(options.retry, (e, op, key) => mapGcsError(e, { backend: 'gcs', key: `${this.uri}/${key ?? ''}`, op }))
     this.resumableThreshold = options.resumableThreshold ?? 8 * MiB
     this.pageSize = options.pageSize ?? 1000
   }
@@ -80,21 +82,7 @@ export class GcsStorage implements Storage {
     return this.b.file(joinKey(this.prefix, validateKey(key, 'gcs', op)))
   }
 
-  private run<T>(op: string, key: string | undefined, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return withRetry(
-      this.options.retry,
-      op,
-      key,
-      async () => {
-        try {
-          return await fn()
-        } catch (e) {
-          throw mapGcsError(e, { backend: 'gcs', key: key === undefined ? `${this.uri}/` : `${this.uri}/${key}`, op })
-        }
-      },
-      signal,
-    )
-  }
+
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const f = this.file(key, 'put')

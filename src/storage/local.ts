@@ -14,7 +14,7 @@ import {
 } from '../errors.js'
 import { mapLimit } from '../concurrency.js'
 import { TEMP_MARK, validateKey, validatePrefix } from './keys.js'
-import { withRetry, type RetryOptions } from './retry.js'
+import { operationRunner, type RetryOptions } from './retry.js'
 import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, TransferProgress } from './types.js'
 
 export interface LocalStorageOptions {
@@ -37,13 +37,13 @@ export class LocalStorage implements Storage {
   readonly uri: string
   readonly root: string
   private readonly durable: boolean
-  private readonly retry: RetryOptions | undefined
+  private readonly run: ReturnType<typeof operationRunner>
 
   constructor(root: string, options: LocalStorageOptions = {}) {
     this.root = path.resolve(root)
     this.uri = `file://${this.root}`
     this.durable = options.durable ?? true
-    this.retry = options.retry
+    this.run = operationRunner(options.retry, (e, op, key) => mapLocalError(e, key === undefined ? { backend: 'local', op } : { backend: 'local', key, op }))
   }
 
   private pathOf(key: string, op: string): string {
@@ -54,15 +54,7 @@ export class LocalStorage implements Storage {
     return p
   }
 
-  private run<T>(op: string, key: string | undefined, fn: () => Promise<T>): Promise<T> {
-    return withRetry(this.retry, op, key, async () => {
-      try {
-        return await fn()
-      } catch (e) {
-        throw mapLocalError(e, { backend: 'local', key, op })
-      }
-    })
-  }
+
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.pathOf(key, 'put')

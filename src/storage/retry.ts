@@ -48,6 +48,27 @@ export function withRetry<T>(
   })
 }
 
+/**
+ * Builds a driver's `run(op, key, fn)`: each call is one retried operation whose SDK errors are
+ * mapped to StorageErrors (so retry decisions see the mapped, classified error).
+ */
+export function operationRunner(retry: RetryOptions | undefined, mapError: (e: unknown, op: string, key: string | undefined) => unknown) {
+  return <T>(op: string, key: string | undefined, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
+    withRetry(
+      retry,
+      op,
+      key,
+      async () => {
+        try {
+          return await fn()
+        } catch (e) {
+          throw mapError(e, op, key)
+        }
+      },
+      signal,
+    )
+}
+
 const TRANSIENT_NET_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND',
   'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',

@@ -22,7 +22,7 @@ import {
 } from '../errors.js'
 import { collect, intoTarget } from './bytes.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
-import { isTransientNetworkError, withRetry, type RetryOptions } from './retry.js'
+import { isTransientNetworkError, operationRunner, type RetryOptions } from './retry.js'
 import type { Body, GetOptions, ObjectInfo, PutOptions, Storage } from './types.js'
 
 export interface S3StorageOptions {
@@ -79,6 +79,7 @@ export class S3Storage implements Storage {
   readonly client: S3Client
   private readonly ownsClient: boolean
   private readonly o: Required<Pick<S3StorageOptions, 'multipartThreshold' | 'partSize' | 'queueSize' | 'pageSize'>>
+  private readonly run: ReturnType<typeof operationRunner>
 
   constructor(
     readonly bucket: string,
@@ -94,6 +95,7 @@ export class S3Storage implements Storage {
     this.client = options.client ?? makeS3Client(options)
     this.ownsClient = !options.client
     this.capabilities = { conditionalCreate: options.conditionalCreate ?? true }
+    this.run = operationRunner(options.retry, (e, op, key) => mapS3Error(e, { backend: 's3', key: `${this.uri}/${key ?? ''}`, op }))
     this.o = {
       multipartThreshold: options.multipartThreshold ?? 8 * MiB,
       partSize: options.partSize ?? 8 * MiB,
@@ -106,21 +108,7 @@ export class S3Storage implements Storage {
     return joinKey(this.prefix, validateKey(key, 's3', op))
   }
 
-  private run<T>(op: string, key: string | undefined, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return withRetry(
-      this.options.retry,
-      op,
-      key,
-      async () => {
-        try {
-          return await fn()
-        } catch (e) {
-          throw mapS3Error(e, { backend: 's3', key: key === undefined ? `${this.uri}/` : `${this.uri}/${key}`, op })
-        }
-      },
-      signal,
-    )
-  }
+
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const Key = this.full(key, 'put')
