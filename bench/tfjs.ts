@@ -36,11 +36,16 @@ async function main(): Promise<void> {
   const plain: number[] = []
   const ckpt: number[] = []
   const flush: number[] = []
+  // ABBA order, so neither variant always runs first (the machine drifts between runs).
   for (let i = 0; i < REPS; i++) {
-    plain.push(fitSeconds(false).train)
-    const c = fitSeconds(true)
-    ckpt.push(c.train)
-    flush.push(c.flush)
+    const order = i % 2 === 0 ? [false, true] : [true, false]
+    for (const withCp of order) {
+      const r = fitSeconds(withCp)
+      if (withCp) {
+        ckpt.push(r.train)
+        flush.push(r.flush)
+      } else plain.push(r.train)
+    }
   }
   const p = median(plain)
   const c = median(ckpt)

@@ -6,10 +6,12 @@ import { TaskpointError } from '../errors.js'
 import {
   CorruptCheckpointError,
   FORMAT_VERSION,
+  STATE_FILE,
   WRITER_DIR,
   encodeManifest,
   manifestKey,
   validateEntryPath,
+  type ArrayEntry,
   type CheckpointKind,
   type DType,
   type Manifest,
@@ -20,7 +22,7 @@ import { openStorage, type OpenStorageOptions } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
 import { sharedBytes } from './hash.js'
 import { uploadChunks, type PendingEntry, type UploadStats } from './commit.js'
-import { collectGarbage, prune } from './gc.js'
+import { collectGarbage, prune, readInfos } from './gc.js'
 import { ManifestCache, fetchChunk, infoOf, listManifestNames, readEntry } from './reader.js'
 import { reproInfo } from './repro.js'
 import { keepAll, type RetentionPolicy } from './retention.js'
@@ -164,19 +166,10 @@ export class Checkpointer {
 
   /** Committed checkpoints, oldest first. Damaged ones are left out and reported in `lastSkipped`. */
   async list(): Promise<CheckpointInfo[]> {
-    this.names = await listManifestNames(this.storage)
-    const out: CheckpointInfo[] = []
-    const skipped: SkippedCheckpoint[] = []
-    const limit = pLimit(this.o.concurrency)
-    const results = await Promise.allSettled(this.names.map((n) => limit(() => this.cache.get(n.key))))
-    results.forEach((r, i) => {
-      const key = this.names[i]!.key
-      if (r.status === 'fulfilled') out.push(infoOf(key, r.value))
-      else if (r.reason instanceof CorruptCheckpointError) skipped.push({ id: key, reason: r.reason.message })
-      else throw r.reason
-    })
+    const { infos, skipped, names } = await readInfos(this.storage, this.cache)
+    this.names = names
     this.lastSkipped = skipped
-    return out
+    return infos
   }
 
   /** The newest committed checkpoint whose manifest is intact, or undefined. */
@@ -241,13 +234,15 @@ export class Checkpointer {
     const got = await source.load()
     if (!got) return undefined
     const m = await source.cache.get(got.info.id)
-    const entries: PendingEntry[] = m.files.map((f) => {
-      const e: PendingEntry = { path: f.path, size: f.size, source: got.files.get(f.path)! }
-      if (f.mode !== undefined) e.mode = f.mode
-      if (f.dtype !== undefined) e.dtype = f.dtype
-      if (f.shape !== undefined) e.shape = f.shape
-      return e
-    })
+    const packed = got.files.get(STATE_FILE)
+    const entries: PendingEntry[] =
+      m.kind === 'state' && packed
+        ? (m.arrays ?? []).map((a) => ({ path: a.name, size: a.size, dtype: a.dtype, ...(a.shape ? { shape: a.shape } : {}), source: packed.subarray(a.offset, a.offset + a.size) }))
+        : m.files.map((f) => {
+            const e: PendingEntry = { path: f.path, size: f.size, source: got.files.get(f.path)! }
+            if (f.mode !== undefined) e.mode = f.mode
+            return e
+          })
     const snap: Snapshot = { kind: m.kind, entries, options: { step: m.step, metadata: { ...m.metadata, copiedFrom: `${source.uri}/${got.info.id}` } } }
     if (m.json !== undefined) snap.json = m.json
     await this.flush()
@@ -269,10 +264,11 @@ export class Checkpointer {
     if (got.info.kind !== 'state') throw new CheckpointKindError('a state checkpoint', got.info.kind, got.info.id)
     const m = await this.cache.get(got.info.id)
     const arrays: Record<string, StateArray> = {}
-    for (const f of m.files) {
-      const a: StateArray = { data: got.files.get(f.path)!, dtype: f.dtype ?? 'bytes' }
-      if (f.shape) a.shape = f.shape
-      arrays[f.path] = a
+    const packed = got.files.get(STATE_FILE) ?? new Uint8Array(0)
+    for (const e of m.arrays ?? []) {
+      const a: StateArray = { data: packed.subarray(e.offset, e.offset + e.size), dtype: e.dtype }
+      if (e.shape) a.shape = e.shape
+      arrays[e.name] = a
     }
     return { info: got.info, arrays, json: got.json }
   }
@@ -528,7 +524,8 @@ export class Checkpointer {
     const total = snap.entries.reduce((s, e) => s + e.size, 0)
     const step = snap.options.step ?? (this.lastStep === undefined ? 0 : this.lastStep + 1)
     if (!Number.isSafeInteger(step) || step < 0) throw new RangeError(`step must be a whole number >= 0, got ${step}`)
-    const { files, stats } = await uploadChunks(this.storage, snap.entries, {
+    const { entries, arrays } = snap.kind === 'state' ? packState(snap.entries) : { entries: snap.entries, arrays: undefined }
+    const { files, stats } = await uploadChunks(this.storage, entries, {
       chunkSize: this.o.chunkSize,
       concurrency: this.o.concurrency,
       known: this.known,
@@ -554,6 +551,7 @@ export class Checkpointer {
     }
     if (this.o.attempt !== undefined) m.attempt = this.o.attempt
     if (snap.json !== undefined) m.json = snap.json
+    if (arrays) m.arrays = arrays
     const key = manifestKey(m)
     await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
     this.known = new Set(files.flatMap((f) => f.chunks.map((c) => c.hash)))
@@ -591,6 +589,31 @@ export class Checkpointer {
   private warn(message: string): void {
     ;(this.o.onWarning ?? ((msg: string) => console.warn(`[taskpoint] ${msg}`)))(message)
   }
+}
+
+/**
+ * Lays the arrays of a state checkpoint back to back in one file. Snapshots already hold them
+ * contiguously in one buffer, which is then used as is; anything else is copied together once.
+ */
+function packState(entries: PendingEntry[]): { entries: PendingEntry[]; arrays: ArrayEntry[] } {
+  const arrays: ArrayEntry[] = []
+  let offset = 0
+  for (const e of entries) {
+    const a: ArrayEntry = { name: e.path, dtype: e.dtype ?? 'bytes', offset, size: e.size }
+    if (e.shape) a.shape = e.shape
+    arrays.push(a)
+    offset += e.size
+  }
+  const views = entries.map((e) => e.source as Uint8Array)
+  const first = views[0]
+  const contiguous = first !== undefined && views.every((v, i) => v.buffer === first.buffer && v.byteOffset === first.byteOffset + arrays[i]!.offset)
+  let bytes: Uint8Array
+  if (contiguous) bytes = new Uint8Array(first.buffer, first.byteOffset, offset)
+  else {
+    bytes = sharedBytes(offset)
+    views.forEach((v, i) => bytes.set(v, arrays[i]!.offset))
+  }
+  return { entries: [{ path: STATE_FILE, size: offset, source: bytes }], arrays }
 }
 
 function toBytes(v: ArrayBufferView): Uint8Array {

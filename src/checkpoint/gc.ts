@@ -1,4 +1,5 @@
-import { CHUNK_DIR, WRITER_DIR, chunkHashFromKey, type Manifest } from '../format/manifest.js'
+import pLimit from 'p-limit'
+import { CHUNK_DIR, WRITER_DIR, chunkHashFromKey, type Manifest, type ManifestName } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { ManifestCache, infoOf, listManifestNames } from './reader.js'
 import type { RetentionPolicy } from './retention.js'
@@ -28,9 +29,13 @@ export async function prune(storage: Storage, policy: RetentionPolicy, cache = n
 }
 
 /** Every committed checkpoint whose manifest reads back intact, oldest first; the others in `skipped`. */
-export async function readInfos(storage: Storage, cache = new ManifestCache(storage)): Promise<{ infos: CheckpointInfo[]; manifests: Map<string, Manifest>; skipped: SkippedCheckpoint[] }> {
+export async function readInfos(
+  storage: Storage,
+  cache = new ManifestCache(storage),
+): Promise<{ infos: CheckpointInfo[]; manifests: Map<string, Manifest>; skipped: SkippedCheckpoint[]; names: ManifestName[] }> {
   const names = await listManifestNames(storage)
-  const settled = await Promise.allSettled(names.map((n) => cache.get(n.key)))
+  const limit = pLimit(16)
+  const settled = await Promise.allSettled(names.map((n) => limit(() => cache.get(n.key))))
   const infos: CheckpointInfo[] = []
   const manifests = new Map<string, Manifest>()
   const skipped: SkippedCheckpoint[] = []
@@ -46,7 +51,7 @@ export async function readInfos(storage: Storage, cache = new ManifestCache(stor
       skipped.push({ id: key, reason: err.message })
     }
   })
-  return { infos, manifests, skipped }
+  return { infos, manifests, skipped, names }
 }
 
 export interface GcOptions {

@@ -65,7 +65,8 @@ class HashPool {
 }
 
 let pool: HashPool | undefined
-const SMALL = 256 * 1024
+// Below this, posting to a worker costs more than hashing in place (and small states never start the pool).
+const SMALL = 1024 * 1024
 
 export function sha256Sync(view: Uint8Array): string {
   return createHash('sha256').update(view).digest('hex')

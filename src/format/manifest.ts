@@ -32,6 +32,18 @@ export interface FileEntry {
 
 export type CheckpointKind = 'bytes' | 'files' | 'state'
 
+/** The one file of a state checkpoint: every array back to back, so a small model is one chunk. */
+export const STATE_FILE = 'state.bin'
+
+/** Where one named array of a state checkpoint lies inside STATE_FILE. */
+export interface ArrayEntry {
+  name: string
+  dtype: DType
+  shape?: number[]
+  offset: number
+  size: number
+}
+
 export interface Manifest {
   format: typeof FORMAT_VERSION
   kind: CheckpointKind
@@ -50,6 +62,8 @@ export interface Manifest {
   files: FileEntry[]
   /** For state checkpoints: the JSON part, stored inline (it is small and wants no extra object). */
   json?: unknown
+  /** For state checkpoints: the arrays inside STATE_FILE. */
+  arrays?: ArrayEntry[]
 }
 
 export class CorruptCheckpointError extends TaskpointError {
@@ -151,6 +165,20 @@ function checkManifestShape(key: string, m: Manifest): void {
       total += c.size
     }
     if (total !== f.size) bad(`chunk sizes of ${f.path} do not add up`)
+  }
+  if (m.arrays !== undefined) {
+    const file = m.files.find((f) => f.path === STATE_FILE)
+    if (!Array.isArray(m.arrays) || !file) bad('array index without its state file')
+    for (const a of m.arrays!) {
+      if (typeof a.name !== 'string' || !Number.isSafeInteger(a.offset) || !Number.isSafeInteger(a.size) || a.offset < 0 || a.size < 0 || a.offset + a.size > file!.size) {
+        bad(`array ${JSON.stringify(a.name)} lies outside the state file`)
+      }
+      try {
+        validateEntryPath(a.name)
+      } catch {
+        bad(`array name ${JSON.stringify(a.name)} is not a valid name`)
+      }
+    }
   }
 }
 

@@ -26,7 +26,7 @@ export interface TaskOptions {
   previousCheckpoint?: string
   checkpointOptions?: CheckpointerOptions
   /** Memoize: same name, version and inputs return the stored output without running. */
-  cache?: { version: string; /** Where outputs are stored. Default: `<checkpoint>/cache`. */ store?: string }
+  cache?: { version: string; /** Where outputs are stored (under `cache/`). Default: the checkpoint location. */ store?: string }
   /** Backoff between retries. Default 1 s doubling up to 30 s. */
   retryDelay?: { minMs?: number; maxMs?: number }
   /** After a timeout aborts an attempt, how long to wait for it to stop before abandoning it. Default 5 s. */
@@ -78,7 +78,7 @@ async function runTask<I, O>(o: TaskOptions, fn: (inputs: I) => Promise<O> | O, 
 
   let cache: { storage: Awaited<ReturnType<typeof openStorage>>; key: string } | undefined
   if (o.cache) {
-    const storage = await openStorage(o.cache.store ?? `${uri.replace(/\/+$/, '')}/cache`, o.checkpointOptions?.storage)
+    const storage = await openStorage(o.cache.store ?? uri, o.checkpointOptions?.storage)
     cache = { storage, key: cacheKey(o.name, o.cache.version, inputs) }
     const hit = await readCache(storage, cache.key)
     if (hit.hit) {

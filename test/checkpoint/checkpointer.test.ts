@@ -14,7 +14,7 @@ import {
   latest,
   type Storage,
 } from '../../src/index.js'
-import { encodeManifest, type Manifest } from '../../src/format/manifest.js'
+import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
 
 const KiB = 1024
@@ -90,6 +90,31 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     await expect(cp.read()).rejects.toBeInstanceOf(CheckpointKindError)
     await expect(cp.write({ arrays: { '../evil': new Uint8Array(1) } })).rejects.toMatchObject({ code: 'InvalidKey' })
     await cp.close()
+  })
+
+  it('state arrays lie back to back in one file; copies keep them; a bad array index is refused', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, { ...quiet, chunkSize: 16 * KiB })
+    const a = new Float32Array(3000).map((_, i) => i / 7)
+    const b = new Int32Array([7, 8, 9])
+    const info = await cp.write({ arrays: { a, 'opt/b': { data: b, shape: [3] } }, json: { k: 1 } }, { step: 5 })
+    const m = JSON.parse(Buffer.from(await s.get(info.id)).toString().split('\n').slice(1).join('\n')) as Manifest
+    expect(m.files.map((f) => f.path)).toEqual(['state.bin'])
+    expect(m.arrays).toEqual([
+      { name: 'a', dtype: 'float32', offset: 0, size: 12000 },
+      { name: 'opt/b', dtype: 'int32', shape: [3], offset: 12000, size: 12 },
+    ])
+    const other = await Checkpointer.open(await backend.open(), quiet)
+    await other.copyLatestFrom(cp)
+    const st = (await other.readState())!
+    expect(new Float32Array(st.arrays.a!.data.slice().buffer)).toEqual(a)
+    expect(Array.from(new Int32Array(st.arrays['opt/b']!.data.slice().buffer))).toEqual([7, 8, 9])
+    expect(st.info.step).toBe(5)
+    const evil = { ...m, seq: m.seq + 1, arrays: [{ name: 'x', dtype: 'uint8', offset: 12000, size: 100 }] } as Manifest
+    await s.put(manifestKey(evil), encodeManifest(evil))
+    const reader = await Checkpointer.open(s, quiet)
+    expect((await reader.readState())!.info.id).toBe(info.id)
+    expect(reader.lastSkipped[0]!.reason).toMatch(/outside the state file/)
   })
 
   it('save() and restore() a directory tree with modes and empty files', async () => {

@@ -155,6 +155,24 @@ describe('caching', () => {
     expect(runs).toBe(3)
   })
 
+  it('a damaged cache entry is a miss, never a wrong output', async () => {
+    const uri = dir()
+    let runs = 0
+    const t = task({ name: 'cube', checkpoint: uri, cache: { version: '1' }, ...fast }, (x: number) => (runs++, x ** 3))
+    expect(await t(2)).toBe(8)
+    const { LocalStorage } = await import('../../src/index.js')
+    const s = new LocalStorage(uri)
+    const keys: string[] = []
+    for await (const o of s.list('cache/')) keys.push(o.key)
+    expect(keys).toHaveLength(1)
+    const entry = Buffer.from(await s.get(keys[0]!)).toString()
+    for (const broken of [entry.replace('8', '9'), entry.slice(0, entry.length - 3), '']) {
+      await s.put(keys[0]!, Buffer.from(broken))
+      expect(await t(2)).toBe(8)
+    }
+    expect(runs).toBe(4)
+  })
+
   it('refuses inputs it cannot hash stably', () => {
     expect(() => canonicalJson({ a: new Date() })).toThrow(/Date/)
     expect(() => canonicalJson({ a: NaN })).toThrow(/NaN/)

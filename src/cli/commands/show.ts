@@ -27,6 +27,10 @@ metadata, writer, attempt, and the reproducibility record (versions, git commit,
       console.log(`metadata    ${JSON.stringify(m.metadata)}`)
       console.log(`repro       ${JSON.stringify(m.repro)}`)
       if (m.json !== undefined) console.log(`json        ${JSON.stringify(m.json).slice(0, 200)}`)
+      if (m.arrays?.length) {
+        console.log('arrays:')
+        for (const a of m.arrays) console.log(`  ${a.name}  ${a.dtype}${a.shape ? ` [${a.shape.join('x')}]` : ''}  ${bytes(a.size)} at ${a.offset}`)
+      }
       console.log('files:')
       for (const f of m.files) {
         const extra = [f.dtype, f.shape ? `[${f.shape.join('x')}]` : undefined, f.mode !== undefined ? `mode ${f.mode.toString(8)}` : undefined].filter(Boolean).join(' ')
