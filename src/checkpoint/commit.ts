@@ -88,7 +88,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
           } else {
             scheduled.add(hash)
             stats.newChunks++
-            await storage.put(chunkKey(hash), bytes, o.signal ? { signal: o.signal } : {})
+            await storage.put(chunkKey(hash), bytes, o.signal ? { signal: o.signal, batch: true } : { batch: true })
             stats.uploaded += len
           }
           o.onProgress?.(stats.total, stats.uploaded)
@@ -112,5 +112,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
   }
   await Promise.allSettled(tasks)
   if (failed) throw failed
+  // One durability barrier for all chunks: only after it may the manifest be written.
+  await storage.sync()
   return { files, stats }
 }

@@ -186,6 +186,9 @@ export class GcsStorage implements Storage {
     await mapLimit(keys, 16, (k) => this.delete(k))
   }
 
+  /** S3/GCS puts are durable when they return. */
+  async sync(): Promise<void> {}
+
   async close(): Promise<void> {}
 }
 

@@ -37,6 +37,8 @@ export class LocalStorage implements Storage {
   readonly uri: string
   readonly root: string
   private readonly durable: boolean
+  /** Directories holding `batch` puts whose entries are not yet fsynced. */
+  private readonly unsyncedDirs = new Set<string>()
   private readonly run: ReturnType<typeof operationRunner>
 
   constructor(root: string, options: LocalStorageOptions = {}) {
@@ -82,7 +84,10 @@ export class LocalStorage implements Storage {
         await fs.rm(tmp, { force: true })
         throw e
       }
-      if (this.durable) await syncDir(dir)
+      if (this.durable) {
+        if (options.batch) this.unsyncedDirs.add(dir)
+        else await syncDir(dir)
+      }
       const st = await fs.stat(target)
       return { key, size, etag: tagOf(st), lastModified: st.mtime }
     })
@@ -176,6 +181,12 @@ export class LocalStorage implements Storage {
       }
       dir = path.dirname(dir)
     }
+  }
+
+  async sync(): Promise<void> {
+    const dirs = [...this.unsyncedDirs]
+    this.unsyncedDirs.clear()
+    await this.run('sync', undefined, () => mapLimit(dirs, 16, syncDir).then(() => undefined))
   }
 
   async close(): Promise<void> {}

@@ -280,6 +280,9 @@ export class S3Storage implements Storage {
     }
   }
 
+  /** S3/GCS puts are durable when they return. */
+  async sync(): Promise<void> {}
+
   async close(): Promise<void> {
     if (this.ownsClient) this.client.destroy()
   }

@@ -41,6 +41,12 @@ export interface PutOptions {
   /** Called as bytes go out; at least once at the end. */
   onProgress?: (p: TransferProgress) => void
   signal?: AbortSignal
+  /**
+   * Part of a batch: the put may return before its directory entry is durable, and `sync()` makes
+   * the whole batch durable at once (local disk: one fsync per directory instead of one per file).
+   * Cloud puts are durable when they return either way. Default false.
+   */
+  batch?: boolean
 }
 
 export interface GetOptions {
@@ -81,6 +87,8 @@ export interface Storage {
   /** Idempotent: deleting a missing object succeeds. */
   delete(key: string): Promise<void>
   deleteMany(keys: readonly string[]): Promise<void>
+  /** Makes every `batch` put so far durable. A no-op where puts are durable on return. */
+  sync(): Promise<void>
   /** Releases sockets; the storage must not be used afterwards. */
   close(): Promise<void>
 }

@@ -66,6 +66,13 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Storage conforman
     expect(sha(Buffer.concat(chunks))).toBe(sha(big))
   }, 120_000)
 
+  it('batch puts are readable at once and made durable together by sync()', async () => {
+    await Promise.all(['b/1', 'b/2', 'b/3'].map((k) => s.put(k, Buffer.from(k), { batch: true })))
+    await s.sync()
+    expect(await keysOf(s, 'b/')).toEqual(['b/1', 'b/2', 'b/3'])
+    expect(Buffer.from(await s.get('b/2')).toString()).toBe('b/2')
+  })
+
   it('reads byte ranges, clamped at the end', async () => {
     const data = Buffer.from('0123456789abcdef')
     await s.put('r/x', data)
