@@ -45,8 +45,6 @@ export interface SavedTraining {
   /** Running sums of the batch logs of the epoch in progress (so its epoch mean comes out the same). */
   acc: { sums: Record<string, number>; samples: number }
   history: { epoch: number[]; history: Record<string, number[]> }
-  /** dataset.iterator() calls made so far (fitDataset). */
-  iteratorCalls?: number
   model: { weights: string[]; optimizer: string; optimizerSlots: string[] }
   backend: string
   kind: SaveKind
@@ -66,7 +64,6 @@ export class Tracker {
   forceFrom: Int32Array | undefined
   acc: { sums: Record<string, number>; samples: number } = { sums: {}, samples: 0 }
   history: { epoch: number[]; history: Record<string, number[]> } = { epoch: [], history: {} }
-  iteratorCalls = 0
   stopped = false
   /** Preempted on the last batch of an epoch: stop once the epoch end is recorded. */
   stopAfterEpoch = false
@@ -111,7 +108,6 @@ export function createCheckpointCallback(tf: TF, model: LayersModel, options: Ch
       kind,
     }
     if (rng) json.rng = rng.state
-    if (mode === 'dataset') json.iteratorCalls = tracker.iteratorCalls
     const lastLoss = tracker.history.history.loss?.at(-1)
     const metadata = { ...options.metadata, epoch: tracker.epoch, batch: tracker.batch, ...(lastLoss !== undefined ? { loss: lastLoss } : {}), kind }
     const state = { arrays: all, json }

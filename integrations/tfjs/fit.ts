@@ -51,7 +51,6 @@ function trackerFrom(saved: SavedTraining | undefined, arrays: LoadedState['arra
   t.globalStep = saved.globalStep
   t.history = saved.history
   t.acc = saved.acc
-  t.iteratorCalls = saved.iteratorCalls ?? 0
   const perm = arrays?.perm
   if (perm) t.perm = new Int32Array(perm.data.buffer.slice(perm.data.byteOffset, perm.data.byteOffset + perm.data.byteLength) as ArrayBuffer)
   return t
@@ -157,42 +156,61 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
   const startStep = tracker.globalStep
   const rng = currentRandom()
   const savedRng = restored?.saved.rng
-  let replay: (() => Promise<void>) | undefined
   if (restored) {
     result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
     options.onResume?.(result.resumedFrom)
-    // fitDataset calls iterator() once up front and once per epoch; each call moves a seeded
-    // dataset's generator on. Replay the calls the interrupted run made before this epoch's.
-    const epoch = restored.saved.epoch
-    replay = async () => {
-      for (let i = 0; i < epoch; i++) await dataset.iterator()
-    }
     tracker.batchOffset = restored.saved.batch
   }
-  if (replay) await replay()
+  const userCallbacks = callbacksOf(args)
+  const cb = createCheckpointCallback(tf, model, { ...options, checkpoint: cp }, tracker, 'dataset')
+  const skipBatches = async (it: { next(): Promise<{ done?: boolean; value: unknown }> }, n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      const r = await it.next()
+      if (r.done) break
+      tf.dispose(r.value as never)
+    }
+  }
+  const perEpoch = args.batchesPerEpoch
+  if (perEpoch) {
+    // With batchesPerEpoch, fitDataset makes one iterator for the whole run. Make it here, move it
+    // past every batch already trained, and hand the same live iterator to each fitDataset call.
+    const it = await dataset.iterator()
+    if (restored) {
+      await skipBatches(it, restored.saved.epoch * perEpoch + restored.saved.batch)
+      if (rng && savedRng) rng.state = savedRng
+    }
+    const same = Object.create(dataset) as tfType.data.Dataset<T>
+    same.iterator = async () => it as never
+    if (restored && restored.saved.batch > 0) {
+      // Finish the interrupted epoch with just its remaining batches.
+      tracker.epochOffset = tracker.epoch
+      await model.fitDataset(same, { ...args, epochs: 1, initialEpoch: 0, batchesPerEpoch: perEpoch - restored.saved.batch, callbacks: [cb] })
+      tracker.epochOffset = 0
+    }
+    if (!tracker.stopped && tracker.epoch < args.epochs) {
+      await model.fitDataset(same, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
+    }
+    return finish(cp, tracker, result, started, startStep, options)
+  }
+  // Without it, fitDataset calls iterator() once up front and once per epoch; each call moves a
+  // seeded dataset's generator on. Replay the calls made before the interrupted epoch's, then skip
+  // the batches already trained from that epoch's iterator.
+  if (restored) for (let i = 0; i < restored.saved.epoch; i++) await dataset.iterator()
   const skip = restored?.saved.batch ?? 0
   let calls = 0
   // Every other property (size, ...) comes from the user's dataset.
   const proxy = Object.create(dataset) as tfType.data.Dataset<T>
   proxy.iterator = async () => {
-    calls++
-    tracker.iteratorCalls++
-    const first = calls === 2 && restored
-    if (first && skip === 0 && rng && savedRng) rng.state = savedRng
+    const resuming = ++calls === 2 && restored !== undefined
+    // The generator state was saved after this iterator was made (mid-epoch) or before (epoch end).
+    if (resuming && skip === 0 && rng && savedRng) rng.state = savedRng
     const it = await dataset.iterator()
-    if (first && skip > 0) {
-      for (let i = 0; i < skip; i++) {
-        const r = await it.next()
-        if (r.done) break
-        tf.dispose(r.value as never)
-      }
+    if (resuming && skip > 0) {
+      await skipBatches(it, skip)
       if (rng && savedRng) rng.state = savedRng
     }
     return it
   }
-  const userCallbacks = callbacksOf(args)
-  const cb = createCheckpointCallback(tf, model, { ...options, checkpoint: cp }, tracker, 'dataset')
-  if (restored) tracker.iteratorCalls = restored.saved.epoch // the replayed calls
   if (tracker.epoch < args.epochs) {
     await model.fitDataset(proxy, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
   }

@@ -78,6 +78,7 @@ const configs: [string, TrainConfig, (s: { epoch: number; batch: number }[]) => 
   ['fit, shuffle, Dropout, Adam, batch saves, killed mid-epoch', { ...base, every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
   ['fit, no shuffle, momentum SGD, batch saves, killed mid-epoch', { ...base, shuffle: false, dropout: false, optimizer: 'momentum', every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 2 && x.batch > 0)],
   ['fitDataset (seeded shuffle), Dropout, Adam, batch saves, killed mid-epoch', { ...base, mode: 'dataset', every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
+  ['fitDataset with batchesPerEpoch (one iterator for the run), Adam, batch saves', { ...base, mode: 'dataset', batchesPerEpoch: 5, every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
   ['fitDataset, plain SGD, epoch saves', { ...base, mode: 'dataset', optimizer: 'sgd', dropout: false }, (s) => s.some((x) => x.epoch >= 3)],
   ['fit on the wasm backend, shuffle, Dropout, RMSProp, batch saves', { ...base, backend: 'wasm', optimizer: 'rmsprop', every: { batches: 4 } }, (s) => s.some((x) => x.epoch >= 2 && x.batch > 0)],
 ]
