@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import path from 'node:path'
-import pLimit from 'p-limit'
 import { TaskpointError } from '../errors.js'
 import {
   CorruptCheckpointError,
@@ -23,7 +22,7 @@ import type { Storage } from '../storage/types.js'
 import { sharedBytes } from './hash.js'
 import { uploadChunks, type PendingEntry, type UploadStats } from './commit.js'
 import { collectGarbage, prune, readInfos } from './gc.js'
-import { ManifestCache, fetchChunk, infoOf, listManifestNames, readEntry } from './reader.js'
+import { ManifestCache, eachChunk, fetchChunk, infoOf, listManifestNames, readEntry } from './reader.js'
 import { reproInfo } from './repro.js'
 import { keepAll, type RetentionPolicy } from './retention.js'
 import type {
@@ -294,27 +293,19 @@ export class Checkpointer {
           staged.push({ tmp, final, ...(f.mode !== undefined ? { mode: f.mode } : {}) })
           const fh = await fs.open(tmp, 'w', 0o644)
           try {
-            const limit = pLimit(this.o.concurrency)
             const free: Uint8Array[] = []
-            let off = 0
-            await Promise.all(
-              f.chunks.map((c) => {
-                const at = off
-                off += c.size
-                return limit(async () => {
-                  const buf = free.pop() ?? sharedBytes(m.chunkSize)
-                  try {
-                    const bytes = await fetchChunk(this.storage, key, c.hash, c.size, buf)
-                    let w = 0
-                    while (w < bytes.byteLength) w += (await fh.write(bytes, w, bytes.byteLength - w, at + w)).bytesWritten
-                  } finally {
-                    free.push(buf)
-                  }
-                  done += c.size
-                  this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
-                })
-              }),
-            )
+            await eachChunk(f, this.o.concurrency, async (c, at) => {
+              const buf = free.pop() ?? sharedBytes(m.chunkSize)
+              try {
+                const bytes = await fetchChunk(this.storage, key, c.hash, c.size, buf)
+                let w = 0
+                while (w < bytes.byteLength) w += (await fh.write(bytes, w, bytes.byteLength - w, at + w)).bytesWritten
+              } finally {
+                free.push(buf)
+              }
+              done += c.size
+              this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
+            })
             await fh.truncate(f.size)
           } finally {
             await fh.close()

@@ -7,6 +7,7 @@ import {
   compareNames,
   decodeManifest,
   parseManifestKey,
+  type ChunkRef,
   type FileEntry,
   type Manifest,
   type ManifestName,
@@ -86,6 +87,19 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
   return bytes
 }
 
+/** Runs `fn` for every chunk of a file with its offset in the file, at most `concurrency` at once. */
+export async function eachChunk(entry: FileEntry, concurrency: number, fn: (c: ChunkRef, at: number) => Promise<void>): Promise<void> {
+  const limit = pLimit(concurrency)
+  let offset = 0
+  await Promise.all(
+    entry.chunks.map((c) => {
+      const at = offset
+      offset += c.size
+      return limit(() => fn(c, at))
+    }),
+  )
+}
+
 /**
  * Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified.
  * `into` lets the caller hand in a warm buffer of at least `entry.size` bytes.
@@ -100,18 +114,10 @@ export async function readEntry(
 ): Promise<Uint8Array> {
   // Shared memory: chunks land in place and worker threads verify them without a copy.
   const out = into ? into.subarray(0, entry.size) : sharedBytes(entry.size)
-  const limit = pLimit(concurrency)
-  let offset = 0
-  await Promise.all(
-    entry.chunks.map((c) => {
-      const at = offset
-      offset += c.size
-      return limit(async () => {
-        const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size))
-        if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
-        onBytes?.(c.size)
-      })
-    }),
-  )
+  await eachChunk(entry, concurrency, async (c, at) => {
+    const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size))
+    if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
+    onBytes?.(c.size)
+  })
   return out
 }
