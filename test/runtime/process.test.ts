@@ -231,6 +231,19 @@ describe('taskpoint run (the local supervisor)', () => {
     expect(r.stderr.match(/ended after/g)).toHaveLength(1)
   })
 
+  it('passes SIGTERM to the running attempt and does not start another', async () => {
+    const uri = tmp()
+    const run = start([cli, 'run', '--retries', '5', '--delay-ms', '10', '--checkpoint', uri, '--', process.execPath, child, 'loop', '2000', '5'])
+    await waitFor(() => run.r.stderr.includes('resumes at'))
+    await new Promise((r) => setTimeout(r, 200))
+    run.p.kill('SIGTERM')
+    const r = await run.done
+    expect(r.code).toBe(143) // the attempt saved and exited 143; the supervisor passes that on
+    expect(r.stderr).toMatch(/saved step \d+/)
+    expect(r.stderr.match(/ended after/g)).toHaveLength(1)
+    expect(r.stderr).not.toContain('retrying')
+  })
+
   it('refuses bad flags with usage and exit 2', async () => {
     const r = await start([cli, 'run', '--retries', '11', '--', 'true']).done
     expect(r.code).toBe(2)

@@ -141,6 +141,31 @@ describe('timeouts', () => {
   })
 })
 
+describe('preemption inside a task', () => {
+  it('aborts the signal, runs onPreempt hooks (a final save) before the checkpointer closes, fails with PreemptedError', async () => {
+    const { PreemptionWatcher, PreemptedError } = await import('../../src/index.js')
+    const watcher = new PreemptionWatcher({ signals: [] }).start()
+    const uri = dir()
+    let step = 0
+    const t = task({ name: 'preemptible', retries: 3, checkpoint: uri, preemption: watcher, ...fast }, async () => {
+      const ctx = currentContext()
+      ctx.onPreempt(async () => {
+        await new Promise((r) => setTimeout(r, 20)) // a save that takes a while
+        ctx.checkpoint.writeAsync(Buffer.from(`final ${step}`), { step })
+      })
+      for (; !ctx.signal.aborted; step++) {
+        if (step === 5) watcher.trigger('test notice')
+        await new Promise((r) => setTimeout(r, 1))
+      }
+      return 'stopped early'
+    })
+    await expect(t(undefined)).rejects.toBeInstanceOf(PreemptedError)
+    watcher.stop()
+    const cp = await Checkpointer.open(uri, { repro: false })
+    expect(Buffer.from((await cp.read())!).toString()).toMatch(/^final [56]$/)
+  })
+})
+
 describe('caching', () => {
   it('returns the stored output for the same name, version and inputs; a new version reruns', async () => {
     const uri = dir()
