@@ -76,6 +76,7 @@ const base: TrainConfig = { backend: 'cpu', optimizer: 'adam', shuffle: true, dr
 const configs: [string, TrainConfig, (s: { epoch: number; batch: number }[]) => boolean][] = [
   ['fit, shuffle, Dropout, Adam, epoch saves, killed after epoch 2', base, (s) => s.some((x) => x.epoch >= 2)],
   ['fit, shuffle, Dropout, Adam, batch saves, killed mid-epoch', { ...base, every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
+  ['fit with validationSplit, shuffle, Dropout, Adam, batch saves, killed mid-epoch', { ...base, validationSplit: 0.25, every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
   ['fit, no shuffle, momentum SGD, batch saves, killed mid-epoch', { ...base, shuffle: false, dropout: false, optimizer: 'momentum', every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 2 && x.batch > 0)],
   ['fitDataset (seeded shuffle), Dropout, Adam, batch saves, killed mid-epoch', { ...base, mode: 'dataset', every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
   ['fitDataset with batchesPerEpoch (one iterator for the run), Adam, batch saves', { ...base, mode: 'dataset', batchesPerEpoch: 5, every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
@@ -92,5 +93,6 @@ describe.each(configs)('exact resume: %s', (_name, config, when) => {
     expect(run.result.resumedFrom).not.toBeNull()
     expect(run.result.weights).toBe(ref.weights)
     expect(run.result.history).toEqual(ref.history)
+    if (config.validationSplit) expect(ref.history.history.val_loss).toHaveLength(config.epochs)
   }, 180_000)
 })
