@@ -1,3 +1,5 @@
+import { inIoScope } from '../../src/io-scope.js'
+
 // A seeded, checkpointable Math.random. tfjs draws on Math.random for the per-epoch shuffle of
 // `fit`, for Dropout masks and for unseeded initialisers: exact resume needs the generator's
 // state saved with the weights and put back at the right instant.
@@ -74,7 +76,9 @@ export class SeededRandom {
     const existing = current()
     if (existing) existing.uninstall()
     const r = new SeededRandom(seed)
-    const f = (): number => (r.forced.length > 0 ? r.forced.shift()! : r.gen.next())
+    // Calls made on taskpoint's behalf (storage SDKs during a background upload) get the original
+    // generator: they happen at unpredictable moments and must not shift the training's stream.
+    const f = (): number => (inIoScope() ? r.original() : r.forced.length > 0 ? r.forced.shift()! : r.gen.next())
     Object.defineProperty(f, TAG, { value: r })
     Math.random = f
     return r

@@ -1,5 +1,6 @@
 import pRetry from 'p-retry'
 import { isTransient } from '../errors.js'
+import { runInIoScope } from '../io-scope.js'
 
 /** How transient faults of one storage operation are retried. */
 export interface RetryOptions {
@@ -54,18 +55,22 @@ export function withRetry<T>(
  */
 export function operationRunner(retry: RetryOptions | undefined, mapError: (e: unknown, op: string, key: string | undefined) => unknown) {
   return <T>(op: string, key: string | undefined, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> =>
-    withRetry(
-      retry,
-      op,
-      key,
-      async () => {
-        try {
-          return await fn()
-        } catch (e) {
-          throw mapError(e, op, key)
-        }
-      },
-      signal,
+    // In the I/O scope: whatever the SDKs draw from Math.random must not come from a seeded
+    // generator that a training loop depends on (see io-scope.ts).
+    runInIoScope(() =>
+      withRetry(
+        retry,
+        op,
+        key,
+        async () => {
+          try {
+            return await fn()
+          } catch (e) {
+            throw mapError(e, op, key)
+          }
+        },
+        signal,
+      ),
     )
 }
 
