@@ -100,20 +100,16 @@ export async function eachChunk(entry: FileEntry, concurrency: number, fn: (c: C
   )
 }
 
-/**
- * Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified.
- * `into` lets the caller hand in a warm buffer of at least `entry.size` bytes.
- */
+/** Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified. */
 export async function readEntry(
   storage: Storage,
   checkpoint: string,
   entry: FileEntry,
   concurrency: number,
   onBytes?: (n: number) => void,
-  into?: Uint8Array,
 ): Promise<Uint8Array> {
   // Shared memory: chunks land in place and worker threads verify them without a copy.
-  const out = into ? into.subarray(0, entry.size) : sharedBytes(entry.size)
+  const out = sharedBytes(entry.size)
   await eachChunk(entry, concurrency, async (c, at) => {
     const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size))
     if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)

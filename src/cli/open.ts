@@ -1,4 +1,4 @@
-import { Checkpointer } from '../checkpoint/checkpointer.js'
+import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
 import { TaskpointError } from '../errors.js'
 import { MANIFEST_DIR } from '../format/manifest.js'
 import { openStorage } from '../storage/resolve.js'
@@ -9,10 +9,10 @@ import { UsageError } from './args.js'
 /** The CLI gives up on an unreachable store after a few seconds rather than the library's longer budget. */
 const CLI_RETRY = { retries: 3, minTimeoutMs: 200, maxTimeoutMs: 2000 }
 
-export async function openLocation(uri: string | undefined): Promise<{ storage: Storage; cp: Checkpointer }> {
+export async function openLocation(uri: string | undefined, extra: Pick<CheckpointerOptions, 'onProgress'> = {}): Promise<{ storage: Storage; cp: Checkpointer }> {
   if (!uri) throw new UsageError('give a checkpoint URI (a path, file://…, s3://bucket/prefix or gs://bucket/prefix)')
   const storage = await openStorage(uri, { retry: CLI_RETRY })
-  const cp = await Checkpointer.open(storage, { repro: false, onWarning: (m) => console.error(`warning: ${m}`) })
+  const cp = await Checkpointer.open(storage, { repro: false, onWarning: (m) => console.error(`warning: ${m}`), ...extra })
   return { storage, cp }
 }
 

@@ -12,18 +12,18 @@ chunk. Bytes checkpoints become DIR/data; state checkpoints one file per array.`
     const { positionals } = parse(argv, {})
     if (positionals.length < 2 || positionals.length > 3) throw new UsageError('expected URI [STEP] DIR')
     const dir = positionals.at(-1)!
-    const { storage, cp } = await openLocation(positionals[0])
+    let bar: ReturnType<typeof progress> | undefined
+    const { storage, cp } = await openLocation(positionals[0], {
+      onProgress: (p) => {
+        bar ??= progress('restore', p.total)
+        bar.update(p.loaded)
+      },
+    })
     try {
       const list = await requireCheckpoints(storage, cp)
       const info = positionals.length === 3 ? pick(list, positionals[1]) : undefined
-      let bar: ReturnType<typeof progress> | undefined
-      const restoreCp = await reopenWithProgress(cp, (p) => {
-        bar ??= progress('restore', p.total)
-        bar.update(p.loaded)
-      })
-      const r = await restoreCp.restore(dir, info ? { id: info.id } : {})
+      const r = await cp.restore(dir, info ? { id: info.id } : {})
       bar?.finish()
-      await restoreCp.close()
       if (!r) throw new TaskpointError('NoCheckpoints', `no intact checkpoint at ${storage.uri}`)
       console.log(`restored step ${r.info.step} (${r.files.length} file(s), ${bytes(r.info.size)}) into ${dir}`)
       return 0
@@ -61,9 +61,4 @@ checkpoint). With two arguments, the second is a STEP when it is a number, else 
       await cp.close()
     }
   },
-}
-
-async function reopenWithProgress(cp: import('../../checkpoint/checkpointer.js').Checkpointer, onProgress: (p: { loaded: number; total: number }) => void) {
-  const { Checkpointer } = await import('../../checkpoint/checkpointer.js')
-  return Checkpointer.open(cp.storage, { repro: false, onProgress, onWarning: (m) => console.error(`warning: ${m}`) })
 }
