@@ -171,9 +171,20 @@ export class Checkpointer {
     return infos
   }
 
-  /** The newest committed checkpoint whose manifest is intact, or undefined. */
+  /** The newest committed checkpoint whose manifest is intact, or undefined. Reads newest first, not the whole list. */
   async latest(): Promise<CheckpointInfo | undefined> {
-    return (await this.list()).at(-1)
+    this.names = await listManifestNames(this.storage)
+    this.lastSkipped = []
+    for (let i = this.names.length - 1; i >= 0; i--) {
+      const key = this.names[i]!.key
+      try {
+        return infoOf(key, await this.cache.get(key))
+      } catch (e) {
+        if (!(e instanceof CorruptCheckpointError)) throw e
+        this.lastSkipped.push({ id: key, reason: e.message })
+      }
+    }
+    return undefined
   }
 
   // ---------------------------------------------------------------- reading

@@ -188,6 +188,8 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
       expect(sha((await reader.read())!)).toBe(sha(good))
       expect(reader.lastSkipped).toHaveLength(1)
       expect((await reader.list()).map((c) => c.step)).toEqual([1])
+      expect((await reader.latest())!.step).toBe(1)
+      expect(reader.lastSkipped.map((x) => x.id)).toEqual([info.id])
     }
     expect(warnings.some((w) => w.includes('skipping damaged checkpoint'))).toBe(true)
   })
