@@ -94,15 +94,8 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
     owned.push(trainX, trainY, vx, vy)
     fitArgs = { ...fitArgs, validationSplit: undefined, validationData: [vx, vy] as never }
   }
-  const restored = await resume(tf, model, { checkpoint: cp })
-  const tracker = trackerFrom(restored?.saved, restored?.arrays)
+  const { restored, tracker, result, startStep } = await begin(tf, model, cp, options)
   const opts = { ...options, checkpoint: cp, shuffle }
-  const result: FitResult = { history: tracker.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
-  const startStep = tracker.globalStep
-  if (restored) {
-    result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
-    options.onResume?.(result.resumedFrom)
-  }
   const userCallbacks = callbacksOf(args)
   try {
     let startEpoch = tracker.epoch
@@ -150,17 +143,10 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
 export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer>(tf: TF, model: LayersModel, dataset: tfType.data.Dataset<T>, args: tfType.ModelFitDatasetArgs<T>, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
   const started = performance.now()
   const cp = checkpointOf(options)
-  const restored = await resume(tf, model, { checkpoint: cp })
-  const tracker = trackerFrom(restored?.saved, restored?.arrays)
-  const result: FitResult = { history: tracker.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
-  const startStep = tracker.globalStep
+  const { restored, tracker, result, startStep } = await begin(tf, model, cp, options)
   const rng = currentRandom()
   const savedRng = restored?.saved.rng
-  if (restored) {
-    result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
-    options.onResume?.(result.resumedFrom)
-    tracker.batchOffset = restored.saved.batch
-  }
+  if (restored) tracker.batchOffset = restored.saved.batch
   const userCallbacks = callbacksOf(args)
   const cb = createCheckpointCallback(tf, model, { ...options, checkpoint: cp }, tracker, 'dataset')
   const skipBatches = async (it: { next(): Promise<{ done?: boolean; value: unknown }> }, n: number): Promise<void> => {
@@ -215,6 +201,18 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
     await model.fitDataset(proxy, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
   }
   return finish(cp, tracker, result, started, startStep, options)
+}
+
+/** The common start of both wrappers: restore the newest checkpoint and the position it records. */
+async function begin(tf: TF, model: LayersModel, cp: Checkpointer, options: CheckpointCallbackOptions) {
+  const restored = await resume(tf, model, { checkpoint: cp })
+  const tracker = trackerFrom(restored?.saved, restored?.arrays)
+  const result: FitResult = { history: tracker.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
+  if (restored) {
+    result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
+    options.onResume?.(result.resumedFrom)
+  }
+  return { restored, tracker, result, startStep: tracker.globalStep }
 }
 
 function callbacksOf(args: { callbacks?: unknown }): unknown[] {

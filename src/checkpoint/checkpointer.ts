@@ -173,18 +173,7 @@ export class Checkpointer {
 
   /** The newest committed checkpoint whose manifest is intact, or undefined. Reads newest first, not the whole list. */
   async latest(): Promise<CheckpointInfo | undefined> {
-    this.names = await listManifestNames(this.storage)
-    this.lastSkipped = []
-    for (let i = this.names.length - 1; i >= 0; i--) {
-      const key = this.names[i]!.key
-      try {
-        return infoOf(key, await this.cache.get(key))
-      } catch (e) {
-        if (!(e instanceof CorruptCheckpointError)) throw e
-        this.lastSkipped.push({ id: key, reason: e.message })
-      }
-    }
-    return undefined
+    return (await this.resolve(undefined, async () => undefined, false))?.info
   }
 
   // ---------------------------------------------------------------- reading
@@ -193,7 +182,7 @@ export class Checkpointer {
    * Finds the newest checkpoint that reads back completely and verifies, falling back past damaged
    * ones (reported via `onWarning` and `lastSkipped`). `id` pins one checkpoint (no fallback).
    */
-  private async resolve<T>(id: string | undefined, load: (m: Manifest, key: string) => Promise<T>): Promise<{ value: T; info: CheckpointInfo } | undefined> {
+  private async resolve<T>(id: string | undefined, load: (m: Manifest, key: string) => Promise<T>, warnSkips = true): Promise<{ value: T; info: CheckpointInfo } | undefined> {
     this.lastSkipped = []
     if (id !== undefined) {
       const m = await this.cache.get(id)
@@ -208,7 +197,7 @@ export class Checkpointer {
       } catch (e) {
         if (!(e instanceof CorruptCheckpointError)) throw e
         this.lastSkipped.push({ id: key, reason: e.message })
-        this.warn(`skipping damaged checkpoint: ${e.message}`)
+        if (warnSkips) this.warn(`skipping damaged checkpoint: ${e.message}`)
       }
     }
     return undefined

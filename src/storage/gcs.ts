@@ -62,7 +62,7 @@ export class GcsStorage implements Storage {
   constructor(
     readonly bucket: string,
     readonly prefix: string,
-    private readonly options: GcsStorageOptions = {},
+    options: GcsStorageOptions = {},
   ) {
     if (!/^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/.test(bucket)) {
       throw new StorageConfigError({ backend: 'gcs', key: bucket }, 'invalid bucket name in URI (expected gs://bucket/prefix, lowercase)')
@@ -81,8 +81,6 @@ export class GcsStorage implements Storage {
   private file(key: string, op: string) {
     return this.b.file(joinKey(this.prefix, validateKey(key, 'gcs', op)))
   }
-
-
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const f = this.file(key, 'put')

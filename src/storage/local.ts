@@ -56,8 +56,6 @@ export class LocalStorage implements Storage {
     return p
   }
 
-
-
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.pathOf(key, 'put')
     return this.run('put', key, async () => {

@@ -84,7 +84,7 @@ export class S3Storage implements Storage {
   constructor(
     readonly bucket: string,
     readonly prefix: string,
-    private readonly options: S3StorageOptions = {},
+    options: S3StorageOptions = {},
   ) {
     if (!/^[a-z0-9][a-z0-9.\-_]{1,254}$/i.test(bucket)) {
       throw new StorageConfigError({ backend: 's3', key: bucket }, 'invalid bucket name in URI (expected s3://bucket/prefix)')
@@ -107,8 +107,6 @@ export class S3Storage implements Storage {
   private full(key: string, op: string): string {
     return joinKey(this.prefix, validateKey(key, 's3', op))
   }
-
-
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const Key = this.full(key, 'put')

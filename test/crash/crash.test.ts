@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { Checkpointer } from '../../src/index.js'
 import { payload } from '../fixtures/crash-payload.js'
-import { allBackends, type Backend } from '../helpers/backends.js'
+import { allBackends, s3Config, type Backend } from '../helpers/backends.js'
 
 // SIGKILL a real writer process at random instants, many times, and check after every kill that
 // the newest committed checkpoint reads back with exactly the bytes it was written with and that
@@ -67,7 +67,7 @@ function storageOptions(env: Record<string, string>) {
   // The child reads endpoints from its environment; the checker gets the same through options.
   const o: Record<string, unknown> = {}
   if (env.AWS_ENDPOINT_URL) {
-    o.s3 = { clientConfig: { endpoint: env.AWS_ENDPOINT_URL, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } } }
+    o.s3 = { clientConfig: s3Config(env.AWS_ENDPOINT_URL) }
   }
   if (env.STORAGE_EMULATOR_HOST) o.gcs = { clientOptions: { apiEndpoint: env.STORAGE_EMULATOR_HOST, projectId: 'taskpoint-test' } }
   return o

@@ -45,7 +45,7 @@ async function ensureS3Bucket(endpoint: string): Promise<void> {
   await bucketReady
 }
 
-function s3Config(endpoint: string) {
+export function s3Config(endpoint: string) {
   return { endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } }
 }
 
