@@ -1,40 +1,32 @@
 import { randomBytes } from 'node:crypto'
-import * as fs from 'node:fs/promises'
 import path from 'node:path'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { TaskpointError } from '../errors.js'
 import {
   CorruptCheckpointError,
   FORMAT_VERSION,
   STATE_FILE,
   WRITER_DIR,
+  WRITER_ID,
   encodeManifest,
   manifestKey,
-  validateEntryPath,
-  type ArrayEntry,
   type CheckpointKind,
-  type DType,
   type Manifest,
   type ManifestName,
 } from '../format/manifest.js'
-import { TEMP_MARK } from '../storage/keys.js'
 import { openStorage, type OpenStorageOptions } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
-import { sharedBytes } from './hash.js'
 import { uploadChunks, type PendingEntry, type UploadStats } from './commit.js'
+import { fileEntries } from './files.js'
 import { collectGarbage, prune, readInfos } from './gc.js'
-import { ManifestCache, eachChunk, fetchChunk, infoOf, listManifestNames, readEntry } from './reader.js'
+import { ChunkLedger } from './ledger.js'
+import { acquireShared, type LockOptions } from './locks.js'
+import { ManifestCache, infoOf, listManifestNames, readEntry } from './reader.js'
 import { reproInfo } from './repro.js'
+import { restoreFiles } from './restore.js'
 import { keepAll, type RetentionPolicy } from './retention.js'
-import type {
-  ArrayInput,
-  CheckpointInfo,
-  CheckpointProgress,
-  LoadedState,
-  SkippedCheckpoint,
-  StateArray,
-  StateInput,
-  WriteOptions,
-} from './types.js'
+import { BufferPool, checkWriteOptions, copyInto, describe, packState, snapshotSize, type Snapshot } from './snapshot.js'
+import type { CheckpointInfo, CheckpointProgress, LoadedState, SkippedCheckpoint, StateArray, StateInput, WriteOptions } from './types.js'
 
 const MiB = 1024 * 1024
 
@@ -53,6 +45,8 @@ export interface CheckpointerOptions {
   attempt?: number
   /** Garbage collection after retention. `minAgeMs`: leave unreferenced chunks younger than this (default 15 min). */
   gc?: { minAgeMs?: number; enabled?: boolean }
+  /** Timing of the locks that keep garbage collection off a commit in flight (see `LockOptions`). */
+  locks?: LockOptions
   /** Extra reproducibility fields, or false to record none. Default: versions, platform, git commit, entry hash. */
   repro?: boolean | Record<string, unknown>
   onProgress?: (p: CheckpointProgress) => void
@@ -79,15 +73,6 @@ export class CheckpointKindError extends TaskpointError {
   }
 }
 
-interface Snapshot {
-  kind: CheckpointKind
-  entries: PendingEntry[]
-  json?: unknown
-  options: WriteOptions
-  /** The pooled buffer the entries live in, returned to the pool once committed. */
-  buffer?: Uint8Array
-}
-
 export interface RestoreResult {
   info: CheckpointInfo
   files: string[]
@@ -103,8 +88,9 @@ export interface LoadedFiles {
  * Writes and reads checkpoints of one run under one storage root.
  *
  * Mechanism only: retention is a policy passed in (`keep`), and where the root is comes from the
- * caller (or the task context). Every write commits all chunks first and the manifest last, so a
- * crash at any instant leaves the previous checkpoint as the latest readable one.
+ * caller (or the task context). Commits run one at a time, in call order, each chunks first and
+ * manifest last under a shared lock, so a crash at any instant leaves the previous checkpoint as
+ * the latest readable one and garbage collection never deletes a chunk a commit is about to use.
  */
 export class Checkpointer {
   readonly storage: Storage
@@ -112,15 +98,17 @@ export class Checkpointer {
   private readonly ownsStorage: boolean
   private readonly o: Required<Pick<CheckpointerOptions, 'chunkSize' | 'concurrency' | 'keep'>> & CheckpointerOptions
   private readonly cache: ManifestCache
+  private readonly ledger = new ChunkLedger()
+  private readonly pool = new BufferPool(2)
   private names: ManifestName[] = []
   private epoch: number | undefined
   private registering: Promise<void> | undefined
-  private known = new Set<string>()
   private lastStep: number | undefined
+  /** Commits run one after another on this chain, in the order they were asked for. */
+  private tail: Promise<unknown> = Promise.resolve()
+  /** The newest writeAsync snapshot not yet taken by a commit (latest wins). */
   private pending: Snapshot | undefined
-  private inflight: Promise<void> | undefined
   private bgError: unknown
-  private spare: Uint8Array[] = []
   private closed = false
   /** Checkpoints passed over by the last read because they were damaged. */
   lastSkipped: SkippedCheckpoint[] = []
@@ -132,9 +120,11 @@ export class Checkpointer {
     this.ownsStorage = owns
     // Remote stores want more requests in flight than a local disk to reach their throughput.
     this.o = { chunkSize: 4 * MiB, concurrency: storage.backend === 'local' ? 8 : 16, keep: keepAll, ...options }
-    if (!Number.isInteger(this.o.chunkSize) || this.o.chunkSize < 1024) throw new RangeError(`chunkSize must be a whole number >= 1024, got ${this.o.chunkSize}`)
+    if (!Number.isInteger(this.o.chunkSize) || this.o.chunkSize < 1024 || this.o.chunkSize > 1024 * MiB) {
+      throw new RangeError(`chunkSize must be a whole number from 1024 to 1 GiB, got ${this.o.chunkSize}`)
+    }
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
-    if (!/^[0-9a-z]{1,40}$/.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
+    if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
   }
 
@@ -188,19 +178,30 @@ export class Checkpointer {
       const m = await this.cache.get(id)
       return { value: await load(m, id), info: infoOf(id, m) }
     }
-    this.names = await listManifestNames(this.storage)
-    for (let i = this.names.length - 1; i >= 0; i--) {
-      const key = this.names[i]!.key
-      try {
-        const m = await this.cache.get(key)
-        return { value: await load(m, key), info: infoOf(key, m) }
-      } catch (e) {
-        if (!(e instanceof CorruptCheckpointError)) throw e
-        this.lastSkipped.push({ id: key, reason: e.message })
-        if (warnSkips) this.warn(`skipping damaged checkpoint: ${e.message}`)
+    // Retention in another process may delete what this walk was about to read: when a checkpoint
+    // vanished underneath, the walk starts again from a fresh listing instead of falling back to
+    // older (also deleted) ones and reporting that there is nothing.
+    for (let round = 0; ; round++) {
+      this.names = await listManifestNames(this.storage)
+      let vanished = false
+      for (let i = this.names.length - 1; i >= 0; i--) {
+        const key = this.names[i]!.key
+        try {
+          const m = await this.cache.get(key)
+          return { value: await load(m, key), info: infoOf(key, m) }
+        } catch (e) {
+          if (!(e instanceof CorruptCheckpointError)) throw e
+          if (e.vanished || !(await this.storage.head(key))) {
+            vanished = true
+            continue
+          }
+          this.lastSkipped.push({ id: key, reason: e.message })
+          if (warnSkips) this.warn(`skipping damaged checkpoint: ${e.message}`)
+        }
       }
+      if (!vanished || round >= 4) return undefined
+      this.lastSkipped = []
     }
-    return undefined
   }
 
   /** Every file of a checkpoint, verified, in memory. */
@@ -210,13 +211,11 @@ export class Checkpointer {
       const files = new Map<string, Uint8Array>()
       let done = 0
       for (const f of m.files) {
-        files.set(
-          f.path,
-          await readEntry(this.storage, key, f, this.o.concurrency, (n) => {
-            done += n
-            this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
-          }),
-        )
+        const onBytes = (n: number): void => {
+          done += n
+          this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
+        }
+        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.ledger))
       }
       return { files, json: m.json }
     })
@@ -244,8 +243,7 @@ export class Checkpointer {
           })
     const snap: Snapshot = { kind: m.kind, entries, options: { step: m.step, metadata: { ...m.metadata, copiedFrom: `${source.uri}/${got.info.id}` } } }
     if (m.json !== undefined) snap.json = m.json
-    await this.flush()
-    return this.commit(snap)
+    return this.serially(() => this.commit(snap))
   }
 
   /** The bytes of the latest checkpoint, or undefined if there is none. Like Flyte's `cp.read()`. */
@@ -273,54 +271,24 @@ export class Checkpointer {
   }
 
   /**
-   * Writes the latest checkpoint's files under `dir` (created if needed), streaming chunk by chunk
-   * with verification. Bytes checkpoints become `dir/data`. Returns undefined when there is none.
+   * Writes the latest checkpoint's files under `dir` (created if needed), verified chunk by chunk;
+   * nothing is moved into place unless all of it verified. Bytes checkpoints become `dir/data`.
+   * Returns undefined when there is none.
    */
   async restore(dir: string, options: { id?: string } = {}): Promise<RestoreResult | undefined> {
     this.throwBackgroundError()
     const root = path.resolve(dir)
-    const r = await this.resolve(options.id, async (m, key) => {
-      // Verify everything first, into temp files, then move into place: a damaged checkpoint
-      // leaves the directory as it was and the caller falls back to the previous one.
-      const staged: { tmp: string; final: string; mode?: number }[] = []
-      let done = 0
-      try {
-        for (const f of m.files) {
-          const final = path.join(root, ...validateEntryPath(f.path).split('/'))
-          if (!final.startsWith(root + path.sep)) throw new CorruptCheckpointError(key, `file ${f.path} would land outside ${root}`)
-          await fs.mkdir(path.dirname(final), { recursive: true })
-          const tmp = `${final}${TEMP_MARK}${randomBytes(4).toString('hex')}`
-          staged.push({ tmp, final, ...(f.mode !== undefined ? { mode: f.mode } : {}) })
-          const fh = await fs.open(tmp, 'w', 0o644)
-          try {
-            const free: Uint8Array[] = []
-            await eachChunk(f, this.o.concurrency, async (c, at) => {
-              const buf = free.pop() ?? sharedBytes(m.chunkSize)
-              try {
-                const bytes = await fetchChunk(this.storage, key, c.hash, c.size, buf)
-                let w = 0
-                while (w < bytes.byteLength) w += (await fh.write(bytes, w, bytes.byteLength - w, at + w)).bytesWritten
-              } finally {
-                free.push(buf)
-              }
-              done += c.size
-              this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
-            })
-            await fh.truncate(f.size)
-          } finally {
-            await fh.close()
-          }
-        }
-        for (const s of staged) {
-          await fs.rename(s.tmp, s.final)
-          if (s.mode !== undefined) await fs.chmod(s.final, s.mode & 0o7777)
-        }
-      } catch (e) {
-        await Promise.all(staged.map((s) => fs.rm(s.tmp, { force: true })))
-        throw e
-      }
-      return m.files.map((f) => f.path)
-    })
+    let done = 0
+    const r = await this.resolve(options.id, (m, key) =>
+      restoreFiles(this.storage, key, m, root, {
+        concurrency: Math.min(this.o.concurrency, 8),
+        witness: this.ledger,
+        onBytes: (n) => {
+          done += n
+          this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
+        },
+      }),
+    )
     return r && { info: r.info, files: r.value }
   }
 
@@ -328,86 +296,85 @@ export class Checkpointer {
 
   /**
    * Commits a checkpoint and resolves once it is durable and visible: chunks first, manifest last.
-   * The caller must not change `data` until the promise settles (use `writeAsync` to go on at once).
+   * Writes commit in call order, after any writeAsync before them. The caller must not change
+   * `data` until the promise settles (use `writeAsync` to go on at once).
    */
   async write(data: ArrayBufferView | StateInput, options: WriteOptions = {}): Promise<CheckpointInfo> {
     this.checkOpen()
-    await this.flush()
-    // The same snapshot as writeAsync: a warm copy into shared memory costs far less than it
-    // saves, because worker threads can then hash the chunks in parallel with the uploads.
-    const snap = this.snapshot(data, options)
-    try {
-      return await this.commit(snap)
-    } finally {
-      this.spare.push(snap.buffer!)
-    }
+    this.throwBackgroundError()
+    // Validated now, copied when its turn comes: nothing is refused after the call returned.
+    const opts = checkWriteOptions(options)
+    const described = describe(data, opts)
+    this.checkStep(opts)
+    return this.serially(async () => {
+      // The same snapshot as writeAsync: a warm copy into shared memory costs far less than it
+      // saves, because worker threads can then hash the chunks in parallel with the uploads.
+      copyInto(described, this.pool.take(snapshotSize(described)))
+      try {
+        return await this.commit(described)
+      } finally {
+        this.pool.give(described.buffer)
+      }
+    })
   }
 
   /**
    * Snapshots `data` into a reused buffer and returns at once; the commit runs in the background.
    * At most one commit is in flight: a newer snapshot replaces one still waiting (latest wins), so
-   * calling this every step costs one memory copy and memory stays bounded. Errors of background
-   * commits are thrown by the next call, `flush()` or `close()`.
+   * calling this every step costs one memory copy, and at most two snapshot buffers exist. Errors
+   * of background commits are thrown by the next call, `flush()` or `close()`.
    */
   writeAsync(data: ArrayBufferView | StateInput, options: WriteOptions = {}): void {
     this.checkOpen()
     this.throwBackgroundError()
-    if (this.pending?.buffer) this.spare.push(this.pending.buffer)
-    this.pending = this.snapshot(data, options)
-    this.pump()
-  }
-
-  /** Copies the caller's data into one pooled shared buffer; JSON is copied by value. */
-  private snapshot(data: ArrayBufferView | StateInput, options: WriteOptions): Snapshot {
-    const described = describe(data, options)
-    const total = described.entries.reduce((s, e) => s + e.size, 0)
-    const buffer = this.takeBuffer(total)
-    const dst = Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength)
-    let off = 0
-    for (const e of described.entries) {
-      const src = e.source as Uint8Array
-      // Buffer#copy is a memmove; TypedArray#set into shared memory is several times slower.
-      Buffer.from(src.buffer, src.byteOffset, src.byteLength).copy(dst, off)
-      e.source = buffer.subarray(off, off + e.size)
-      off += e.size
-    }
-    if (described.json !== undefined) described.json = JSON.parse(JSON.stringify(described.json))
-    described.buffer = buffer
-    return described
+    const opts = checkWriteOptions(options)
+    const described = describe(data, opts)
+    this.checkStep(opts)
+    const replaced = this.pending
+    this.pending = undefined
+    // The waiting snapshot's buffer goes back first, so the new copy can reuse it.
+    this.pool.give(replaced?.buffer)
+    copyInto(described, this.pool.take(snapshotSize(described)))
+    this.pending = described
+    if (replaced) return // a commit for the waiting snapshot is already queued; it takes this one
+    void this.serially(async () => {
+      // Let the caller's synchronous code go on before any hashing starts.
+      await nextTurn()
+      const snap = this.pending
+      this.pending = undefined
+      if (!snap) return
+      try {
+        await this.commit(snap)
+      } catch (e) {
+        this.bgError ??= e
+      } finally {
+        this.pool.give(snap.buffer)
+      }
+    })
   }
 
   /** Saves a file or a directory tree (regular files, recursively; symlinks are skipped with a warning). */
   async save(source: string, options: WriteOptions = {}): Promise<CheckpointInfo> {
     this.checkOpen()
-    await this.flush()
-    const root = path.resolve(source)
-    const st = await fs.stat(root)
-    const files: { rel: string; abs: string; size: number; mode: number }[] = []
-    if (st.isFile()) files.push({ rel: path.basename(root), abs: root, size: st.size, mode: st.mode })
-    else await walkDir(root, '', files, (m) => this.warn(m))
-    const handles: fs.FileHandle[] = []
-    const entries: PendingEntry[] = files.map((f) => {
-      let fh: Promise<fs.FileHandle> | undefined
-      return {
-        path: validateEntryPath(f.rel),
-        size: f.size,
-        mode: f.mode & 0o7777,
-        source: async (buf, offset) => {
-          fh ??= fs.open(f.abs, 'r').then((h) => (handles.push(h), h))
-          return (await (await fh).read(buf, 0, buf.byteLength, offset)).bytesRead
-        },
+    this.throwBackgroundError()
+    const opts = checkWriteOptions(options)
+    this.checkStep(opts)
+    return this.serially(async () => {
+      const { entries, closeAll } = await fileEntries(source, (m) => this.warn(m))
+      try {
+        return await this.commit({ kind: 'files', entries, options: opts })
+      } finally {
+        await closeAll()
       }
     })
-    try {
-      return await this.commit({ kind: 'files', entries, options })
-    } finally {
-      await Promise.all(handles.map((h) => h.close()))
-    }
   }
 
   /** Waits for background commits; throws the first background error (once). */
   async flush(): Promise<void> {
-    while (this.inflight) await this.inflight
+    for (let t = this.tail; ; t = this.tail) {
+      await t.catch(() => {})
+      if (t === this.tail) break
+    }
     this.throwBackgroundError()
   }
 
@@ -418,41 +385,22 @@ export class Checkpointer {
       await this.flush()
     } finally {
       this.closed = true
-      this.spare = []
+      this.pool.clear()
       if (this.ownsStorage) await this.storage.close()
     }
   }
 
-  private pump(): void {
-    if (this.inflight || !this.pending) return
-    const snap = this.pending
-    this.pending = undefined
-    this.inflight = (async () => {
-      // Let the caller's synchronous code go on before any hashing starts.
-      await new Promise((r) => setImmediate(r))
-      await this.commit(snap)
-    })()
-      .catch((e: unknown) => {
-        this.bgError ??= e
-      })
-      .finally(() => {
-        if (snap.buffer) this.spare.push(snap.buffer)
-        this.inflight = undefined
-        this.pump()
-      })
+  /** Runs `job` after every commit asked for before it. */
+  private serially<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(job)
+    this.tail = run.catch(() => {})
+    return run
   }
 
-  private takeBuffer(size: number): Uint8Array {
-    // Reuse the smallest spare that fits: a warm buffer copies ~50x faster than fresh pages.
-    let best = -1
-    for (let i = 0; i < this.spare.length; i++) {
-      const b = this.spare[i]!
-      if (b.byteLength >= size && (best < 0 || b.byteLength < this.spare[best]!.byteLength)) best = i
+  private checkStep(o: WriteOptions): void {
+    if (o.step === undefined && this.lastStep !== undefined && this.lastStep >= Number.MAX_SAFE_INTEGER) {
+      throw new TaskpointError('InvalidOption', `the last step is ${this.lastStep}: there is no next step; pass { step } explicitly`)
     }
-    if (best >= 0) return this.spare.splice(best, 1)[0]!.subarray(0, size)
-    // Keep at most two buffers around (one committing, one pending).
-    if (this.spare.length >= 2) this.spare.shift()
-    return sharedBytes(size)
   }
 
   /**
@@ -469,21 +417,19 @@ export class Checkpointer {
     this.registering ??= (async () => {
       const names = await listManifestNames(this.storage)
       const markers = await this.markers()
-      const epoch = Math.max(0, ...names.map((n) => n.epoch), ...markers.map((m) => m.epoch)) + 1
+      const top = [...names, ...markers].reduce((mx, n) => Math.max(mx, n.epoch), 0)
+      if (top >= Number.MAX_SAFE_INTEGER) {
+        throw new TaskpointError('EpochExhausted', `${this.uri}: a stored manifest or writer marker claims epoch ${top}, the largest there can be, so no writer can ever take over; remove it (see \`taskpoint ls\`)`)
+      }
+      const epoch = top + 1
       const key = `${WRITER_DIR}${String(epoch).padStart(8, '0')}-${this.writerId}.json`
       await this.storage.put(key, Buffer.from(JSON.stringify({ writer: this.writerId, epoch, attempt: this.o.attempt, at: new Date().toISOString(), pid: process.pid })), {
         ifAbsent: true,
       })
       this.epoch = epoch
-      // The chunks of the newest checkpoint are known to be stored: they are never sent again.
-      const newest = names.at(-1)
-      if (newest) {
-        try {
-          const m = await this.cache.get(newest.key)
-          this.known = new Set(m.files.flatMap((f) => f.chunks.map((c) => c.hash)))
-        } catch (e) {
-          if (!(e instanceof CorruptCheckpointError)) throw e
-        }
+      // Leftovers of killed writers: only ones far older than any live write could be.
+      if (this.storage.sweep) {
+        void this.storage.sweep({ olderThanMs: this.o.locks?.staleMs ?? 10 * 60_000 }).catch((e: unknown) => this.warn(`sweeping leftovers failed: ${(e as Error).message}`))
       }
     })()
     try {
@@ -497,8 +443,8 @@ export class Checkpointer {
   private async markers(): Promise<{ epoch: number; writer: string }[]> {
     const out: { epoch: number; writer: string }[] = []
     for await (const o of this.storage.list(WRITER_DIR)) {
-      const m = /^writers\/(\d{8})-([0-9a-z]+)\.json$/.exec(o.key)
-      if (m) out.push({ epoch: Number(m[1]), writer: m[2]! })
+      const m = /^writers\/(\d{8,16})-([0-9a-z]{1,40})\.json$/.exec(o.key)
+      if (m && Number.isSafeInteger(Number(m[1]))) out.push({ epoch: Number(m[1]), writer: m[2]! })
     }
     return out
   }
@@ -512,20 +458,59 @@ export class Checkpointer {
 
   private async commit(snap: Snapshot): Promise<CheckpointInfo> {
     await this.register()
-    const total = snap.entries.reduce((s, e) => s + e.size, 0)
+    const total = snapshotSize(snap)
     const step = snap.options.step ?? (this.lastStep === undefined ? 0 : this.lastStep + 1)
-    if (!Number.isSafeInteger(step) || step < 0) throw new RangeError(`step must be a whole number >= 0, got ${step}`)
     const { entries, arrays } = snap.kind === 'state' ? packState(snap.entries) : { entries: snap.entries, arrays: undefined }
-    const { files, stats } = await uploadChunks(this.storage, entries, {
-      chunkSize: this.o.chunkSize,
-      concurrency: this.o.concurrency,
-      known: this.known,
-      onProgress: (loaded, uploaded) => this.o.onProgress?.({ phase: 'upload', loaded, total, uploaded, step }),
-    })
-    // All chunks are durable. Now the manifest: its existence is the commit.
-    const names = await listManifestNames(this.storage)
-    await this.checkFence(names)
-    const seq = Math.max(0, ...names.map((n) => n.seq)) + 1
+    const upload = (known: { has(hash: string, size: number): boolean }) =>
+      uploadChunks(this.storage, entries, {
+        chunkSize: this.o.chunkSize,
+        concurrency: this.o.concurrency,
+        known,
+        onProgress: (loaded, uploaded) => this.o.onProgress?.({ phase: 'upload', loaded, total, uploaded, step }),
+      })
+    const nothingKnown = { has: () => false }
+    let info: CheckpointInfo | undefined
+    for (let round = 0; !info; round++) {
+      const lock = await acquireShared(this.storage, this.writerId, this.o.locks)
+      try {
+        // Chunks this writer skips are protected by the manifests that reference them; under the
+        // lock, no collector can start, so checking that those still exist is enough.
+        for (const a of this.ledger.anchors()) if (!(await this.storage.head(a))) this.ledger.dropAnchor(a)
+        const { files, stats } = await upload(this.ledger)
+        // All chunks are durable. Now the manifest: its existence is the commit.
+        const names = await listManifestNames(this.storage)
+        await this.checkFence(names)
+        const lost = await lock.check()
+        if (lost !== undefined) {
+          // A collector may have taken us for dead and deleted chunks we rely on: start over
+          // trusting nothing stored.
+          this.ledger.clear()
+          if (round < 2) continue
+          throw new TaskpointError('LockLost', `${this.uri}: commit abandoned, its lock could not be kept (${lost}); the checkpoint was not written. Check the connection to the store and that processes are not paused for minutes`)
+        }
+        const m = await this.manifest(snap, names, step, files, arrays)
+        const key = manifestKey(m)
+        await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
+        if ((await lock.check()) !== undefined) {
+          // Lost between the last check and the manifest: whatever a collector deleted is put back.
+          await upload(nothingKnown)
+        }
+        this.ledger.committed(files, key)
+        this.lastStep = step
+        this.lastUpload = stats
+        this.names = [...names, { key, epoch: m.epoch, seq: m.seq, step, writer: this.writerId }]
+        info = infoOf(key, m)
+      } finally {
+        await lock.release().catch((e: unknown) => this.warn(`releasing the commit lock failed (it goes stale): ${(e as Error).message}`))
+      }
+    }
+    if (this.o.keep !== keepAll) await this.applyRetention(info.id)
+    return info
+  }
+
+  private async manifest(snap: Snapshot, names: ManifestName[], step: number, files: Manifest['files'], arrays: Manifest['arrays']): Promise<Manifest> {
+    const seq = names.reduce((mx, n) => Math.max(mx, n.seq), 0) + 1
+    if (!Number.isSafeInteger(seq)) throw new TaskpointError('SeqExhausted', `${this.uri}: a stored manifest has seq ${seq - 1}, the largest there can be; remove it`)
     const m: Manifest = {
       format: FORMAT_VERSION,
       kind: snap.kind,
@@ -535,7 +520,7 @@ export class Checkpointer {
       step,
       createdAt: new Date().toISOString(),
       chunkSize: this.o.chunkSize,
-      totalSize: total,
+      totalSize: snapshotSize(snap),
       metadata: snap.options.metadata ?? {},
       repro: this.o.repro === false ? {} : { ...(await reproInfo()), ...(typeof this.o.repro === 'object' ? this.o.repro : {}) },
       files,
@@ -543,22 +528,20 @@ export class Checkpointer {
     if (this.o.attempt !== undefined) m.attempt = this.o.attempt
     if (snap.json !== undefined) m.json = snap.json
     if (arrays) m.arrays = arrays
-    const key = manifestKey(m)
-    await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
-    this.known = new Set(files.flatMap((f) => f.chunks.map((c) => c.hash)))
-    this.lastStep = step
-    this.lastUpload = stats
-    this.names = [...names, { key, epoch: m.epoch, seq, step, writer: this.writerId }]
-    if (this.o.keep !== keepAll) await this.applyRetention()
-    return infoOf(key, m)
+    return m
   }
 
-  private async applyRetention(): Promise<void> {
+  private async applyRetention(intact: string): Promise<void> {
     // Retention problems never fail the commit that already succeeded; they are reported.
     try {
-      const r = await prune(this.storage, this.o.keep, this.cache)
+      const r = await prune(this.storage, this.o.keep, this.cache, { intact })
       if (r.deleted.length > 0 && this.o.gc?.enabled !== false) {
-        await collectGarbage(this.storage, this.o.gc?.minAgeMs !== undefined ? { minAgeMs: this.o.gc.minAgeMs } : {}, this.cache)
+        const g = await collectGarbage(
+          this.storage,
+          { ...(this.o.gc?.minAgeMs !== undefined ? { minAgeMs: this.o.gc.minAgeMs } : {}), ...(this.o.locks ? { locks: this.o.locks } : {}), owner: this.writerId },
+          this.cache,
+        )
+        if (g.skipped && g.blockedBy.length > 0) this.warn(`garbage collection skipped: ${g.skipped}`)
       }
     } catch (e) {
       this.warn(`retention after commit failed (will retry after the next commit): ${(e as Error).message}`)
@@ -579,82 +562,5 @@ export class Checkpointer {
 
   private warn(message: string): void {
     ;(this.o.onWarning ?? ((msg: string) => console.warn(`[taskpoint] ${msg}`)))(message)
-  }
-}
-
-/**
- * Lays the arrays of a state checkpoint back to back in one file. Snapshots already hold them
- * contiguously in one buffer, which is then used as is; anything else is copied together once.
- */
-function packState(entries: PendingEntry[]): { entries: PendingEntry[]; arrays: ArrayEntry[] } {
-  const arrays: ArrayEntry[] = []
-  let offset = 0
-  for (const e of entries) {
-    const a: ArrayEntry = { name: e.path, dtype: e.dtype ?? 'bytes', offset, size: e.size }
-    if (e.shape) a.shape = e.shape
-    arrays.push(a)
-    offset += e.size
-  }
-  const views = entries.map((e) => e.source as Uint8Array)
-  const first = views[0]
-  const contiguous = first !== undefined && views.every((v, i) => v.buffer === first.buffer && v.byteOffset === first.byteOffset + arrays[i]!.offset)
-  let bytes: Uint8Array
-  if (contiguous) bytes = new Uint8Array(first.buffer, first.byteOffset, offset)
-  else {
-    bytes = sharedBytes(offset)
-    views.forEach((v, i) => bytes.set(v, arrays[i]!.offset))
-  }
-  return { entries: [{ path: STATE_FILE, size: offset, source: bytes }], arrays }
-}
-
-function toBytes(v: ArrayBufferView): Uint8Array {
-  return v instanceof Uint8Array ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
-}
-
-function dtypeOf(v: ArrayBufferView): DType {
-  if (v instanceof Float32Array) return 'float32'
-  if (v instanceof Int32Array) return 'int32'
-  if (v instanceof Float64Array) return 'float64'
-  if (v instanceof Int8Array) return 'int8'
-  if (v instanceof Int16Array) return 'int16'
-  if (v instanceof Uint16Array) return 'uint16'
-  if (v instanceof Uint32Array) return 'uint32'
-  if (v instanceof Uint8Array) return 'uint8'
-  return 'bytes'
-}
-
-/** Turns user input into entries pointing at the caller's memory (no copy yet). */
-function describe(data: ArrayBufferView | StateInput, options: WriteOptions): Snapshot {
-  if (ArrayBuffer.isView(data)) {
-    const bytes = toBytes(data)
-    return { kind: 'bytes', entries: [{ path: 'data', size: bytes.byteLength, source: bytes }], options }
-  }
-  if (!data || typeof data !== 'object' || typeof data.arrays !== 'object') {
-    throw new TypeError('write() takes bytes (a TypedArray/Buffer) or { arrays: { name: TypedArray }, json?: any }')
-  }
-  const entries: PendingEntry[] = Object.entries(data.arrays).map(([name, a]) => {
-    const input: ArrayInput = ArrayBuffer.isView(a) ? { data: a } : a
-    if (!input || !ArrayBuffer.isView(input.data)) throw new TypeError(`array "${name}" is not a TypedArray (or { data: TypedArray })`)
-    const bytes = toBytes(input.data)
-    const e: PendingEntry = { path: validateEntryPath(name), size: bytes.byteLength, dtype: input.dtype ?? dtypeOf(input.data), source: bytes }
-    if (input.shape) e.shape = [...input.shape]
-    return e
-  })
-  const snap: Snapshot = { kind: 'state', entries, options }
-  if (data.json !== undefined) snap.json = data.json
-  return snap
-}
-
-async function walkDir(root: string, rel: string, out: { rel: string; abs: string; size: number; mode: number }[], warn: (m: string) => void): Promise<void> {
-  const dir = rel ? path.join(root, rel) : root
-  const ents = await fs.readdir(dir, { withFileTypes: true })
-  ents.sort((a, b) => (a.name < b.name ? -1 : 1))
-  for (const e of ents) {
-    const r = rel ? `${rel}/${e.name}` : e.name
-    if (e.isDirectory()) await walkDir(root, r, out, warn)
-    else if (e.isFile()) {
-      const st = await fs.stat(path.join(root, r))
-      out.push({ rel: r, abs: path.join(root, r), size: st.size, mode: st.mode })
-    } else warn(`not saving ${path.join(root, r)}: only regular files and directories are checkpointed`)
   }
 }

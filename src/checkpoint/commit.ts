@@ -26,8 +26,8 @@ export interface UploadStats {
 export interface UploadOptions {
   chunkSize: number
   concurrency: number
-  /** Hashes of chunks known to be stored (those of the previous manifest). */
-  known: ReadonlySet<string>
+  /** Chunks known to be stored intact (see ChunkLedger): only these are not uploaded. */
+  known: { has(hash: string, size: number): boolean }
   onProgress?: (loaded: number, uploaded: number) => void
   signal?: AbortSignal
 }
@@ -83,7 +83,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
           const hash = await sha256(bytes)
           chunks[index] = { hash, size: len }
           stats.total += len
-          if (o.known.has(hash) || scheduled.has(hash)) {
+          if (o.known.has(hash, len) || scheduled.has(hash)) {
             stats.reusedChunks++
           } else {
             scheduled.add(hash)

@@ -1,31 +1,89 @@
 import pLimit from 'p-limit'
-import { CHUNK_DIR, WRITER_DIR, chunkHashFromKey, type Manifest, type ManifestName } from '../format/manifest.js'
+import { randomBytes } from 'node:crypto'
+import { CHUNK_DIR, MANIFEST_DIR, WRITER_DIR, CorruptCheckpointError, chunkHashFromKey, isManifestLike, parseManifestKey, type Manifest, type ManifestName } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
-import { ManifestCache, infoOf, listManifestNames } from './reader.js'
+import { acquireExclusive, type LockOptions } from './locks.js'
+import { ManifestCache, fetchChunk, infoOf, listManifestNames } from './reader.js'
 import type { RetentionPolicy } from './retention.js'
 import type { CheckpointInfo, SkippedCheckpoint } from './types.js'
+
+export interface PruneOptions {
+  dryRun?: boolean
+  /**
+   * A checkpoint the caller knows to be intact (a writer's own, just committed): it is the one
+   * always kept. Without it, the newest checkpoint whose chunks all read back and verify is
+   * found (newest first) and kept, so damaged newer checkpoints can never cause the last intact
+   * one to be deleted.
+   */
+  intact?: string
+  /** Also delete manifests that are damaged (reported in `deleted` of the result as `dropped`). Default false. */
+  dropDamaged?: boolean
+}
 
 export interface PruneResult {
   kept: CheckpointInfo[]
   deleted: CheckpointInfo[]
   skipped: SkippedCheckpoint[]
+  /** Damaged manifests deleted because `dropDamaged` was set. */
+  dropped: SkippedCheckpoint[]
 }
 
 /**
- * Applies a retention policy: deletes the manifests it does not keep. The newest checkpoint is
- * always kept. Chunks are left to `collectGarbage`, which must run after this, never before.
+ * Applies a retention policy: deletes the manifests it does not keep. The newest *intact*
+ * checkpoint is always kept, whatever the policy says. Damaged manifests are never deleted unless
+ * asked (`dropDamaged`). Chunks are left to `collectGarbage`.
  */
-export async function prune(storage: Storage, policy: RetentionPolicy, cache = new ManifestCache(storage), dryRun = false): Promise<PruneResult> {
-  const { infos, skipped } = await readInfos(storage, cache)
+export async function prune(storage: Storage, policy: RetentionPolicy, cache = new ManifestCache(storage), options: PruneOptions = {}): Promise<PruneResult> {
+  const { infos, skipped, manifests } = await readInfos(storage, cache)
   const keep = policy(infos)
+  const anchor = options.intact ?? (await newestIntact(storage, infos, manifests))
+  if (anchor !== undefined) keep.add(anchor)
+  // Never delete what is newer than the newest intact one: it may be repaired (and is kept by any sane policy anyway).
   const newest = infos.at(-1)
   if (newest) keep.add(newest.id)
+  if (anchor === undefined) for (const i of infos) keep.add(i.id) // nothing verifies: delete nothing
   const deleted = infos.filter((i) => !keep.has(i.id))
-  if (!dryRun && deleted.length > 0) {
-    await storage.deleteMany(deleted.map((d) => d.id))
-    for (const d of deleted) cache.forget(d.id)
+  const dropped = options.dropDamaged ? skipped.filter((s) => !s.vanished) : []
+  if (!options.dryRun && deleted.length + dropped.length > 0) {
+    await storage.deleteMany([...deleted.map((d) => d.id), ...dropped.map((d) => d.id)])
+    for (const d of [...deleted, ...dropped]) cache.forget(d.id)
   }
-  return { kept: infos.filter((i) => keep.has(i.id)), deleted, skipped }
+  return { kept: infos.filter((i) => keep.has(i.id)), deleted, skipped, dropped }
+}
+
+/** The newest checkpoint whose every chunk reads back and verifies (reads them all; newest first). */
+async function newestIntact(storage: Storage, infos: CheckpointInfo[], manifests: Map<string, Manifest>): Promise<string | undefined> {
+  for (let i = infos.length - 1; i >= 0; i--) {
+    const id = infos[i]!.id
+    const m = manifests.get(id)!
+    if ((await verifyManifestChunks(storage, id, m)) === undefined) return id
+  }
+  return undefined
+}
+
+/** Reads every chunk of a manifest and checks it; returns the first problem, or undefined. */
+export async function verifyManifestChunks(storage: Storage, id: string, m: Manifest, concurrency = 8, onBytes?: (n: number) => void): Promise<string | undefined> {
+  const limit = pLimit(concurrency)
+  const seen = new Set<string>()
+  const jobs: Promise<void>[] = []
+  for (const f of m.files) {
+    for (const c of f.chunks) {
+      if (seen.has(c.hash)) continue
+      seen.add(c.hash)
+      jobs.push(limit(async () => {
+        await fetchChunk(storage, id, c.hash, c.size)
+        onBytes?.(c.size)
+      }))
+    }
+  }
+  const settled = await Promise.allSettled(jobs)
+  for (const r of settled) {
+    if (r.status === 'rejected') {
+      if (r.reason instanceof CorruptCheckpointError) return r.reason.reason
+      throw r.reason
+    }
+  }
+  return undefined
 }
 
 /** Every committed checkpoint whose manifest reads back intact, oldest first; the others in `skipped`. */
@@ -45,10 +103,11 @@ export async function readInfos(
       infos.push(infoOf(key, r.value))
       manifests.set(key, r.value)
     } else {
-      const err = r.reason as Error & { code?: string }
       // Only damage is skipped; an outage must not make checkpoints look deletable.
-      if (err.code !== 'CorruptCheckpoint') throw err
-      skipped.push({ id: key, reason: err.message })
+      if (!(r.reason instanceof CorruptCheckpointError)) throw r.reason
+      const s: SkippedCheckpoint = { id: key, reason: r.reason.message }
+      if (r.reason.vanished) s.vanished = true
+      skipped.push(s)
     }
   })
   return { infos, manifests, skipped, names }
@@ -56,12 +115,19 @@ export async function readInfos(
 
 export interface GcOptions {
   /**
-   * Unreferenced chunks younger than this are left alone: they may belong to a save still in
-   * flight in another process. Default 15 minutes.
+   * Unreferenced chunks younger than this are left alone. Safety does not depend on it (writers'
+   * commits are protected by locks); it only keeps recently written, soon-to-be-reused chunks.
+   * Default 15 minutes.
    */
   minAgeMs?: number
   dryRun?: boolean
   now?: Date
+  /** Lock timing (see `LockOptions`). */
+  locks?: LockOptions
+  /** Identifies this collector in its lock. Default: random. */
+  owner?: string
+  /** Leftover temporary files of killed writers older than this are removed. Default 60 s. */
+  sweepAgeMs?: number
 }
 
 export interface GcResult {
@@ -69,48 +135,90 @@ export interface GcResult {
   freedBytes: number
   referencedChunks: number
   youngUnreferenced: number
+  /** Set when nothing was deleted, with the reason (busy writers, damaged manifests...). */
+  skipped?: string
+  /** Damaged or unreadable manifests that stopped this run from deleting anything. */
+  blockedBy: string[]
+  /** Locks of dead processes removed. */
+  staleLocks: number
+  /** Leftovers of killed writers removed (temporary files, unfinished uploads). */
+  swept: { count: number; bytes: number }
 }
 
-/** Deletes chunks that no committed manifest references (and old fencing markers). */
+/**
+ * Deletes chunks that no committed manifest references, old fencing markers, stale locks and
+ * leftovers of killed writers. It runs under the exclusive lock, so no commit is in flight while it
+ * decides, and it deletes nothing at all while any manifest cannot be read and classified for sure
+ * (a damaged manifest cannot say which chunks it needs: drop it first with `prune --drop-damaged`).
+ */
 export async function collectGarbage(storage: Storage, options: GcOptions = {}, cache = new ManifestCache(storage)): Promise<GcResult> {
   const minAge = options.minAgeMs ?? 15 * 60_000
-  const now = (options.now ?? new Date()).getTime()
-  const names = await listManifestNames(storage)
-  const referenced = new Set<string>()
-  for (const n of names) {
-    let m: Manifest
-    try {
-      m = await cache.get(n.key)
-    } catch (e) {
-      // A damaged manifest cannot say which chunks it uses; deleting nothing because of it is safe,
-      // but a damaged manifest is no checkpoint, so its chunks are not protected either.
-      if ((e as { code?: string }).code === 'CorruptCheckpoint') continue
-      throw e
+  const result: GcResult = { deletedChunks: 0, freedBytes: 0, referencedChunks: 0, youngUnreferenced: 0, blockedBy: [], staleLocks: 0, swept: { count: 0, bytes: 0 } }
+  const owner = options.owner ?? `gc${randomBytes(5).toString('hex')}`
+  const got = await acquireExclusive(storage, owner, options.locks)
+  result.staleLocks = got.staleRemoved.length
+  if (!got.lock) {
+    result.skipped = `busy: ${got.busy}; nothing deleted, run again later`
+    return result
+  }
+  try {
+    const referenced = new Set<string>()
+    const names: ManifestName[] = []
+    for await (const o of storage.list(MANIFEST_DIR)) {
+      const n = parseManifestKey(o.key)
+      if (n) names.push(n)
+      else if (isManifestLike(o.key)) result.blockedBy.push(`${o.key} (a name this version cannot read)`)
     }
-    for (const f of m.files) for (const c of f.chunks) referenced.add(c.hash)
-  }
-  const doomed: string[] = []
-  let freed = 0
-  let young = 0
-  for await (const o of storage.list(CHUNK_DIR)) {
-    const h = chunkHashFromKey(o.key)
-    if (!h || referenced.has(h)) continue
-    if (o.lastModified && now - o.lastModified.getTime() < minAge) {
-      young++
-      continue
+    const limit = pLimit(16)
+    await Promise.all(
+      names.map((n) =>
+        limit(async () => {
+          let m: Manifest
+          try {
+            m = await cache.get(n.key)
+          } catch (e) {
+            if (!(e instanceof CorruptCheckpointError)) throw e // an outage: nothing is deleted
+            if (!e.vanished) result.blockedBy.push(`${n.key} (${e.reason})`)
+            return
+          }
+          for (const f of m.files) for (const c of f.chunks) referenced.add(c.hash)
+        }),
+      ),
+    )
+    result.referencedChunks = referenced.size
+    if (result.blockedBy.length > 0) {
+      result.skipped = `${result.blockedBy.length} manifest(s) cannot be read, so which chunks they need is unknown; nothing deleted. Drop them with \`taskpoint prune --drop-damaged\` (or prune({ dropDamaged: true })) if they are beyond repair`
+      return result
     }
-    doomed.push(o.key)
-    freed += o.size
+    if (got.lock.lost) throw new Error(`garbage collection lost its lock (${got.lock.lost}); nothing deleted`)
+    const now = (options.now ?? new Date()).getTime()
+    const doomed: string[] = []
+    for await (const o of storage.list(CHUNK_DIR)) {
+      const h = chunkHashFromKey(o.key)
+      if (!h || referenced.has(h)) continue
+      if (o.lastModified && now - o.lastModified.getTime() < minAge) {
+        result.youngUnreferenced++
+        continue
+      }
+      doomed.push(o.key)
+      result.freedBytes += o.size
+    }
+    result.deletedChunks = doomed.length
+    // A last check before deleting: if the lock was lost, writers may be committing again.
+    if ((await got.lock.check()) !== undefined) throw new Error(`garbage collection lost its lock (${got.lock.lost}); nothing deleted`)
+    if (!options.dryRun && doomed.length > 0) await storage.deleteMany(doomed)
+    // Fencing needs only the highest epoch's markers; older ones are history.
+    const markers: { key: string; epoch: number }[] = []
+    for await (const o of storage.list(WRITER_DIR)) {
+      const m = /^writers\/(\d{8,16})-/.exec(o.key)
+      if (m) markers.push({ key: o.key, epoch: Number(m[1]) })
+    }
+    const maxEpoch = Math.max(0, ...markers.map((m) => m.epoch))
+    const oldMarkers = markers.filter((m) => m.epoch < maxEpoch - 1).map((m) => m.key)
+    if (!options.dryRun && oldMarkers.length > 0) await storage.deleteMany(oldMarkers)
+    if (!options.dryRun && storage.sweep) result.swept = await storage.sweep({ olderThanMs: options.sweepAgeMs ?? 60_000 })
+    return result
+  } finally {
+    await got.lock.release()
   }
-  if (!options.dryRun && doomed.length > 0) await storage.deleteMany(doomed)
-  // Fencing needs only the highest epoch's markers; older ones are history.
-  const markers: { key: string; epoch: number }[] = []
-  for await (const o of storage.list(WRITER_DIR)) {
-    const m = /^writers\/(\d{8})-/.exec(o.key)
-    if (m) markers.push({ key: o.key, epoch: Number(m[1]) })
-  }
-  const maxEpoch = Math.max(0, ...markers.map((m) => m.epoch))
-  const oldMarkers = markers.filter((m) => m.epoch < maxEpoch - 1).map((m) => m.key)
-  if (!options.dryRun && oldMarkers.length > 0) await storage.deleteMany(oldMarkers)
-  return { deletedChunks: doomed.length, freedBytes: freed, referencedChunks: referenced.size, youngUnreferenced: young }
 }

@@ -1,4 +1,6 @@
 export { Checkpointer, CheckpointKindError, FencedError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './checkpointer.js'
 export { anyOf, best, everyNSteps, keepAll, latest, type RetentionPolicy } from './retention.js'
-export { collectGarbage, prune, readInfos, type GcOptions, type GcResult, type PruneResult } from './gc.js'
+export { collectGarbage, prune, readInfos, type GcOptions, type GcResult, type PruneOptions, type PruneResult } from './gc.js'
+export { verifyCheckpoints, type VerifyOptions, type VerifyReport } from './verify.js'
+export type { LockOptions } from './locks.js'
 export type * from './types.js'

@@ -37,7 +37,7 @@ export class ManifestCache {
       p = this.storage.get(key).then(
         (bytes) => decodeManifest(key, bytes),
         (e: unknown) => {
-          if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)')
+          if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)', true)
           throw e
         },
       )
@@ -70,21 +70,45 @@ export function infoOf(key: string, m: Manifest): CheckpointInfo {
   return info
 }
 
+/** Where a read reports what it learnt about chunks (see ChunkLedger). */
+export interface ChunkWitness {
+  verified(hash: string, size: number, anchor: string): void
+  damaged(hash: string): void
+}
+
 /**
- * Fetches one chunk and checks its hash: a chunk that does not hash to its name is never
- * returned, whatever the store says.
+ * Fetches one chunk and checks its size and hash: a chunk that does not hash to its name is never
+ * returned, whatever the store says. A missing, short, long or altered chunk is damage to the
+ * checkpoint that references it.
  */
-export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number, into?: Uint8Array): Promise<Uint8Array> {
-  let bytes: Uint8Array
-  try {
-    bytes = await storage.get(chunkKey(hash), into && into.byteLength >= size ? { into } : {})
-  } catch (e) {
-    if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… is missing`)
-    throw e
+export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number, into?: Uint8Array, witness?: ChunkWitness): Promise<Uint8Array> {
+  let why = ''
+  // A mismatch may be a fault in transit that slipped past the transport's own checks: the chunk
+  // is read again before it is called damaged (which makes a reader fall back to an older checkpoint).
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let bytes: Uint8Array
+    try {
+      // One byte more than expected is asked for, so an oversized object shows as such without
+      // ever being read whole into memory.
+      bytes = await storage.get(chunkKey(hash), into && into.byteLength >= size ? { into, range: { offset: 0, length: size + 1 } } : { range: { offset: 0, length: size + 1 } })
+    } catch (e) {
+      if (e instanceof StorageError && e.code === 'NotFound') {
+        why = 'is missing'
+        break
+      }
+      if (!(e instanceof RangeError) && (e as { code?: unknown }).code !== 'SizeMismatch') throw e
+      why = `is larger than its ${size} bytes`
+      continue
+    }
+    if (bytes.byteLength !== size) why = `has ${bytes.byteLength > size ? 'more than' : bytes.byteLength} bytes, expected ${size}`
+    else if ((await sha256(bytes)) !== hash) why = 'fails its sha256 check'
+    else {
+      witness?.verified(hash, size, checkpoint)
+      return bytes
+    }
   }
-  if (bytes.byteLength !== size) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… has ${bytes.byteLength} bytes, expected ${size}`)
-  if ((await sha256(bytes)) !== hash) throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… fails its sha256 check`)
-  return bytes
+  witness?.damaged(hash)
+  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… ${why}`)
 }
 
 /** Runs `fn` for every chunk of a file with its offset in the file, at most `concurrency` at once. */
@@ -107,11 +131,12 @@ export async function readEntry(
   entry: FileEntry,
   concurrency: number,
   onBytes?: (n: number) => void,
+  witness?: ChunkWitness,
 ): Promise<Uint8Array> {
   // Shared memory: chunks land in place and worker threads verify them without a copy.
   const out = sharedBytes(entry.size)
   await eachChunk(entry, concurrency, async (c, at) => {
-    const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size))
+    const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size), witness)
     if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
     onBytes?.(c.size)
   })

@@ -64,4 +64,6 @@ export interface CheckpointProgress {
 export interface SkippedCheckpoint {
   id: string
   reason: string
+  /** The manifest was deleted while being read (retention ran meanwhile), rather than damaged. */
+  vanished?: boolean
 }

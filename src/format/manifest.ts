@@ -70,6 +70,8 @@ export class CorruptCheckpointError extends TaskpointError {
   constructor(
     readonly key: string,
     readonly reason: string,
+    /** The manifest itself is gone (deleted by retention meanwhile), as opposed to present but damaged. */
+    readonly vanished = false,
   ) {
     super('CorruptCheckpoint', `checkpoint ${key} is unusable: ${reason}. It is skipped; run \`taskpoint verify\` to see the damage`)
   }
@@ -99,23 +101,44 @@ export interface ManifestName {
 
 const pad = (n: number, w: number): string => String(n).padStart(w, '0')
 
+/** Writer ids: short, lowercase, and safe inside a key. */
+export const WRITER_ID = /^[0-9a-z]{1,40}$/
+
 /**
- * Manifest keys sort in commit order as plain strings: epoch, then seq, then writer id. A key is
- * unique per writer, so two writers never write the same key even on stores without
+ * Manifest keys name a checkpoint by epoch, seq, writer id and step. The numbers are padded to a
+ * minimum width (8, 12, 12 digits: what format 1 always wrote, so older locations keep their names)
+ * and may grow up to 16 digits, enough for every safe integer (2^53 - 1 has 16 digits). Readers
+ * order names by their parsed numbers, never as strings, so a wider number sorts where it belongs.
+ * A key is unique per writer, so two writers never write the same key even on stores without
  * create-if-absent; ties between writers of one epoch are broken by writer id, deterministically.
  */
 export function manifestKey(m: Pick<Manifest, 'epoch' | 'seq' | 'step' | 'writer'>): string {
+  for (const [field, v] of [['epoch', m.epoch], ['seq', m.seq], ['step', m.step]] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`manifest ${field} must be a safe whole number >= 0, got ${v}`)
+  }
+  if (!WRITER_ID.test(m.writer)) throw new RangeError(`writer id must be 1-40 characters of [0-9a-z], got ${JSON.stringify(m.writer)}`)
   return `${MANIFEST_DIR}${pad(m.epoch, 8)}-${pad(m.seq, 12)}-${m.writer}-s${pad(m.step, 12)}.tpm`
 }
 
+const KEY_RE = /^manifests\/(\d{8,16})-(\d{12,16})-([0-9a-z]{1,40})-s(\d{12,16})\.tpm$/
+
+/** The parts of a manifest key, or undefined when the key is not one this version can read. */
 export function parseManifestKey(key: string): ManifestName | undefined {
-  const m = /^manifests\/(\d{8})-(\d{12})-([0-9a-z]+)-s(\d{12})\.tpm$/.exec(key)
+  const m = KEY_RE.exec(key)
   if (!m) return undefined
-  return { key, epoch: Number(m[1]), seq: Number(m[2]), writer: m[3]!, step: Number(m[4]) }
+  const [epoch, seq, step] = [Number(m[1]), Number(m[2]), Number(m[4])]
+  // Past 2^53 - 1 a number no longer round-trips: such a key cannot be ordered or trusted.
+  if (![epoch, seq, step].every(Number.isSafeInteger)) return undefined
+  return { key, epoch, seq, writer: m[3]!, step }
 }
 
 export function compareNames(a: ManifestName, b: ManifestName): number {
   return a.epoch - b.epoch || a.seq - b.seq || (a.writer < b.writer ? -1 : a.writer > b.writer ? 1 : 0)
+}
+
+/** Every object under manifests/ that looks like a manifest (ends in .tpm), readable or not. */
+export function isManifestLike(key: string): boolean {
+  return key.startsWith(MANIFEST_DIR) && key.endsWith('.tpm')
 }
 
 /** Header line `TPM1 <sha256 of body>` then the JSON body: a flipped bit anywhere is caught. */
@@ -146,40 +169,91 @@ export function decodeManifest(key: string, bytes: Uint8Array): Manifest {
   return parsed
 }
 
+/** Largest chunk size a manifest may declare: a reader allocates buffers of this size. */
+export const MAX_CHUNK_SIZE = 1024 * 1024 * 1024
+const KINDS: readonly string[] = ['bytes', 'files', 'state']
+const DTYPE_BYTES: Record<DType, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, float64: 8, int8: 1, int16: 2, uint16: 2, uint32: 4, bytes: 1 }
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+
+/**
+ * Everything a reader relies on is checked before a manifest is used: numbers in range and adding
+ * up, paths unique and unable to collide on disk, and the body agreeing with the key it is stored
+ * under (a valid manifest copied over another checkpoint's name is damage, not that checkpoint).
+ */
 function checkManifestShape(key: string, m: Manifest): void {
   const bad = (why: string): never => {
     throw new CorruptCheckpointError(key, `manifest is malformed: ${why}`)
   }
-  if (!m || typeof m !== 'object') bad('not an object')
+  if (!m || typeof m !== 'object' || Array.isArray(m)) bad('not an object')
+  if (m.format !== FORMAT_VERSION) bad(`format ${String(m.format)} in a format-${FORMAT_VERSION} header`)
+  if (!KINDS.includes(m.kind)) bad(`unknown kind ${JSON.stringify(m.kind)}`)
+  for (const f of ['epoch', 'seq', 'step'] as const) if (!isCount(m[f])) bad(`${f} is not a whole number >= 0`)
+  if (m.attempt !== undefined && !isCount(m.attempt)) bad('attempt is not a whole number >= 0')
+  if (typeof m.writer !== 'string' || !WRITER_ID.test(m.writer)) bad('bad writer id')
+  const name = parseManifestKey(key)
+  if (!name) bad('it is stored under a name that is not a manifest name')
+  if (name && (name.epoch !== m.epoch || name.seq !== m.seq || name.writer !== m.writer || name.step !== m.step)) {
+    bad(`its body (epoch ${m.epoch}, seq ${m.seq}, writer ${m.writer}, step ${m.step}) belongs to another checkpoint than its name`)
+  }
+  if (typeof m.createdAt !== 'string' || Number.isNaN(Date.parse(m.createdAt))) bad('bad creation time')
+  if (!isCount(m.chunkSize) || m.chunkSize < 1 || m.chunkSize > MAX_CHUNK_SIZE) bad(`chunk size ${String(m.chunkSize)} out of range`)
+  if (!isCount(m.totalSize)) bad('bad total size')
+  if (m.metadata === null || typeof m.metadata !== 'object' || Array.isArray(m.metadata)) bad('metadata is not an object')
   if (!Array.isArray(m.files)) bad('no file list')
+  const paths = new Set<string>()
+  let total = 0
   for (const f of m.files) {
-    if (typeof f.path !== 'string' || !Array.isArray(f.chunks) || typeof f.size !== 'number') bad('bad file entry')
+    if (!f || typeof f !== 'object' || typeof f.path !== 'string' || !Array.isArray(f.chunks) || !isCount(f.size)) bad('bad file entry')
     try {
       validateEntryPath(f.path)
     } catch {
       bad(`file path ${JSON.stringify(f.path)} would escape the checkpoint`)
     }
-    let total = 0
+    if (paths.has(f.path)) bad(`file ${JSON.stringify(f.path)} listed twice`)
+    paths.add(f.path)
+    if (f.mode !== undefined && (!isCount(f.mode) || f.mode > 0o7777)) bad(`bad mode for ${f.path}`)
+    let sum = 0
     for (const c of f.chunks) {
-      if (!/^[0-9a-f]{64}$/.test(c.hash) || typeof c.size !== 'number') bad('bad chunk reference')
-      total += c.size
+      if (!c || typeof c.hash !== 'string' || !/^[0-9a-f]{64}$/.test(c.hash) || !isCount(c.size) || c.size < 1 || c.size > m.chunkSize) bad(`bad chunk reference in ${f.path}`)
+      sum += c.size
     }
-    if (total !== f.size) bad(`chunk sizes of ${f.path} do not add up`)
+    if (sum !== f.size) bad(`chunk sizes of ${f.path} do not add up`)
+    total += f.size
+  }
+  if (total !== m.totalSize) bad('file sizes do not add up to the total size')
+  // "a" beside "a/b" cannot both be restored: one of them would have to be a file and a directory.
+  for (const p of paths) {
+    for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) if (paths.has(p.slice(0, i))) bad(`${JSON.stringify(p.slice(0, i))} is both a file and a directory`)
   }
   if (m.arrays !== undefined) {
     const file = m.files.find((f) => f.path === STATE_FILE)
-    if (!Array.isArray(m.arrays) || !file) bad('array index without its state file')
-    for (const a of m.arrays!) {
-      if (typeof a.name !== 'string' || !Number.isSafeInteger(a.offset) || !Number.isSafeInteger(a.size) || a.offset < 0 || a.size < 0 || a.offset + a.size > file!.size) {
-        bad(`array ${JSON.stringify(a.name)} lies outside the state file`)
+    if (!Array.isArray(m.arrays) || !file || m.kind !== 'state') bad('array index without its state file')
+    const names = new Set<string>()
+    for (const a of m.arrays) {
+      if (!a || typeof a.name !== 'string' || !isCount(a.offset) || !isCount(a.size) || a.offset + a.size > file!.size) {
+        bad(`array ${JSON.stringify(a?.name)} lies outside the state file`)
       }
       try {
         validateEntryPath(a.name)
       } catch {
         bad(`array name ${JSON.stringify(a.name)} is not a valid name`)
       }
+      if (names.has(a.name)) bad(`array ${JSON.stringify(a.name)} listed twice`)
+      names.add(a.name)
+      if (!(a.dtype in DTYPE_BYTES)) bad(`array ${a.name} has unknown dtype ${JSON.stringify(a.dtype)}`)
+      if (a.shape !== undefined) {
+        if (!Array.isArray(a.shape) || !a.shape.every(isCount)) bad(`array ${a.name} has a bad shape`)
+        const n = a.shape.reduce((x, y) => x * y, 1)
+        if (a.dtype !== 'bytes' && n * DTYPE_BYTES[a.dtype] !== a.size) bad(`array ${a.name}: shape [${a.shape.join(',')}] does not match ${a.size} bytes of ${a.dtype}`)
+      }
     }
   }
+}
+
+/** Bytes per element of a dtype (1 for raw bytes). */
+export function dtypeBytes(d: DType): number {
+  return DTYPE_BYTES[d]
 }
 
 /** File and array names inside a checkpoint obey the storage key rules: nothing escapes a restore dir. */

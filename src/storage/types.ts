@@ -89,6 +89,11 @@ export interface Storage {
   deleteMany(keys: readonly string[]): Promise<void>
   /** Makes every `batch` put so far durable. A no-op where puts are durable on return. */
   sync(): Promise<void>
+  /**
+   * Removes leftovers of killed writers (temporary files, unfinished multipart uploads) older than
+   * `olderThanMs`. Absent where a backend leaves none.
+   */
+  sweep?(options: { olderThanMs: number }): Promise<{ count: number; bytes: number }>
   /** Releases sockets; the storage must not be used afterwards. */
   close(): Promise<void>
 }

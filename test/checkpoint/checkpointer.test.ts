@@ -145,8 +145,9 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     await cp.write(state)
     expect(cp.lastUpload!.uploaded).toBe(16 * KiB)
     expect(cp.lastUpload!.reusedChunks).toBe(9)
-    // A new writer (next attempt) also knows the chunks of the newest checkpoint.
+    // A new writer (next attempt) knows the chunks of the checkpoint it read back and verified.
     const next = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
+    await next.read()
     await next.write(state)
     expect(next.lastUpload!.uploaded).toBe(0)
     expect((await keys(s, 'chunks/')).length).toBe(11)
