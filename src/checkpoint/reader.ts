@@ -96,7 +96,7 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
         why = 'is missing'
         break
       }
-      if (!(e instanceof RangeError) && (e as { code?: unknown }).code !== 'SizeMismatch') throw e
+      if (!isSizeMismatch(e)) throw e
       why = `is larger than its ${size} bytes`
       continue
     }
@@ -109,6 +109,12 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
   }
   witness?.damaged(hash)
   throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… ${why}`)
+}
+
+/** An object larger than the buffer it was read into: drivers say so with a RangeError, wrapped or not. */
+function isSizeMismatch(e: unknown): boolean {
+  const err = e as { code?: unknown; cause?: unknown } | undefined
+  return e instanceof RangeError || err?.code === 'SizeMismatch' || (err?.cause instanceof RangeError && err.cause.message.includes("'into'"))
 }
 
 /** Runs `fn` for every chunk of a file with its offset in the file, at most `concurrency` at once. */
