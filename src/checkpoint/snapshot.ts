@@ -83,38 +83,65 @@ export function describe(data: ArrayBufferView | StateInput, options: WriteOptio
   return snap
 }
 
+/** Largest growable SharedArrayBuffer V8 makes here (Node 20-24). */
+const GROWABLE_MAX = 2 ** 32
+
+/** ES2024's growable SharedArrayBuffer (Node >= 20), typed here to keep the ES2023 lib setting. */
+interface Growable extends SharedArrayBuffer {
+  readonly growable: boolean
+  readonly maxByteLength: number
+  grow(size: number): void
+}
+const GrowableSAB = SharedArrayBuffer as unknown as new (size: number, o: { maxByteLength: number }) => Growable
+
 /**
- * At most two snapshot buffers exist at any time (one being committed, one waiting), whatever the
- * pattern of sizes: a buffer that is too small is dropped before a larger one is made, and the
- * smallest buffer that fits is reused (a warm buffer copies ~50x faster than fresh pages).
+ * Snapshot buffers. At most two exist at any time (one being committed, one waiting), whatever the
+ * pattern of sizes. Each is a growable SharedArrayBuffer: it reserves address space once and grows
+ * in place, so a state that grows or varies in size reuses the same memory instead of leaving
+ * dropped buffers behind for the garbage collector (which does not count shared memory as pressure:
+ * a loop over growing states reached 3 GB that way). A warm buffer also copies ~50x faster than
+ * fresh pages.
  */
 export class BufferPool {
   private free: Uint8Array[] = []
+  private inUse = 0
 
   constructor(private readonly max = 2) {}
 
-  /** A buffer of at least `size` bytes (the whole buffer; take a subarray). */
+  /** A buffer of at least `size` bytes (the whole buffer; take a subarray). Give it back when done. */
   take(size: number): Uint8Array {
-    let best = -1
-    for (let i = 0; i < this.free.length; i++) {
-      const b = this.free[i]!
-      if (b.byteLength >= size && (best < 0 || b.byteLength < this.free[best]!.byteLength)) best = i
-    }
-    if (best >= 0) return this.free.splice(best, 1)[0]!
-    // None fits: the spares are dropped, so the new buffer never adds to the count.
+    this.inUse++
+    const fits = this.free.findIndex((b) => capacity(b) >= size)
+    if (fits >= 0) return grown(this.free.splice(fits, 1)[0]!, size)
+    // None fits: spares go first, so the new buffer never adds to the count.
     this.free = []
+    if (size <= GROWABLE_MAX) return grown(new Uint8Array(new GrowableSAB(0, { maxByteLength: GROWABLE_MAX })), size)
     return sharedBytes(size)
   }
 
   give(buf: Uint8Array | undefined): void {
     if (!buf) return
+    this.inUse = Math.max(0, this.inUse - 1)
     this.free.push(buf)
-    while (this.free.length > this.max - 1) this.free.sort((a, b) => a.byteLength - b.byteLength).shift()
+    // Spares are kept only while buffers in use plus spares stay within the bound.
+    while (this.free.length > 0 && this.free.length + this.inUse > this.max) this.free.shift()
   }
 
   clear(): void {
     this.free = []
   }
+}
+
+function capacity(b: Uint8Array): number {
+  const sab = b.buffer as Growable
+  return sab.growable ? sab.maxByteLength : sab.byteLength
+}
+
+/** The buffer, grown to hold `size` bytes, as a view of all of it. */
+function grown(b: Uint8Array, size: number): Uint8Array {
+  const sab = b.buffer as Growable
+  if (sab.byteLength < size) sab.grow(size)
+  return new Uint8Array(sab, 0, sab.byteLength)
 }
 
 /** Copies the described entries into `buffer` back to back; entries then point into it. */
