@@ -480,20 +480,25 @@ export class Checkpointer {
         // All chunks are durable. Now the manifest: its existence is the commit.
         const names = await listManifestNames(this.storage)
         await this.checkFence(names)
-        const lost = await lock.check()
-        if (lost !== undefined) {
-          // A collector may have taken us for dead and deleted chunks we rely on: start over
-          // trusting nothing stored.
+        if (lock.lost !== undefined) {
+          // Not refreshed in time (a paused process): a collector may have taken us for dead and
+          // deleted chunks we rely on. Start over trusting nothing stored.
           this.ledger.clear()
           if (round < 2) continue
-          throw new TaskpointError('LockLost', `${this.uri}: commit abandoned, its lock could not be kept (${lost}); the checkpoint was not written. Check the connection to the store and that processes are not paused for minutes`)
+          throw new TaskpointError('LockLost', `${this.uri}: commit abandoned, its lock could not be kept (${lock.lost}); the checkpoint was not written. Check the connection to the store and that the process is not paused for minutes`)
         }
         const m = await this.manifest(snap, names, step, files, arrays)
         const key = manifestKey(m)
         await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
         if ((await lock.check()) !== undefined) {
-          // Lost between the last check and the manifest: whatever a collector deleted is put back.
-          await upload(nothingKnown)
+          // The lock was lost while the manifest went out: a collector may be deleting chunks it
+          // references. Once no collector runs (a new shared lock), everything is stored again.
+          const again = await acquireShared(this.storage, this.writerId, this.o.locks)
+          try {
+            await upload(nothingKnown)
+          } finally {
+            await again.release()
+          }
         }
         this.ledger.committed(files, key)
         this.lastStep = step
@@ -538,7 +543,9 @@ export class Checkpointer {
       if (r.deleted.length > 0 && this.o.gc?.enabled !== false) {
         const g = await collectGarbage(
           this.storage,
-          { ...(this.o.gc?.minAgeMs !== undefined ? { minAgeMs: this.o.gc.minAgeMs } : {}), ...(this.o.locks ? { locks: this.o.locks } : {}), owner: this.writerId },
+          // Never wait for other writers here: if any is committing, this collection is skipped and
+          // the next commit tries again.
+          { ...(this.o.gc?.minAgeMs !== undefined ? { minAgeMs: this.o.gc.minAgeMs } : {}), locks: { ...this.o.locks, waitMs: 0 }, owner: this.writerId },
           this.cache,
         )
         if (g.skipped && g.blockedBy.length > 0) this.warn(`garbage collection skipped: ${g.skipped}`)

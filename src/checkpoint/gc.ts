@@ -204,8 +204,17 @@ export async function collectGarbage(storage: Storage, options: GcOptions = {}, 
       result.freedBytes += o.size
     }
     result.deletedChunks = doomed.length
-    // A last check before deleting: if the lock was lost, writers may be committing again.
+    // Last checks before deleting: this lock still holds, and no manifest appeared meanwhile (a
+    // writer that was taken for dead and woke up); either way, delete nothing this time.
     if ((await got.lock.check()) !== undefined) throw new Error(`garbage collection lost its lock (${got.lock.lost}); nothing deleted`)
+    const known = new Set(names.map((n) => n.key))
+    const appeared = (await listManifestNames(storage)).filter((n) => !known.has(n.key))
+    if (appeared.length > 0) {
+      result.deletedChunks = 0
+      result.freedBytes = 0
+      result.skipped = `a checkpoint was committed while collecting (${appeared[0]!.key}); nothing deleted, run again`
+      return result
+    }
     if (!options.dryRun && doomed.length > 0) await storage.deleteMany(doomed)
     // Fencing needs only the highest epoch's markers; older ones are history.
     const markers: { key: string; epoch: number }[] = []

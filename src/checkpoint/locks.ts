@@ -126,17 +126,38 @@ async function put(storage: Storage, kind: LockKind, owner: string, o: Resolved)
   return new HeldLock(storage, key, body, o)
 }
 
-/** Splits a listing into live locks of others and stale ones, aging them on the store's clock. */
-function classify(all: Seen[], mine: string, o: Resolved): { live: Seen[]; stale: Seen[] } {
+/**
+ * Splits a listing into live locks of others and stale ones, aging them on the store's clock. A
+ * lock of a process on this very host that no longer runs is stale at once (its body names host
+ * and pid): a killed job that restarts on the same machine does not wait out its own old lock.
+ */
+async function classify(storage: Storage, all: Seen[], mine: string, o: Resolved): Promise<{ live: Seen[]; stale: Seen[] }> {
   const ref = all.find((l) => l.key === mine)?.lastModified ?? Date.now()
   const live: Seen[] = []
   const stale: Seen[] = []
   for (const l of all) {
     if (l.key === mine) continue
     if (l.lastModified !== undefined && ref - l.lastModified > o.staleMs) stale.push(l)
+    else if (await deadHere(storage, l.key)) stale.push(l)
     else live.push(l)
   }
   return { live, stale }
+}
+
+async function deadHere(storage: Storage, key: string): Promise<boolean> {
+  let body: { host?: unknown; pid?: unknown }
+  try {
+    body = JSON.parse(Buffer.from(await storage.get(key)).toString('utf8')) as { host?: unknown; pid?: unknown }
+  } catch {
+    return false // gone meanwhile, or unreadable: judged by age alone
+  }
+  if (body.host !== hostname() || typeof body.pid !== 'number' || body.pid === process.pid) return false
+  try {
+    process.kill(body.pid, 0)
+    return false
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH'
+  }
 }
 
 /**
@@ -148,7 +169,7 @@ export async function acquireShared(storage: Storage, owner: string, options?: L
   let pause = 20
   for (;;) {
     const lock = await put(storage, 'shared', owner, o)
-    const { live, stale } = classify(await listLocks(storage), lock.key, o)
+    const { live, stale } = await classify(storage, await listLocks(storage), lock.key, o)
     const blocking = live.filter((l) => l.kind === 'exclusive')
     for (const s of stale.filter((l) => l.kind === 'exclusive')) await storage.delete(s.key)
     if (blocking.length === 0) {
@@ -180,7 +201,7 @@ export async function acquireExclusive(storage: Storage, owner: string, options?
   const deadline = performance.now() + o.waitMs
   let pause = 20
   for (;;) {
-    const { live, stale } = classify(await listLocks(storage), lock.key, o)
+    const { live, stale } = await classify(storage, await listLocks(storage), lock.key, o)
     for (const s of stale) {
       await storage.delete(s.key)
       staleRemoved.push(s.key)

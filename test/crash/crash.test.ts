@@ -13,7 +13,7 @@ import { allBackends, s3Config, type Backend } from '../helpers/backends.js'
 const KILLS = Number(process.env.CRASH_KILLS ?? 12)
 const writer = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'test', 'fixtures', 'crash-writer.js')
 
-async function runAndKill(uri: string, env: Record<string, string>, seed: string, mode: string, killAfterMs: number): Promise<number> {
+async function runAndKill(uri: string, env: Record<string, string>, seed: string, mode: string, killAfterMs: number, afterCommit: boolean): Promise<number> {
   const child = spawn(process.execPath, [writer, uri, seed, mode], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
@@ -21,8 +21,11 @@ async function runAndKill(uri: string, env: Record<string, string>, seed: string
   child.stderr.on('data', (d) => (err += d))
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)))
   // Kill at a random instant after the writer has started writing (or earlier, during startup).
-  const started = new Promise<void>((r) => child.stdout.on('data', () => out.includes('start') && r()))
-  await Promise.race([started, new Promise((r) => setTimeout(r, 5000))])
+  // Every other kill comes only after the writer confirmed a commit, so the run makes progress
+  // however slow the machine is; the others may land anywhere, startup included.
+  const mark = afterCommit ? 'committed' : 'start'
+  const started = new Promise<void>((r) => child.stdout.on('data', () => out.includes(mark) && r()))
+  await Promise.race([started, exited, new Promise((r) => setTimeout(r, afterCommit ? 60_000 : 5000))])
   await new Promise((r) => setTimeout(r, killAfterMs))
   child.kill('SIGKILL')
   const code = await exited
@@ -40,7 +43,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('crash consistency
     let resumedFrom: number[] = []
     for (let i = 0; i < KILLS; i++) {
       const mode = i % 2 === 0 ? 'sync' : 'async'
-      const reported = await runAndKill(uri, env, seed, mode, Math.random() * 400)
+      const reported = await runAndKill(uri, env, seed, mode, Math.random() * 400, i % 4 < 2)
       kills++
       confirmed = Math.max(confirmed, reported)
       const cp = await Checkpointer.open(uri, { repro: false, onWarning: () => {}, storage: storageOptions(env) })
