@@ -117,7 +117,7 @@ export class GcsStorage implements Storage {
         try {
           return await this.putOnce(f, key, body, size, token, options, a)
         } catch (e) {
-          if (options.ifAbsent && (e as { code?: unknown }).code === 412) {
+          if (options.ifAbsent && gcsStatus(e) === 412) {
             const own = await this.ownObject(key, token, size)
             if (own) return own
           }
@@ -136,7 +136,7 @@ export class GcsStorage implements Storage {
       if ((md.metadata as Record<string, unknown> | undefined)?.[PUT_TOKEN_META] !== token || (size !== undefined && Number(md.size) !== size)) return undefined
       return infoOf(key, md)
     } catch (e) {
-      if ((e as { code?: unknown }).code === 404) return undefined
+      if (gcsStatus(e) === 404) return undefined
       throw e
     }
   }
@@ -297,7 +297,7 @@ export class GcsStorage implements Storage {
         checkMetadata(md, this.details(key, 'head'))
         return infoOf(key, md)
       } catch (e) {
-        if ((e as { code?: unknown }).code === 404 && !isBucketMissing(e)) return undefined
+        if (gcsStatus(e) === 404 && !isBucketMissing(e)) return undefined
         throw e
       }
     })
@@ -373,6 +373,17 @@ function hashFromHeader(h: string | string[] | undefined, kind: 'crc32c' | 'md5'
   return undefined
 }
 
+/**
+ * The HTTP status of a GCS SDK error: ApiError carries it as a numeric `code`, but errors of the
+ * resumable-upload path come from gaxios with `status` / `response.status` (a 412 there used to
+ * map to Unknown).
+ */
+function gcsStatus(e: unknown): number | undefined {
+  const err = e as { code?: unknown; status?: unknown; response?: { status?: unknown } } | undefined
+  for (const v of [err?.code, err?.status, err?.response?.status]) if (typeof v === 'number' && v >= 100 && v < 600) return v
+  return undefined
+}
+
 function isBucketMissing(e: unknown): boolean {
   return /bucket/i.test(String((e as { message?: string }).message ?? ''))
 }
@@ -380,7 +391,7 @@ function isBucketMissing(e: unknown): boolean {
 function mapGcsError(e: unknown, d: StorageErrorDetails): unknown {
   if (e instanceof StorageError) return e
   const err = e as { code?: unknown; message?: string; name?: string }
-  const status = typeof err.code === 'number' ? err.code : undefined
+  const status = gcsStatus(e)
   const det = { ...d, cause: e }
   if (err.name === 'AbortError') return e
   if (status === 404) return isBucketMissing(e) && !/object|file|No such object/i.test(err.message ?? '') ? new BucketNotFoundError(det) : new NotFoundError(det)

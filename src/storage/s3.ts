@@ -23,7 +23,7 @@ import {
   TransientStorageError,
   type StorageErrorDetails,
 } from '../errors.js'
-import { collect, readBody } from './bytes.js'
+import { collect, readBody, stallGuard } from './bytes.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
 import { isTransientNetworkError, operationRunner, type Attempt, type RetryOptions, type Runner } from './retry.js'
 import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult } from './types.js'
@@ -89,6 +89,7 @@ export class S3Storage implements Storage {
   private readonly ownsClient: boolean
   private readonly o: Required<Pick<S3StorageOptions, 'multipartThreshold' | 'partSize' | 'queueSize' | 'pageSize'>>
   private readonly run: Runner
+  private readonly stallMs: number
 
   constructor(
     readonly bucket: string,
@@ -105,10 +106,11 @@ export class S3Storage implements Storage {
     this.ownsClient = !options.client
     this.capabilities = { conditionalCreate: options.conditionalCreate ?? true }
     const where = (key: string | undefined): string => `${this.uri}/${key ?? ''}`
+    this.stallMs = options.requestTimeoutMs ?? 60_000
     this.run = operationRunner({
       backend: 's3',
       retry: options.retry,
-      stallMs: options.requestTimeoutMs ?? 60_000,
+      stallMs: this.stallMs,
       where,
       mapError: (e, op, key) => mapS3Error(e, { backend: 's3', key: where(key), op }),
     })
@@ -267,7 +269,24 @@ export class S3Storage implements Storage {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: options.signal })
       const b = out.Body
       if (!b) return Readable.from([])
-      return b instanceof Readable ? b : Readable.fromWeb(b.transformToWebStream() as never)
+      const src = b instanceof Readable ? b : Readable.fromWeb(b.transformToWebStream() as never)
+      // Errors reach the caller typed (a cut or damaged body is Transient), and a body that stops
+      // arriving ends the stream instead of leaving the caller waiting.
+      const details = { backend: 's3' as const, key: `${this.uri}/${key}`, op: 'get' }
+      let n = 0
+      const guarded = stallGuard({
+        stallMs: this.stallMs,
+        error: () => new TransientStorageError(details, `stream stalled: no data for ${this.stallMs} ms`),
+        onStall: () => src.destroy(),
+        onChunk: (c) => void (n += c.byteLength),
+        atEnd: () =>
+          out.ContentLength !== undefined && n !== out.ContentLength
+            ? new TransientStorageError(details, `stream ended after ${n} of ${out.ContentLength} bytes: cut short in transit`)
+            : undefined,
+      })
+      src.on('error', (e) => guarded.destroy(mapS3Error(e, details) as Error))
+      guarded.once('close', () => src.destroy())
+      return src.pipe(guarded)
     })
   }
 

@@ -227,6 +227,10 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
           const id = loc ? new URL(loc, 'http://x').searchParams.get('upload_id') : null
           if (id && c) condSessions.set(id, c)
         }
+        // The GCS emulator points resumable sessions at itself: keep them going through the proxy.
+        if (typeof ur.headers.location === 'string' && ur.headers.location.startsWith(t.origin)) {
+          ur.headers.location = proxy.url + ur.headers.location.slice(t.origin.length)
+        }
         const kind = fault?.kind
         if (kind === undefined) {
           res.writeHead(ur.statusCode ?? 502, ur.headers)
