@@ -1,5 +1,5 @@
 import pRetry from 'p-retry'
-import { StorageError, TransientStorageError, isTransient, type StorageBackend } from '../errors.js'
+import { TransientStorageError, isTransient, type StorageBackend } from '../errors.js'
 import { runInIoScope } from '../io-scope.js'
 
 /** How transient faults of one storage operation are retried, and how long it may take. */
@@ -135,11 +135,6 @@ export function operationRunner(o: RunnerOptions): Runner {
         }
       }
     })
-}
-
-/** Wraps a StorageError-less failure so that nothing leaves a driver untyped. */
-export function unknownError(e: unknown, d: { backend: StorageBackend; op?: string; key?: string }, what: string): StorageError {
-  return new StorageError('Unknown', what, { ...d, cause: e })
 }
 
 const TRANSIENT_NET_CODES = new Set([
