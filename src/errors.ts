@@ -22,6 +22,8 @@ export type StorageErrorCode =
   | 'BucketNotFound'
   | 'InvalidConfig'
   | 'Transient'
+  | 'NoSpace'
+  | 'SizeMismatch'
   | 'Unknown'
 
 export interface StorageErrorDetails {
@@ -88,6 +90,28 @@ export class StorageConfigError extends StorageError {
 export class TransientStorageError extends StorageError {
   constructor(d: StorageErrorDetails, message: string) {
     super('Transient', message, d)
+  }
+}
+
+/** The disk (or quota) is full: ENOSPC, EDQUOT. Not retried; free space or prune old checkpoints. */
+export class NoSpaceError extends StorageError {
+  constructor(d: StorageErrorDetails, message = 'no space left (disk or quota full): free space or prune old checkpoints (`taskpoint prune`)') {
+    super('NoSpace', message, d)
+  }
+}
+
+/**
+ * The stored object's size is not what the caller said it would be (e.g. it does not fit the
+ * `into` buffer sized from a manifest). For a content-addressed object this means damage: the
+ * checkpoint layer treats it like a hash mismatch. Not retried.
+ */
+export class SizeMismatchError extends StorageError {
+  readonly expected: number
+  readonly actual: number
+  constructor(d: StorageErrorDetails, expected: number, actual: number, message?: string) {
+    super('SizeMismatch', message ?? `stored object has ${actual} bytes, the caller expected at most ${expected}`, d)
+    this.expected = expected
+    this.actual = actual
   }
 }
 

@@ -225,7 +225,10 @@ export async function collectGarbage(storage: Storage, options: GcOptions = {}, 
     const maxEpoch = Math.max(0, ...markers.map((m) => m.epoch))
     const oldMarkers = markers.filter((m) => m.epoch < maxEpoch - 1).map((m) => m.key)
     if (!options.dryRun && oldMarkers.length > 0) await storage.deleteMany(oldMarkers)
-    if (!options.dryRun && storage.sweep) result.swept = await storage.sweep({ olderThanMs: options.sweepAgeMs ?? 60_000 })
+    if (!options.dryRun && storage.sweep) {
+      const sw = await storage.sweep({ olderThanMs: options.sweepAgeMs ?? 60_000 })
+      result.swept = { count: sw.removed, bytes: sw.bytes }
+    }
     return result
   } finally {
     await got.lock.release()

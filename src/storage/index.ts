@@ -1,6 +1,6 @@
 // The S3 and GCS drivers are not re-exported here so that importing taskpoint does not load the
 // cloud SDKs; `openStorage` loads them on demand, and `taskpoint/s3`, `taskpoint/gcs` export the classes.
-export type { Body, BodySource, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, TransferProgress } from './types.js'
+export type { Body, BodySource, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult, TransferProgress } from './types.js'
 export { LocalStorage, type LocalStorageOptions } from './local.js'
 export type { S3StorageOptions } from './s3.js'
 export type { GcsStorageOptions } from './gcs.js'

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { InvalidKeyError, type StorageBackend } from '../errors.js'
 
 /** Longest key we accept: S3 and GCS both cap object names at 1024 bytes, and the root prefix needs room. */
@@ -5,6 +6,15 @@ export const MAX_KEY_BYTES = 900
 
 /** Marks temporary files of the local driver; a key may never contain it, so listings can skip them. */
 export const TEMP_MARK = '.tp-tmp-'
+
+/**
+ * A temp file name for the directory of its target: TEMP_MARK and 12 random hex digits, 20 bytes
+ * whatever the target's name, so it never passes NAME_MAX (255) the way `<target><mark><hex>` did
+ * for 240-255-byte names. Starts with a dot, so it stays out of sight.
+ */
+export function tempName(): string {
+  return `${TEMP_MARK}${randomBytes(6).toString('hex')}`
+}
 
 /**
  * Refuses any key that could escape the storage root or mean different things on different

@@ -6,16 +6,19 @@ import { Readable } from 'node:stream'
 import {
   AccessDeniedError,
   AlreadyExistsError,
+  InvalidKeyError,
+  NoSpaceError,
   NotFoundError,
+  SizeMismatchError,
   StorageError,
   StorageConfigError,
   TransientStorageError,
   type StorageErrorDetails,
 } from '../errors.js'
 import { mapLimit } from '../concurrency.js'
-import { TEMP_MARK, validateKey, validatePrefix } from './keys.js'
-import { operationRunner, type RetryOptions } from './retry.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, TransferProgress } from './types.js'
+import { TEMP_MARK, tempName, validateKey, validatePrefix } from './keys.js'
+import { operationRunner, type RetryOptions, type Runner } from './retry.js'
+import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult, TransferProgress } from './types.js'
 
 export interface LocalStorageOptions {
   /**
@@ -39,13 +42,19 @@ export class LocalStorage implements Storage {
   private readonly durable: boolean
   /** Directories holding `batch` puts whose entries are not yet fsynced. */
   private readonly unsyncedDirs = new Set<string>()
-  private readonly run: ReturnType<typeof operationRunner>
+  private readonly run: Runner
 
   constructor(root: string, options: LocalStorageOptions = {}) {
     this.root = path.resolve(root)
     this.uri = `file://${this.root}`
     this.durable = options.durable ?? true
-    this.run = operationRunner(options.retry, (e, op, key) => mapLocalError(e, key === undefined ? { backend: 'local', op } : { backend: 'local', key, op }))
+    // No stall timer: a file operation cannot be aborted, and an abandoned attempt would race its
+    // retry into the same target. The operation's deadline still bounds every call.
+    this.run = operationRunner({
+      backend: 'local',
+      retry: options.retry,
+      mapError: (e, op, key) => mapLocalError(e, key === undefined ? { backend: 'local', op } : { backend: 'local', key, op }),
+    })
   }
 
   private pathOf(key: string, op: string): string {
@@ -58,13 +67,14 @@ export class LocalStorage implements Storage {
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.pathOf(key, 'put')
+    const dir = path.dirname(target)
+    // The inode this call linked into place, should a later step fail and the put be retried:
+    // meeting it again at the target is our own create, not someone else's.
+    let linkedIno: number | undefined
     return this.run('put', key, async () => {
-      const dir = path.dirname(target)
-      await fs.mkdir(dir, { recursive: true })
-      const tmp = `${target}${TEMP_MARK}${randomBytes(6).toString('hex')}`
+      const { fh, tmp } = await this.openTemp(dir)
       let size = 0
       try {
-        const fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644)
         try {
           size = await writeBody(fh, body, key, options)
           if (this.durable) await fh.sync()
@@ -73,8 +83,14 @@ export class LocalStorage implements Storage {
         }
         if (options.ifAbsent) {
           // link(2) fails with EEXIST atomically when the target exists: a true create-if-absent.
-          await fs.link(tmp, target)
-          await fs.unlink(tmp)
+          try {
+            await fs.link(tmp, target)
+            linkedIno = (await fs.stat(tmp)).ino
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || linkedIno === undefined || (await fs.stat(target)).ino !== linkedIno) throw e
+          }
+          // The object is in place; a temp name left behind is only litter (sweep() removes it).
+          await fs.unlink(tmp).catch(() => {})
         } else {
           await fs.rename(tmp, target)
         }
@@ -84,11 +100,46 @@ export class LocalStorage implements Storage {
       }
       if (this.durable) {
         if (options.batch) this.unsyncedDirs.add(dir)
-        else await syncDir(dir)
+        else await mapLimit(this.chainOf(dir), 4, syncDir)
       }
       const st = await fs.stat(target)
       return { key, size, etag: tagOf(st), lastModified: st.mtime }
     })
+  }
+
+  /**
+   * A new temp file in `dir`, creating the directory if needed. Its name is short whatever the
+   * key (NAME_MAX is 255 bytes) and carries TEMP_MARK, so listings skip it and sweep() finds it.
+   * A directory removed between mkdir and open (a concurrent delete pruning empty directories)
+   * is simply created again.
+   */
+  private async openTemp(dir: string): Promise<{ fh: fs.FileHandle; tmp: string }> {
+    for (let i = 0; ; i++) {
+      const created = await fs.mkdir(dir, { recursive: true })
+      // Directories above the root that we had to create: their entries must be durable too.
+      if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
+      const tmp = path.join(dir, tempName())
+      try {
+        return { fh: await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644), tmp }
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 4) throw e
+      }
+    }
+  }
+
+  /** `dir` and every directory above it up to the root: the entries a new file depends on. */
+  private chainOf(dir: string): string[] {
+    const out: string[] = []
+    for (let d = dir; d === this.root || d.startsWith(this.root + path.sep); d = path.dirname(d)) out.push(d)
+    return out
+  }
+
+  /** fsyncs the parents of the root and of every directory above it that mkdir just created. */
+  private async syncAbove(created: string): Promise<void> {
+    for (let d = path.dirname(this.root); ; d = path.dirname(d)) {
+      await syncDir(d)
+      if (d === path.dirname(created) || d === path.dirname(d)) return
+    }
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Uint8Array> {
@@ -96,10 +147,12 @@ export class LocalStorage implements Storage {
     return this.run('get', key, async () => {
       const fh = await fs.open(p, 'r')
       try {
-        const { size } = await fh.stat()
+        const st = await fh.stat()
+        if (!st.isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOENT' })
+        const size = st.size
         const start = Math.min(options.range?.offset ?? 0, size)
         const len = Math.max(0, Math.min(options.range?.length ?? size - start, size - start))
-        if (options.into && options.into.byteLength < len) throw new RangeError(`get(${key}): 'into' has ${options.into.byteLength} bytes, the object ${len}`)
+        if (options.into && options.into.byteLength < len) throw new SizeMismatchError({ backend: 'local', key, op: 'get' }, options.into.byteLength, len)
         const buf = options.into ? options.into.subarray(0, len) : new Uint8Array(len)
         let done = 0
         while (done < len) {
@@ -181,10 +234,61 @@ export class LocalStorage implements Storage {
     }
   }
 
+  /**
+   * fsyncs each directory that holds a batch put and every directory above it up to the root, so
+   * directories the batch created (`chunks/xx/`) cannot vanish with their entries after a power loss.
+   */
   async sync(): Promise<void> {
-    const dirs = [...this.unsyncedDirs]
+    const dirs = new Set<string>()
+    for (const d of this.unsyncedDirs) for (const c of this.chainOf(d)) dirs.add(c)
     this.unsyncedDirs.clear()
-    await this.run('sync', undefined, () => mapLimit(dirs, 16, syncDir).then(() => undefined))
+    await this.run('sync', undefined, () =>
+      mapLimit([...dirs], 16, (d) =>
+        // A directory deleted since (its objects deleted too) has nothing left to make durable.
+        syncDir(d).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw e
+        }),
+      ).then(() => undefined),
+    )
+  }
+
+  /**
+   * Removes temp files of killed writers: every file under the root whose name carries TEMP_MARK
+   * and that was last written more than `olderThanMs` ago (a live writer's temp file keeps a
+   * recent mtime while it writes).
+   */
+  async sweep(options: SweepOptions = {}): Promise<SweepResult> {
+    const olderThanMs = options.olderThanMs ?? 60 * 60_000
+    const result: SweepResult = { removed: 0, bytes: 0, items: [] }
+    const visit = async (dir: string, rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[]
+      try {
+        entries = await fs.readdir(dir, { withFileTypes: true })
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return
+        throw e
+      }
+      for (const ent of entries) {
+        const full = path.join(dir, ent.name)
+        const key = rel ? `${rel}/${ent.name}` : ent.name
+        if (ent.isDirectory()) await visit(full, key)
+        else if (ent.name.includes(TEMP_MARK)) {
+          const st = await fs.stat(full).catch(() => undefined)
+          if (!st || Date.now() - st.mtimeMs < olderThanMs) continue
+          try {
+            await fs.unlink(full)
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue // renamed into place or removed meanwhile
+            throw e
+          }
+          result.removed++
+          result.bytes += st.size
+          result.items.push(key)
+        }
+      }
+    }
+    await this.run('sweep', undefined, () => visit(this.root, ''))
+    return result
   }
 
   async close(): Promise<void> {}
@@ -276,8 +380,14 @@ function mapLocalError(e: unknown, d: StorageErrorDetails): unknown {
     case 'EINTR':
       return new TransientStorageError(withCause, `temporary file-system error ${code}`)
     case 'ENOSPC':
-      return new StorageError('Unknown', 'disk full (ENOSPC): free space or prune old checkpoints (`taskpoint prune`)', withCause)
+    case 'EDQUOT':
+      return new NoSpaceError(withCause, `no space left (${code}: disk or quota full): free space or prune old checkpoints (\`taskpoint prune\`)`)
+    case 'ENAMETOOLONG':
+      return new InvalidKeyError(withCause, 'a key segment is longer than the file system allows (255 bytes per name on most): use shorter names')
+    case 'EISDIR':
+    case 'ENOTEMPTY':
+      return new InvalidKeyError(withCause, `the key names a directory of other keys (${code}): on local disk "a" and "a/b" cannot both exist`)
     default:
-      return e
+      return new StorageError('Unknown', `file-system error ${code ?? ''}: ${(e as Error)?.message ?? String(e)}`.trim(), withCause)
   }
 }

@@ -53,11 +53,30 @@ export interface GetOptions {
   /** Byte range; `length` defaults to the rest of the object. */
   range?: { offset: number; length?: number }
   /**
-   * Read into this buffer instead of a new one (it must be large enough); the result is a view of
-   * it. Saves an allocation and a copy when the caller assembles many objects into one buffer.
+   * Read into this buffer instead of a new one; the result is a view of it. Saves an allocation and
+   * a copy when the caller assembles many objects into one buffer. An object (or range) larger
+   * than the buffer fails with `SizeMismatchError` (code `SizeMismatch`), never a RangeError.
    */
   into?: Uint8Array
   signal?: AbortSignal
+}
+
+export interface SweepOptions {
+  /**
+   * Only leftovers older than this are removed, so a writer still at work is left alone (its temp
+   * file's mtime moves as it writes; a multipart upload's age counts from its start). Default 1 hour.
+   */
+  olderThanMs?: number
+}
+
+/** What a sweep removed. */
+export interface SweepResult {
+  /** Temp files (local) or incomplete multipart uploads (S3) removed. */
+  removed: number
+  /** Bytes freed, as far as the backend tells (S3 part sizes are not listed: 0 there). */
+  bytes: number
+  /** What was removed: temp file keys relative to the root, or `key#uploadId`. */
+  items: string[]
 }
 
 export interface StorageCapabilities {
@@ -90,10 +109,11 @@ export interface Storage {
   /** Makes every `batch` put so far durable. A no-op where puts are durable on return. */
   sync(): Promise<void>
   /**
-   * Removes leftovers of killed writers (temporary files, unfinished multipart uploads) older than
-   * `olderThanMs`. Absent where a backend leaves none.
+   * Removes what killed writers left behind: local temp files, S3 incomplete multipart uploads
+   * under the prefix. GCS has nothing to sweep (a resumable upload that is never finalised is
+   * invisible and expires on its own after a week; simple uploads are atomic).
    */
-  sweep?(options: { olderThanMs: number }): Promise<{ count: number; bytes: number }>
+  sweep?(options?: SweepOptions): Promise<SweepResult>
   /** Releases sockets; the storage must not be used afterwards. */
   close(): Promise<void>
 }

@@ -8,6 +8,7 @@ import { inject } from 'vitest'
 import { LocalStorage, type RetryOptions, type Storage } from '../../src/index.js'
 import { GcsStorage } from '../../src/storage/gcs.js'
 import { S3Storage } from '../../src/storage/s3.js'
+import { startFaultProxy, type FaultProxy } from './fault-proxy.js'
 
 export const S3_BUCKET = 'taskpoint-test'
 export const GCS_BUCKET = 'taskpoint-test'
@@ -18,6 +19,12 @@ export interface OpenOptions {
   /** Send traffic through this URL (a fault-injecting proxy) instead of the server. */
   endpoint?: string
   requestTimeoutMs?: number
+  /**
+   * s3/gcs: go through a proxy (one per server and test file) that enforces conditional creates
+   * the way real S3/GCS do, which the test servers do not; the storage then claims the capability.
+   * Ignored when `endpoint` is given (put your own proxy in enforcing mode instead).
+   */
+  enforceConditionalCreates?: boolean
 }
 
 export interface Backend {
@@ -30,6 +37,25 @@ export interface Backend {
   freshUri(): Promise<{ uri: string; env: Record<string, string> }>
   /** The server's base URL (s3/gcs). */
   endpoint?: string
+}
+
+const enforcing = new Map<string, Promise<FaultProxy>>()
+/** The shared conditional-create-enforcing proxy in front of `endpoint`. */
+export function enforcingProxy(endpoint: string): Promise<FaultProxy> {
+  let p = enforcing.get(endpoint)
+  if (!p) enforcing.set(endpoint, (p = startFaultProxy(endpoint, { enforceConditionalCreates: true })))
+  return p
+}
+/** Closes the shared enforcing proxies (afterAll of a file that used them). */
+export async function closeEnforcingProxies(): Promise<void> {
+  const all = [...enforcing.values()]
+  enforcing.clear()
+  for (const p of all) await (await p).close()
+}
+async function routeOf(o: OpenOptions, endpoint: string): Promise<{ url: string; enforced: boolean }> {
+  if (o.endpoint) return { url: o.endpoint, enforced: false }
+  if (o.enforceConditionalCreates) return { url: (await enforcingProxy(endpoint)).url, enforced: true }
+  return { url: endpoint, enforced: false }
 }
 
 const fastRetry: RetryOptions = { retries: 4, minTimeoutMs: 10, maxTimeoutMs: 100 }
@@ -67,12 +93,13 @@ export function s3Backend(): Backend {
     lacks: { conditionalCreate: 'fauxqs ignores If-None-Match: * on PutObject (real S3 honours it since 2024)' },
     open: async (o = {}) => {
       await ensureS3Bucket(endpoint)
+      const route = await routeOf(o, endpoint)
       return new S3Storage(S3_BUCKET, unique(), {
-        clientConfig: s3Config(o.endpoint ?? endpoint),
+        clientConfig: s3Config(route.url),
         retry: o.retry ?? fastRetry,
         ...(o.pageSize ? { pageSize: o.pageSize } : {}),
         ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
-        conditionalCreate: false,
+        conditionalCreate: route.enforced,
       })
     },
     freshUri: async () => {
@@ -92,8 +119,9 @@ export function gcsBackend(): Backend {
     endpoint,
     lacks: { conditionalCreate: 'the firebase-tools Cloud Storage emulator ignores ifGenerationMatch: 0 (real GCS honours it)' },
     open: async (o = {}) => {
+      const route = await routeOf(o, endpoint)
       const client = new GcsClient({
-        apiEndpoint: o.endpoint ?? endpoint,
+        apiEndpoint: route.url,
         projectId: 'taskpoint-test',
         retryOptions: { autoRetry: false },
         timeout: o.requestTimeoutMs ?? 60_000,
@@ -102,7 +130,8 @@ export function gcsBackend(): Backend {
         client,
         retry: o.retry ?? fastRetry,
         ...(o.pageSize ? { pageSize: o.pageSize } : {}),
-        conditionalCreate: false,
+        ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
+        conditionalCreate: route.enforced,
       })
     },
     freshUri: async () => ({
