@@ -26,6 +26,8 @@ const { values } = parseArgs({
     'max-stalled': { type: 'string', default: '10' },
     'grace-ms': { type: 'string', default: '25000' },
     'no-checkpoints': { type: 'boolean', default: false },
+    // What to keep of a completed job's checkpoints: final (default), keep, delete.
+    'on-completed': { type: 'string', default: 'final' },
   },
 })
 if (!values.checkpoint) {
@@ -49,6 +51,7 @@ const fleet = runFleetWorker<TrainJob, TrainResult>(
     connection: { host: url.hostname, port: Number(url.port || 6379), maxRetriesPerRequest: null },
     checkpoint: values.checkpoint,
     graceMs: Number(values['grace-ms']),
+    onCompleted: values['on-completed'] as 'final' | 'keep' | 'delete',
     worker: {
       concurrency: 1, // tfjs jobs share one seeded Math.random per process
       lockDuration: Number(values['lock-ms']),
