@@ -197,4 +197,49 @@ describe('a BullMQ fleet of preemptible workers (3 processes, Redis, S3)', () =>
       await queue.close()
     }
   }, 300_000)
+  it('fences a worker that comes back after its job moved on: it never commits over the newer run, and lets go', async () => {
+    const queueName = `fence-${seed}`
+    const connection = { host: redis.host, port: redis.port, maxRetriesPerRequest: null }
+    const queue = new Queue<TrainJob>(queueName, { connection })
+    const prefix = `fence-${seed}/${queueName}/job-f`
+    const spec: TrainJob = { ...specs[0]!, stepMs: 60 }
+    let frozen: string | undefined
+    const fleet: FleetT = new Fleet({ workers: 2, redisUrl: redis.url, checkpoint: `s3://${bucket}/fence-${seed}`, queue: queueName, env, args: workerArgs })
+    try {
+      fleet.start()
+      await queue.add('f', spec, { jobId: 'job-f', attempts: ATTEMPTS })
+      const ev = fleet.events
+      // Freeze the first worker once the job has a committed checkpoint (as a VM paused by its host).
+      await until('a first checkpoint', async () => ev.some((e) => e.ev === 'save' && e.job === 'job-f') && (await stored(prefix)).manifests.length > 0)
+      frozen = ev.find((e) => e.ev === 'start' && e.job === 'job-f')!.worker
+      const oldWriter = ev.find((e) => e.ev === 'start' && e.job === 'job-f')!.writer as string
+      fleet.kill(frozen, 'SIGSTOP')
+      // Its lock lapses, the stalled checker hands the job to the other worker, which claims it and commits.
+      await until('the job to move to the other worker', () => ev.some((e) => e.ev === 'start' && e.job === 'job-f' && e.worker !== frozen))
+      const newWriter = ev.find((e) => e.ev === 'start' && e.job === 'job-f' && e.worker !== frozen)!.writer as string
+      await until('a checkpoint of the newer run', async () => (await stored(prefix)).manifests.some((m) => m.writer === newWriter))
+      const oldBefore = (await stored(prefix)).manifests.filter((m) => m.writer === oldWriter).length
+      fleet.kill(frozen, 'SIGCONT')
+      const states = await waitForJobs(queue, ['job-f'], 120_000)
+      // The old worker trains on, tries to save, finds itself fenced and lets the job go.
+      await until('the old worker to notice it was superseded', () => ev.some((e) => e.ev === 'outcome' && e.worker === frozen && e.outcome === 'superseded'))
+
+      const job = (await queue.getJob('job-f'))!
+      expect(states['job-f']).toBe('completed')
+      expect((job.returnvalue as TrainResult).weights).toBe(refs[0]!.weights)
+      expect(job.attemptsMade).toBe(1) // being taken over spends no attempt
+      const { manifests, markers } = await stored(prefix)
+      // At most one commit of the old writer can land after the takeover (one that had passed its
+      // fence check when it was frozen), and it sorts below the newer run's by epoch.
+      expect(manifests.filter((m) => m.writer === oldWriter).length).toBeLessThanOrEqual(oldBefore + 1)
+      expect(markers.get(oldWriter)!).toBeLessThan(markers.get(newWriter)!)
+      const newest = manifests.reduce((a, b) => (b.epoch > a.epoch || (b.epoch === a.epoch && b.seq > a.seq) ? b : a))
+      expect(newest.writer).not.toBe(oldWriter)
+      expect(ev.some((e) => e.ev === 'outcome' && e.worker === frozen && e.outcome === 'completed')).toBe(false)
+    } finally {
+      if (frozen) fleet.kill(frozen, 'SIGCONT')
+      await fleet.stop()
+      await queue.close()
+    }
+  }, 300_000)
 })
