@@ -6,11 +6,10 @@
 // Progress goes to stderr; the final result is one JSON line on stdout.
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
-import { createHash } from 'node:crypto'
-import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import { currentContext, runMain, task } from '../src/index.js'
-import { fitWithCheckpoints, seedRandom } from '../integrations/tfjs/index.js'
+import { fitWithCheckpoints } from '../integrations/tfjs/index.js'
+import { buildModel, loadMnist, testAccuracy as accuracyOf, weightsHash as modelHash } from './mnist-model.js'
 
 const { values } = parseArgs({
   options: {
@@ -30,54 +29,13 @@ const epochs = Number(values.epochs)
 const batchSize = Number(values['batch-size'])
 const log = (line: string): boolean => process.stderr.write(`${line}\n`)
 
-/** MNIST digits by per-digit index ranges: the same split in every process, no Math.random. */
-function loadMnist(trainPerDigit: number, testPerDigit: number) {
-  const require = createRequire(import.meta.url)
-  const train: { x: number[]; y: number[] } = { x: [], y: [] }
-  const test: { x: number[]; y: number[] } = { x: [], y: [] }
-  for (let d = 0; d < 10; d++) {
-    const raw = (require(`mnist/src/digits/${d}.json`) as { data: number[] }).data
-    for (let i = 0; i < trainPerDigit + testPerDigit; i++) {
-      const into = i < trainPerDigit ? train : test
-      for (let p = 0; p < 784; p++) into.x.push(raw[i * 784 + p]!)
-      into.y.push(d)
-    }
-  }
-  // Interleave digits so batches are mixed even with shuffle off (a fixed, seed-free order).
-  const order = (n: number) => Array.from({ length: n }, (_, i) => (i % 10) * (n / 10) + Math.floor(i / 10))
-  const pack = (s: { x: number[]; y: number[] }) => {
-    const idx = order(s.y.length)
-    const xs = new Float32Array(idx.length * 784)
-    idx.forEach((j, k) => xs.set(s.x.slice(j * 784, j * 784 + 784), k * 784))
-    return { x: tf.tensor2d(xs, [idx.length, 784]), y: tf.oneHot(tf.tensor1d(idx.map((j) => s.y[j]!), 'int32'), 10).toFloat() }
-  }
-  return { train: pack(train), test: pack(test) }
-}
-
 await tf.setBackend(String(values.backend))
 await tf.ready()
-const data = loadMnist(Number(values['train-per-digit']), Number(values['test-per-digit']))
-
-seedRandom(Number(values.seed)) // before building the model: initialisers and Dropout draw on it
-const model = tf.sequential()
-model.add(tf.layers.dense({ inputShape: [784], units: 128, activation: 'relu' }))
-model.add(tf.layers.dropout({ rate: 0.2 }))
-model.add(tf.layers.dense({ units: 10, activation: 'softmax' }))
-model.compile({ optimizer: tf.train.adam(0.001), loss: 'categoricalCrossentropy', metrics: ['accuracy'] })
-
-function weightsHash(): string {
-  const h = createHash('sha256')
-  for (const w of model.getWeights()) h.update(Buffer.from((w.dataSync() as Float32Array).buffer))
-  return h.digest('hex')
-}
-
-function testAccuracy(): number {
-  return tf.tidy(() => {
-    const pred = (model.predict(data.test.x) as tf.Tensor).argMax(-1)
-    const truth = data.test.y.argMax(-1)
-    return pred.equal(truth).mean().dataSync()[0]!
-  })
-}
+const data = loadMnist(tf, Number(values['train-per-digit']), Number(values['test-per-digit']))
+// Seeds Math.random before building: initialisers and Dropout draw on it.
+const model = buildModel(tf, { seed: Number(values.seed) })
+const weightsHash = (): string => modelHash(model)
+const testAccuracy = (): number => accuracyOf(tf, model, data)
 
 const batchesPerEpoch = Math.ceil(data.train.x.shape[0]! / batchSize)
 

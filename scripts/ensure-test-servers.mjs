@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import './ensure-redis.mjs' // redis-server for the BullMQ fleet tests (apt-get, once)
 
 const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'servers', 'gcs')
 if (existsSync(path.join(dir, 'node_modules', 'firebase-tools', 'package.json'))) process.exit(0)

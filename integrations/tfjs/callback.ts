@@ -24,6 +24,11 @@ export interface CheckpointCallbackOptions {
   onSave?: (e: { epoch: number; batch: number; kind: SaveKind; step: number }) => void
   /** Called once a checkpoint has been restored, before training goes on (epoch and batch are 0-based). */
   onResume?: (from: { epoch: number; batch: number; step: number }) => void
+  /**
+   * Awaited after every batch (resumed partial epochs included, unlike user callbacks given to
+   * fit, which that remaining-slice fit does not run); throwing stops training with that error.
+   */
+  onBatch?: (e: { epoch: number; batch: number; step: number }) => void | Promise<void>
   /** Called at each epoch end with the epoch's mean logs (loss, metrics, val_*). */
   onEpoch?: (epoch: number, logs: Record<string, number>) => void
 }
@@ -166,6 +171,7 @@ export function createCheckpointCallback(tf: TF, model: LayersModel, options: Ch
       // A fit loop of tf.Callback subclasses never yields to the event loop: without this a
       // SIGTERM handler would only run after fit() returns.
       await new Promise((r) => setImmediate(r))
+      await options.onBatch?.({ epoch: tracker.epoch, batch: tracker.batch, step: tracker.globalStep })
       // fit() knows its batch count; on the last batch the epoch-end bookkeeping (history,
       // validation) must still happen, so a preemption there is handled at the epoch end.
       const lastOfEpoch = mode === 'fit' && samples && batchSize ? batch + 1 >= Math.ceil(samples / batchSize) : false

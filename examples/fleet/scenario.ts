@@ -1,0 +1,111 @@
+// One fleet run under a seeded preemption process, for the demo and the benchmark: start the
+// workers, enqueue the jobs, preempt busy workers at random (exponential gaps, SIGTERM with notice
+// or SIGKILL without), replace them, and wait until every job is completed or failed.
+import { Queue } from 'bullmq'
+import { Fleet, waitForJobs, type Event } from './fleet.js'
+import type { TrainJob } from './job.js'
+import { JOB_OPTIONS } from './producer.js'
+
+export interface ScenarioOptions {
+  redisUrl: string
+  checkpoint: string
+  env?: Record<string, string>
+  queue: string
+  jobs: TrainJob[]
+  workers: number
+  /** Mean seconds between preemptions across the fleet (each hits one busy worker). */
+  meanGapSeconds: number
+  /** Stop preempting after this many. */
+  maxPreemptions: number
+  /** Share of preemptions that come without notice (SIGKILL). */
+  killShare: number
+  seed: number
+  noCheckpoints?: boolean
+  workerArgs?: string[]
+  log?: (line: string) => void
+  /** Give up (the no-checkpoint fleet may never finish under heavy preemption). */
+  timeoutMs?: number
+}
+
+export interface ScenarioResult {
+  events: Event[]
+  seconds: number
+  states: Record<string, string>
+  preemptions: { worker: string; signal: string; at: number }[]
+}
+
+export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
+  let s = o.seed >>> 0 || 1
+  const random = (): number => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = s
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const url = new URL(o.redisUrl)
+  const queue = new Queue<TrainJob>(o.queue, { connection: { host: url.hostname, port: Number(url.port), maxRetriesPerRequest: null } })
+  const busy = new Map<string, string>() // worker → job
+  const fleet = new Fleet({
+    workers: o.workers,
+    redisUrl: o.redisUrl,
+    checkpoint: o.checkpoint,
+    queue: o.queue,
+    env: o.env ?? {},
+    args: [...(o.workerArgs ?? []), ...(o.noCheckpoints ? ['--no-checkpoints'] : [])],
+    onEvent: (e) => {
+      if (e.ev === 'start') busy.set(e.worker, e.job!)
+      if (e.ev === 'outcome' || e.ev === 'exit') busy.delete(e.worker)
+      if (o.log && ['start', 'resume', 'outcome', 'exit', 'kill'].includes(e.ev)) o.log(describe(e))
+    },
+  })
+  const preemptions: ScenarioResult['preemptions'] = []
+  let done = false
+  const started = Date.now()
+  fleet.start()
+  const ids = o.jobs.map((_, i) => `job-${i}`)
+  await queue.addBulk(o.jobs.map((data, i) => ({ name: ids[i]!, data, opts: { ...JOB_OPTIONS, jobId: ids[i]! } })))
+  const chaos = (async () => {
+    while (!done && preemptions.length < o.maxPreemptions) {
+      await new Promise((r) => setTimeout(r, -Math.log(1 - random()) * o.meanGapSeconds * 1000))
+      const candidates = [...busy.keys()].sort()
+      if (done || candidates.length === 0) continue
+      const victim = candidates[Math.floor(random() * candidates.length)]!
+      const signal = random() < o.killShare ? 'SIGKILL' : 'SIGTERM'
+      if (fleet.kill(victim, signal)) preemptions.push({ worker: victim, signal, at: Date.now() })
+    }
+  })()
+  try {
+    const states = await waitForJobs(queue, ids, o.timeoutMs ?? 30 * 60_000).catch(async (e: Error) => {
+      o.log?.(`  ${e.message}`)
+      const st: Record<string, string> = {}
+      for (const id of ids) st[id] = (await (await queue.getJob(id))?.getState()) ?? 'missing'
+      return st
+    })
+    const seconds = (Date.now() - started) / 1000
+    return { events: fleet.events, seconds, states, preemptions }
+  } finally {
+    done = true
+    await fleet.stop()
+    await chaos
+    await queue.obliterate({ force: true }).catch(() => {})
+    await queue.close()
+  }
+}
+
+function describe(e: Event): string {
+  switch (e.ev) {
+    case 'start':
+      return `  ${e.worker}: picks up ${e.job} (failed attempts so far ${e.attemptsMade})`
+    case 'resume':
+      return `  ${e.worker}: ${e.job} resumes from its checkpoint at batch ${e.step}`
+    case 'outcome':
+      return `  ${e.worker}: ${e.job} ${e.outcome}${e.outcome === 'preempted' ? ' (final save done, back in the queue, no attempt spent)' : ''}`
+    case 'kill':
+      return `>>> ${e.signal === 'SIGKILL' ? 'SIGKILL (no notice)' : 'SIGTERM (spot notice)'} to ${e.worker}`
+    case 'exit':
+      return `  ${e.worker}: exited (${e.signal ?? `code ${e.code}`}); a new worker takes its place`
+    default:
+      return `  ${JSON.stringify(e)}`
+  }
+}
