@@ -2,87 +2,26 @@ import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { TaskpointError } from '../errors.js'
-import {
-  CorruptCheckpointError,
-  FORMAT_VERSION,
-  STATE_FILE,
-  WRITER_DIR,
-  WRITER_ID,
-  encodeManifest,
-  manifestKey,
-  type CheckpointKind,
-  type Manifest,
-  type ManifestName,
-} from '../format/manifest.js'
-import { openStorage, type OpenStorageOptions } from '../storage/resolve.js'
+import { STATE_FILE, WRITER_ID, type Manifest } from '../format/manifest.js'
+import { openStorage } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
-import { uploadChunks, type PendingEntry, type UploadStats } from './commit.js'
+import type { UploadStats } from './commit.js'
+import { Committer } from './committer.js'
 import { fileEntries } from './files.js'
-import { collectGarbage, prune, readInfos } from './gc.js'
-import { ChunkLedger } from './ledger.js'
-import { acquireShared, type LockOptions } from './locks.js'
-import { ManifestCache, infoOf, listManifestNames, readEntry } from './reader.js'
+import { readInfos, retainAfterCommit } from './gc.js'
+import { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
+import { ManifestCache, listManifestNames, readEntry } from './reader.js'
 import { reproInfo } from './repro.js'
+import { resolveNewest } from './resolve.js'
 import { restoreFiles } from './restore.js'
-import { keepAll, type RetentionPolicy } from './retention.js'
-import { BufferPool, checkWriteOptions, copyInto, describe, packState, snapshotSize, type Snapshot } from './snapshot.js'
-import type { CheckpointInfo, CheckpointProgress, LoadedState, SkippedCheckpoint, StateArray, StateInput, WriteOptions } from './types.js'
+import { keepAll } from './retention.js'
+import { BufferPool, checkWriteOptions, copyInto, describe, entriesOf, snapshotSize, type Snapshot } from './snapshot.js'
+import type { CheckpointInfo, LoadedState, SkippedCheckpoint, StateArray, StateInput, WriteOptions } from './types.js'
+
+export { FencedError } from './committer.js'
+export { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
 
 const MiB = 1024 * 1024
-
-export interface CheckpointerOptions {
-  /** Which checkpoints survive a commit. Default: keep all. See `latest`, `everyNSteps`, `best`, `anyOf`. */
-  keep?: RetentionPolicy
-  /** Chunk size for content addressing and parallel upload. Default 4 MiB. */
-  chunkSize?: number
-  /** Chunk transfers in flight. Default 8 on local disk, 16 on S3/GCS. */
-  concurrency?: number
-  /** Options for the storage the URI opens (ignored when a `Storage` is passed). */
-  storage?: OpenStorageOptions
-  /** Identifies this writer in manifests and fencing markers. Default: random. */
-  writerId?: string
-  /** Task attempt number, recorded in each manifest. */
-  attempt?: number
-  /** Garbage collection after retention. `minAgeMs`: leave unreferenced chunks younger than this (default 15 min). */
-  gc?: { minAgeMs?: number; enabled?: boolean }
-  /** Timing of the locks that keep garbage collection off a commit in flight (see `LockOptions`). */
-  locks?: LockOptions
-  /** Extra reproducibility fields, or false to record none. Default: versions, platform, git commit, entry hash. */
-  repro?: boolean | Record<string, unknown>
-  onProgress?: (p: CheckpointProgress) => void
-  /** Where skipped (corrupt) checkpoints and other non-fatal problems are reported. Default: console.warn. */
-  onWarning?: (message: string) => void
-}
-
-/** Thrown when a newer attempt has taken over this checkpoint location; this writer must stop. */
-export class FencedError extends TaskpointError {
-  constructor(
-    readonly writer: string,
-    readonly by: string,
-  ) {
-    super(
-      'Fenced',
-      `writer ${writer} was superseded by a newer attempt (${by}) writing the same checkpoint location; this process is a leftover (zombie) and must stop writing`,
-    )
-  }
-}
-
-export class CheckpointKindError extends TaskpointError {
-  constructor(expected: string, got: CheckpointKind, id: string) {
-    super('WrongKind', `checkpoint ${id} is a ${got} checkpoint, not ${expected}: use ${got === 'state' ? 'readState()' : got === 'files' ? 'restore(dir)' : 'read()'}`)
-  }
-}
-
-export interface RestoreResult {
-  info: CheckpointInfo
-  files: string[]
-}
-
-export interface LoadedFiles {
-  info: CheckpointInfo
-  files: Map<string, Uint8Array>
-  json: unknown
-}
 
 /**
  * Writes and reads checkpoints of one run under one storage root.
@@ -98,12 +37,9 @@ export class Checkpointer {
   private readonly ownsStorage: boolean
   private readonly o: Required<Pick<CheckpointerOptions, 'chunkSize' | 'concurrency' | 'keep'>> & CheckpointerOptions
   private readonly cache: ManifestCache
-  private readonly ledger = new ChunkLedger()
+  private readonly committer: Committer
   private readonly pool = new BufferPool(2)
-  private names: ManifestName[] = []
-  private epoch: number | undefined
-  private registering: Promise<void> | undefined
-  private lastStep: number | undefined
+  private seenAny = false
   /** Commits run one after another on this chain, in the order they were asked for. */
   private tail: Promise<unknown> = Promise.resolve()
   /** The newest writeAsync snapshot not yet taken by a commit (latest wins). */
@@ -112,8 +48,6 @@ export class Checkpointer {
   private closed = false
   /** Checkpoints passed over by the last read because they were damaged. */
   lastSkipped: SkippedCheckpoint[] = []
-  /** Statistics of the last commit. */
-  lastUpload: UploadStats | undefined
 
   private constructor(storage: Storage, owns: boolean, options: CheckpointerOptions) {
     this.storage = storage
@@ -126,6 +60,21 @@ export class Checkpointer {
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
     if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
+    this.committer = new Committer(storage, {
+      writerId: this.writerId,
+      chunkSize: this.o.chunkSize,
+      concurrency: this.o.concurrency,
+      onWarning: (m) => this.warn(m),
+      ...(options.attempt !== undefined ? { attempt: options.attempt } : {}),
+      ...(options.locks ? { locks: options.locks } : {}),
+      ...(options.repro !== undefined ? { repro: options.repro } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    })
+  }
+
+  /** Statistics of the last commit. */
+  get lastUpload(): UploadStats | undefined {
+    return this.committer.lastUpload
   }
 
   /** Opens a checkpoint location (`/dir`, `file://…`, `s3://bucket/prefix`, `gs://bucket/prefix`, or a Storage). */
@@ -135,12 +84,13 @@ export class Checkpointer {
     const cp = new Checkpointer(storage, owns, options)
     if (options.repro !== false) void reproInfo() // start it now; the first commit awaits it
     try {
-      cp.names = await listManifestNames(storage)
+      const names = await listManifestNames(storage)
+      cp.seenAny = names.length > 0
+      cp.committer.lastStep = names.at(-1)?.step
     } catch (e) {
       if (owns) await storage.close()
       throw e
     }
-    cp.lastStep = cp.names.at(-1)?.step
     return cp
   }
 
@@ -150,13 +100,13 @@ export class Checkpointer {
 
   /** Whether a committed checkpoint existed when opened (or one was written since). Like Flyte's `prev_exists()`. */
   prevExists(): boolean {
-    return this.names.length > 0
+    return this.seenAny
   }
 
   /** Committed checkpoints, oldest first. Damaged ones are left out and reported in `lastSkipped`. */
   async list(): Promise<CheckpointInfo[]> {
-    const { infos, skipped, names } = await readInfos(this.storage, this.cache)
-    this.names = names
+    const { infos, skipped } = await readInfos(this.storage, this.cache)
+    this.seenAny ||= infos.length + skipped.length > 0
     this.lastSkipped = skipped
     return infos
   }
@@ -168,40 +118,15 @@ export class Checkpointer {
 
   // ---------------------------------------------------------------- reading
 
-  /**
-   * Finds the newest checkpoint that reads back completely and verifies, falling back past damaged
-   * ones (reported via `onWarning` and `lastSkipped`). `id` pins one checkpoint (no fallback).
-   */
+  /** The newest checkpoint `load` reads back (or the pinned `id`), passing over damaged ones. */
   private async resolve<T>(id: string | undefined, load: (m: Manifest, key: string) => Promise<T>, warnSkips = true): Promise<{ value: T; info: CheckpointInfo } | undefined> {
     this.lastSkipped = []
-    if (id !== undefined) {
-      const m = await this.cache.get(id)
-      return { value: await load(m, id), info: infoOf(id, m) }
-    }
-    // Retention in another process may delete what this walk was about to read: when a checkpoint
-    // vanished underneath, the walk starts again from a fresh listing instead of falling back to
-    // older (also deleted) ones and reporting that there is nothing.
-    for (let round = 0; ; round++) {
-      this.names = await listManifestNames(this.storage)
-      let vanished = false
-      for (let i = this.names.length - 1; i >= 0; i--) {
-        const key = this.names[i]!.key
-        try {
-          const m = await this.cache.get(key)
-          return { value: await load(m, key), info: infoOf(key, m) }
-        } catch (e) {
-          if (!(e instanceof CorruptCheckpointError)) throw e
-          if (e.vanished || !(await this.storage.head(key))) {
-            vanished = true
-            continue
-          }
-          this.lastSkipped.push({ id: key, reason: e.message })
-          if (warnSkips) this.warn(`skipping damaged checkpoint: ${e.message}`)
-        }
-      }
-      if (!vanished || round >= 4) return undefined
-      this.lastSkipped = []
-    }
+    const { found, names } = await resolveNewest(this.storage, this.cache, id, load, (s) => {
+      this.lastSkipped.push(s)
+      if (warnSkips) this.warn(`skipping damaged checkpoint: ${s.reason}`)
+    })
+    if (names) this.seenAny ||= names.length > 0
+    return found
   }
 
   /** Every file of a checkpoint, verified, in memory. */
@@ -215,7 +140,7 @@ export class Checkpointer {
           done += n
           this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
         }
-        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.ledger))
+        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.committer.ledger))
       }
       return { files, json: m.json }
     })
@@ -232,15 +157,7 @@ export class Checkpointer {
     const got = await source.load()
     if (!got) return undefined
     const m = await source.cache.get(got.info.id)
-    const packed = got.files.get(STATE_FILE)
-    const entries: PendingEntry[] =
-      m.kind === 'state' && packed
-        ? (m.arrays ?? []).map((a) => ({ path: a.name, size: a.size, dtype: a.dtype, ...(a.shape ? { shape: a.shape } : {}), source: packed.subarray(a.offset, a.offset + a.size) }))
-        : m.files.map((f) => {
-            const e: PendingEntry = { path: f.path, size: f.size, source: got.files.get(f.path)! }
-            if (f.mode !== undefined) e.mode = f.mode
-            return e
-          })
+    const entries = entriesOf(m, got.files)
     const snap: Snapshot = { kind: m.kind, entries, options: { step: m.step, metadata: { ...m.metadata, copiedFrom: `${source.uri}/${got.info.id}` } } }
     if (m.json !== undefined) snap.json = m.json
     return this.serially(() => this.commit(snap))
@@ -282,7 +199,7 @@ export class Checkpointer {
     const r = await this.resolve(options.id, (m, key) =>
       restoreFiles(this.storage, key, m, root, {
         concurrency: Math.min(this.o.concurrency, 8),
-        witness: this.ledger,
+        witness: this.committer.ledger,
         onBytes: (n) => {
           done += n
           this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
@@ -398,8 +315,9 @@ export class Checkpointer {
   }
 
   private checkStep(o: WriteOptions): void {
-    if (o.step === undefined && this.lastStep !== undefined && this.lastStep >= Number.MAX_SAFE_INTEGER) {
-      throw new TaskpointError('InvalidOption', `the last step is ${this.lastStep}: there is no next step; pass { step } explicitly`)
+    const last = this.committer.lastStep
+    if (o.step === undefined && last !== undefined && last >= Number.MAX_SAFE_INTEGER) {
+      throw new TaskpointError('InvalidOption', `the last step is ${last}: there is no next step; pass { step } explicitly`)
     }
   }
 
@@ -410,149 +328,20 @@ export class Checkpointer {
    */
   async claim(): Promise<void> {
     this.checkOpen()
-    await this.register()
-  }
-
-  private async register(): Promise<void> {
-    this.registering ??= (async () => {
-      const names = await listManifestNames(this.storage)
-      const markers = await this.markers()
-      const top = [...names, ...markers].reduce((mx, n) => Math.max(mx, n.epoch), 0)
-      if (top >= Number.MAX_SAFE_INTEGER) {
-        throw new TaskpointError('EpochExhausted', `${this.uri}: a stored manifest or writer marker claims epoch ${top}, the largest there can be, so no writer can ever take over; remove it (see \`taskpoint ls\`)`)
-      }
-      const epoch = top + 1
-      const key = `${WRITER_DIR}${String(epoch).padStart(8, '0')}-${this.writerId}.json`
-      await this.storage.put(key, Buffer.from(JSON.stringify({ writer: this.writerId, epoch, attempt: this.o.attempt, at: new Date().toISOString(), pid: process.pid })), {
-        ifAbsent: true,
-      })
-      this.epoch = epoch
-      // Leftovers of killed writers: only ones far older than any live write could be.
-      if (this.storage.sweep) {
-        void this.storage.sweep({ olderThanMs: this.o.locks?.staleMs ?? 10 * 60_000 }).catch((e: unknown) => this.warn(`sweeping leftovers failed: ${(e as Error).message}`))
-      }
-    })()
-    try {
-      await this.registering
-    } catch (e) {
-      this.registering = undefined
-      throw e
-    }
-  }
-
-  private async markers(): Promise<{ epoch: number; writer: string }[]> {
-    const out: { epoch: number; writer: string }[] = []
-    for await (const o of this.storage.list(WRITER_DIR)) {
-      const m = /^writers\/(\d{8,16})-([0-9a-z]{1,40})\.json$/.exec(o.key)
-      if (m && Number.isSafeInteger(Number(m[1]))) out.push({ epoch: Number(m[1]), writer: m[2]! })
-    }
-    return out
-  }
-
-  /** Throws FencedError when a writer of a higher epoch (or the same epoch, higher id) exists. */
-  private async checkFence(names: ManifestName[]): Promise<void> {
-    const mine = { epoch: this.epoch!, writer: this.writerId }
-    const newer = [...(await this.markers()), ...names].find((o) => o.epoch > mine.epoch || (o.epoch === mine.epoch && o.writer > mine.writer))
-    if (newer) throw new FencedError(this.writerId, `writer ${newer.writer}, epoch ${newer.epoch}`)
+    await this.committer.claim()
   }
 
   private async commit(snap: Snapshot): Promise<CheckpointInfo> {
-    await this.register()
-    const total = snapshotSize(snap)
-    const step = snap.options.step ?? (this.lastStep === undefined ? 0 : this.lastStep + 1)
-    const { entries, arrays } = snap.kind === 'state' ? packState(snap.entries) : { entries: snap.entries, arrays: undefined }
-    const upload = (known: { has(hash: string, size: number): boolean }) =>
-      uploadChunks(this.storage, entries, {
-        chunkSize: this.o.chunkSize,
-        concurrency: this.o.concurrency,
-        known,
-        onProgress: (loaded, uploaded) => this.o.onProgress?.({ phase: 'upload', loaded, total, uploaded, step }),
-      })
-    const nothingKnown = { has: () => false }
-    let info: CheckpointInfo | undefined
-    for (let round = 0; !info; round++) {
-      const lock = await acquireShared(this.storage, this.writerId, this.o.locks)
-      try {
-        // Chunks this writer skips are protected by the manifests that reference them; under the
-        // lock, no collector can start, so checking that those still exist is enough.
-        for (const a of this.ledger.anchors()) if (!(await this.storage.head(a))) this.ledger.dropAnchor(a)
-        const { files, stats } = await upload(this.ledger)
-        // All chunks are durable. Now the manifest: its existence is the commit.
-        const names = await listManifestNames(this.storage)
-        await this.checkFence(names)
-        if (lock.lost !== undefined) {
-          // Not refreshed in time (a paused process): a collector may have taken us for dead and
-          // deleted chunks we rely on. Start over trusting nothing stored.
-          this.ledger.clear()
-          if (round < 2) continue
-          throw new TaskpointError('LockLost', `${this.uri}: commit abandoned, its lock could not be kept (${lock.lost}); the checkpoint was not written. Check the connection to the store and that the process is not paused for minutes`)
-        }
-        const m = await this.manifest(snap, names, step, files, arrays)
-        const key = manifestKey(m)
-        await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
-        if ((await lock.check()) !== undefined) {
-          // The lock was lost while the manifest went out: a collector may be deleting chunks it
-          // references. Once no collector runs (a new shared lock), everything is stored again.
-          const again = await acquireShared(this.storage, this.writerId, this.o.locks)
-          try {
-            await upload(nothingKnown)
-          } finally {
-            await again.release()
-          }
-        }
-        this.ledger.committed(files, key)
-        this.lastStep = step
-        this.lastUpload = stats
-        this.names = [...names, { key, epoch: m.epoch, seq: m.seq, step, writer: this.writerId }]
-        info = infoOf(key, m)
-      } finally {
-        await lock.release().catch((e: unknown) => this.warn(`releasing the commit lock failed (it goes stale): ${(e as Error).message}`))
-      }
-    }
+    const info = await this.committer.commit(snap)
+    this.seenAny = true
     if (this.o.keep !== keepAll) await this.applyRetention(info.id)
     return info
   }
 
-  private async manifest(snap: Snapshot, names: ManifestName[], step: number, files: Manifest['files'], arrays: Manifest['arrays']): Promise<Manifest> {
-    const seq = names.reduce((mx, n) => Math.max(mx, n.seq), 0) + 1
-    if (!Number.isSafeInteger(seq)) throw new TaskpointError('SeqExhausted', `${this.uri}: a stored manifest has seq ${seq - 1}, the largest there can be; remove it`)
-    const m: Manifest = {
-      format: FORMAT_VERSION,
-      kind: snap.kind,
-      seq,
-      epoch: this.epoch!,
-      writer: this.writerId,
-      step,
-      createdAt: new Date().toISOString(),
-      chunkSize: this.o.chunkSize,
-      totalSize: snapshotSize(snap),
-      metadata: snap.options.metadata ?? {},
-      repro: this.o.repro === false ? {} : { ...(await reproInfo()), ...(typeof this.o.repro === 'object' ? this.o.repro : {}) },
-      files,
-    }
-    if (this.o.attempt !== undefined) m.attempt = this.o.attempt
-    if (snap.json !== undefined) m.json = snap.json
-    if (arrays) m.arrays = arrays
-    return m
-  }
-
   private async applyRetention(intact: string): Promise<void> {
     // Retention problems never fail the commit that already succeeded; they are reported.
-    try {
-      const r = await prune(this.storage, this.o.keep, this.cache, { intact })
-      if (r.deleted.length > 0 && this.o.gc?.enabled !== false) {
-        const g = await collectGarbage(
-          this.storage,
-          // Never wait for other writers here: if any is committing, this collection is skipped and
-          // the next commit tries again.
-          { ...(this.o.gc?.minAgeMs !== undefined ? { minAgeMs: this.o.gc.minAgeMs } : {}), locks: { ...this.o.locks, waitMs: 0 }, owner: this.writerId },
-          this.cache,
-        )
-        if (g.skipped && g.blockedBy.length > 0) this.warn(`garbage collection skipped: ${g.skipped}`)
-      }
-    } catch (e) {
-      this.warn(`retention after commit failed (will retry after the next commit): ${(e as Error).message}`)
-    }
+    const problem = await retainAfterCommit(this.storage, this.o.keep, this.cache, { intact, owner: this.writerId, ...(this.o.gc ? { gc: this.o.gc } : {}), ...(this.o.locks ? { locks: this.o.locks } : {}) })
+    if (problem) this.warn(problem)
   }
 
   private throwBackgroundError(): void {

@@ -234,3 +234,29 @@ export async function collectGarbage(storage: Storage, options: GcOptions = {}, 
     await got.lock.release()
   }
 }
+
+export interface RetainOptions {
+  /** The commit just made: the checkpoint known to be intact. */
+  intact: string
+  /** Identifies the collector's lock. */
+  owner: string
+  gc?: { minAgeMs?: number; enabled?: boolean }
+  locks?: LockOptions
+}
+
+/**
+ * Retention after a commit: prune by policy, then collect garbage if anything went. Problems never
+ * fail the commit that already succeeded: they come back as a message (undefined when all went well).
+ */
+export async function retainAfterCommit(storage: Storage, policy: RetentionPolicy, cache: ManifestCache, o: RetainOptions): Promise<string | undefined> {
+  try {
+    const r = await prune(storage, policy, cache, { intact: o.intact })
+    if (r.deleted.length === 0 || o.gc?.enabled === false) return undefined
+    // Never wait for other writers here: if any is committing, this collection is skipped and the
+    // next commit tries again.
+    const g = await collectGarbage(storage, { ...(o.gc?.minAgeMs !== undefined ? { minAgeMs: o.gc.minAgeMs } : {}), locks: { ...o.locks, waitMs: 0 }, owner: o.owner }, cache)
+    return g.skipped && g.blockedBy.length > 0 ? `garbage collection skipped: ${g.skipped}` : undefined
+  } catch (e) {
+    return `retention after commit failed (will retry after the next commit): ${(e as Error).message}`
+  }
+}

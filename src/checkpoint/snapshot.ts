@@ -1,5 +1,5 @@
 import { TaskpointError } from '../errors.js'
-import { STATE_FILE, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType } from '../format/manifest.js'
+import { STATE_FILE, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType, type Manifest } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
 import { sharedBytes } from './hash.js'
 import type { ArrayInput, StateInput, WriteOptions } from './types.js'
@@ -185,4 +185,17 @@ export function packState(entries: PendingEntry[]): { entries: PendingEntry[]; a
     views.forEach((v, i) => bytes.set(v, arrays[i]!.offset))
   }
   return { entries: [{ path: STATE_FILE, size: offset, source: bytes }], arrays }
+}
+
+/** The entries of a checkpoint read back into memory, ready to be committed elsewhere as they were. */
+export function entriesOf(m: Manifest, files: Map<string, Uint8Array>): PendingEntry[] {
+  const packed = files.get(STATE_FILE)
+  if (m.kind === 'state' && packed) {
+    return (m.arrays ?? []).map((a) => ({ path: a.name, size: a.size, dtype: a.dtype, ...(a.shape ? { shape: a.shape } : {}), source: packed.subarray(a.offset, a.offset + a.size) }))
+  }
+  return m.files.map((f) => {
+    const e: PendingEntry = { path: f.path, size: f.size, source: files.get(f.path)! }
+    if (f.mode !== undefined) e.mode = f.mode
+    return e
+  })
 }

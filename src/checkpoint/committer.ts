@@ -1,0 +1,176 @@
+import { TaskpointError } from '../errors.js'
+import { FORMAT_VERSION, WRITER_DIR, encodeManifest, manifestKey, type Manifest, type ManifestName } from '../format/manifest.js'
+import type { Storage } from '../storage/types.js'
+import { uploadChunks, type UploadStats } from './commit.js'
+import { ChunkLedger } from './ledger.js'
+import { acquireShared, type LockOptions } from './locks.js'
+import { infoOf, listManifestNames } from './reader.js'
+import { reproInfo } from './repro.js'
+import { packState, snapshotSize, type Snapshot } from './snapshot.js'
+import type { CheckpointInfo, CheckpointProgress } from './types.js'
+
+/** Thrown when a newer attempt has taken over this checkpoint location; this writer must stop. */
+export class FencedError extends TaskpointError {
+  constructor(
+    readonly writer: string,
+    readonly by: string,
+  ) {
+    super(
+      'Fenced',
+      `writer ${writer} was superseded by a newer attempt (${by}) writing the same checkpoint location; this process is a leftover (zombie) and must stop writing`,
+    )
+  }
+}
+
+export interface CommitterOptions {
+  writerId: string
+  attempt?: number
+  chunkSize: number
+  concurrency: number
+  locks?: LockOptions
+  repro?: boolean | Record<string, unknown>
+  onProgress?: (p: CheckpointProgress) => void
+  onWarning: (message: string) => void
+}
+
+/**
+ * Turns snapshots into commits for one writer: takes the writer's fencing epoch, then for each
+ * snapshot stores the chunks not known to be stored intact, and writes the manifest that makes the
+ * commit, all under a shared lock so garbage collection never deletes what the commit relies on.
+ * It owns what the writer knows: its epoch, its last step and its ledger of verified chunks.
+ */
+export class Committer {
+  readonly ledger = new ChunkLedger()
+  /** Step of the newest checkpoint known (this writer's last, or the newest seen at open). */
+  lastStep: number | undefined
+  lastUpload: UploadStats | undefined
+  private epoch: number | undefined
+  private registering: Promise<void> | undefined
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly o: CommitterOptions,
+  ) {}
+
+  /**
+   * Takes over this location as its newest writer: any writer that claimed it earlier fails its
+   * next commit with FencedError.
+   */
+  async claim(): Promise<void> {
+    this.registering ??= this.register()
+    try {
+      await this.registering
+    } catch (e) {
+      this.registering = undefined
+      throw e
+    }
+  }
+
+  private async register(): Promise<void> {
+    const names = await listManifestNames(this.storage)
+    const markers = await this.markers()
+    const top = [...names, ...markers].reduce((mx, n) => Math.max(mx, n.epoch), 0)
+    if (top >= Number.MAX_SAFE_INTEGER) {
+      throw new TaskpointError('EpochExhausted', `${this.storage.uri}: a stored manifest or writer marker claims epoch ${top}, the largest there can be, so no writer can ever take over; remove it (see \`taskpoint ls\`)`)
+    }
+    const epoch = top + 1
+    const key = `${WRITER_DIR}${String(epoch).padStart(8, '0')}-${this.o.writerId}.json`
+    const marker = { writer: this.o.writerId, epoch, attempt: this.o.attempt, at: new Date().toISOString(), pid: process.pid }
+    await this.storage.put(key, Buffer.from(JSON.stringify(marker)), { ifAbsent: true })
+    this.epoch = epoch
+    // Leftovers of killed writers: only ones far older than any live write could be.
+    void this.storage.sweep?.({ olderThanMs: this.o.locks?.staleMs ?? 10 * 60_000 }).catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
+  }
+
+  private async markers(): Promise<{ epoch: number; writer: string }[]> {
+    const out: { epoch: number; writer: string }[] = []
+    for await (const o of this.storage.list(WRITER_DIR)) {
+      const m = /^writers\/(\d{8,16})-([0-9a-z]{1,40})\.json$/.exec(o.key)
+      if (m && Number.isSafeInteger(Number(m[1]))) out.push({ epoch: Number(m[1]), writer: m[2]! })
+    }
+    return out
+  }
+
+  /** Throws FencedError when a writer of a higher epoch (or the same epoch, higher id) exists. */
+  private async checkFence(names: ManifestName[]): Promise<void> {
+    const mine = { epoch: this.epoch!, writer: this.o.writerId }
+    const newer = [...(await this.markers()), ...names].find((o) => o.epoch > mine.epoch || (o.epoch === mine.epoch && o.writer > mine.writer))
+    if (newer) throw new FencedError(this.o.writerId, `writer ${newer.writer}, epoch ${newer.epoch}`)
+  }
+
+  /** Commits one snapshot; resolves once its manifest is stored. */
+  async commit(snap: Snapshot): Promise<CheckpointInfo> {
+    await this.claim()
+    const total = snapshotSize(snap)
+    const step = snap.options.step ?? (this.lastStep === undefined ? 0 : this.lastStep + 1)
+    const { entries, arrays } = snap.kind === 'state' ? packState(snap.entries) : { entries: snap.entries, arrays: undefined }
+    const upload = (known: { has(hash: string, size: number): boolean }) =>
+      uploadChunks(this.storage, entries, {
+        chunkSize: this.o.chunkSize,
+        concurrency: this.o.concurrency,
+        known,
+        onProgress: (loaded, uploaded) => this.o.onProgress?.({ phase: 'upload', loaded, total, uploaded, step }),
+      })
+    for (let round = 0; ; round++) {
+      const lock = await acquireShared(this.storage, this.o.writerId, this.o.locks)
+      try {
+        // Chunks this writer skips are protected by the manifests that reference them; under the
+        // lock, no collector can start, so checking that those still exist is enough.
+        for (const a of this.ledger.anchors()) if (!(await this.storage.head(a))) this.ledger.dropAnchor(a)
+        const { files, stats } = await upload(this.ledger)
+        // All chunks are durable. Now the manifest: its existence is the commit.
+        const names = await listManifestNames(this.storage)
+        await this.checkFence(names)
+        if (lock.lost !== undefined) {
+          // Not refreshed in time (a paused process): a collector may have taken us for dead and
+          // deleted chunks we rely on. Start over trusting nothing stored.
+          this.ledger.clear()
+          if (round < 2) continue
+          throw new TaskpointError('LockLost', `${this.storage.uri}: commit abandoned, its lock could not be kept (${lock.lost}); the checkpoint was not written. Check the connection to the store and that the process is not paused for minutes`)
+        }
+        const m = await this.manifest(snap, names, step, files, arrays)
+        const key = manifestKey(m)
+        await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
+        if ((await lock.check()) !== undefined) {
+          // The lock was lost while the manifest went out: a collector may be deleting chunks it
+          // references. Once no collector runs (a new shared lock), everything is stored again.
+          const again = await acquireShared(this.storage, this.o.writerId, this.o.locks)
+          try {
+            await upload({ has: () => false })
+          } finally {
+            await again.release()
+          }
+        }
+        this.ledger.committed(files, key)
+        this.lastStep = step
+        this.lastUpload = stats
+        return infoOf(key, m)
+      } finally {
+        await lock.release().catch((e: unknown) => this.o.onWarning(`releasing the commit lock failed (it goes stale): ${(e as Error).message}`))
+      }
+    }
+  }
+
+  private async manifest(snap: Snapshot, names: ManifestName[], step: number, files: Manifest['files'], arrays: Manifest['arrays']): Promise<Manifest> {
+    const seq = names.reduce((mx, n) => Math.max(mx, n.seq), 0) + 1
+    if (!Number.isSafeInteger(seq)) throw new TaskpointError('SeqExhausted', `${this.storage.uri}: a stored manifest has seq ${seq - 1}, the largest there can be; remove it`)
+    const m: Manifest = {
+      format: FORMAT_VERSION,
+      kind: snap.kind,
+      seq,
+      epoch: this.epoch!,
+      writer: this.o.writerId,
+      step,
+      createdAt: new Date().toISOString(),
+      chunkSize: this.o.chunkSize,
+      totalSize: snapshotSize(snap),
+      metadata: snap.options.metadata ?? {},
+      repro: this.o.repro === false ? {} : { ...(await reproInfo()), ...(typeof this.o.repro === 'object' ? this.o.repro : {}) },
+      files,
+    }
+    if (this.o.attempt !== undefined) m.attempt = this.o.attempt
+    if (snap.json !== undefined) m.json = snap.json
+    if (arrays) m.arrays = arrays
+    return m
+  }
+}

@@ -1,0 +1,48 @@
+import { TaskpointError } from '../errors.js'
+import type { CheckpointKind } from '../format/manifest.js'
+import type { OpenStorageOptions } from '../storage/resolve.js'
+import type { LockOptions } from './locks.js'
+import type { RetentionPolicy } from './retention.js'
+import type { CheckpointInfo, CheckpointProgress } from './types.js'
+
+export interface CheckpointerOptions {
+  /** Which checkpoints survive a commit. Default: keep all. See `latest`, `everyNSteps`, `best`, `anyOf`. */
+  keep?: RetentionPolicy
+  /** Chunk size for content addressing and parallel upload. Default 4 MiB. */
+  chunkSize?: number
+  /** Chunk transfers in flight. Default 8 on local disk, 16 on S3/GCS. */
+  concurrency?: number
+  /** Options for the storage the URI opens (ignored when a `Storage` is passed). */
+  storage?: OpenStorageOptions
+  /** Identifies this writer in manifests and fencing markers. Default: random. */
+  writerId?: string
+  /** Task attempt number, recorded in each manifest. */
+  attempt?: number
+  /** Garbage collection after retention. `minAgeMs`: leave unreferenced chunks younger than this (default 15 min). */
+  gc?: { minAgeMs?: number; enabled?: boolean }
+  /** Timing of the locks that keep garbage collection off a commit in flight (see `LockOptions`). */
+  locks?: LockOptions
+  /** Extra reproducibility fields, or false to record none. Default: versions, platform, git commit, entry hash. */
+  repro?: boolean | Record<string, unknown>
+  onProgress?: (p: CheckpointProgress) => void
+  /** Where skipped (corrupt) checkpoints and other non-fatal problems are reported. Default: console.warn. */
+  onWarning?: (message: string) => void
+}
+
+export class CheckpointKindError extends TaskpointError {
+  constructor(expected: string, got: CheckpointKind, id: string) {
+    super('WrongKind', `checkpoint ${id} is a ${got} checkpoint, not ${expected}: use ${got === 'state' ? 'readState()' : got === 'files' ? 'restore(dir)' : 'read()'}`)
+  }
+}
+
+export interface RestoreResult {
+  info: CheckpointInfo
+  files: string[]
+}
+
+export interface LoadedFiles {
+  info: CheckpointInfo
+  files: Map<string, Uint8Array>
+  json: unknown
+}
+
