@@ -23,9 +23,9 @@ import type { Storage } from '../storage/types.js'
 export const LOCK_DIR = 'locks/'
 
 export interface LockOptions {
-  /** A lock not refreshed for this long is dead. Default 10 minutes. */
+  /** A lock not refreshed for this long is dead. Default 3 minutes. */
   staleMs?: number
-  /** How often a held lock is rewritten. Default staleMs / 5. */
+  /** How often a held lock is rewritten. Default staleMs / 6 (30 s). */
   refreshMs?: number
   /** A collector waits this long for writers' commits to end before giving up. Default 60 s. */
   waitMs?: number
@@ -40,9 +40,9 @@ interface Resolved {
 }
 
 function resolve(o: LockOptions = {}): Resolved {
-  const staleMs = o.staleMs ?? 10 * 60_000
+  const staleMs = o.staleMs ?? 3 * 60_000
   if (!(staleMs > 0)) throw new RangeError(`locks.staleMs must be > 0, got ${staleMs}`)
-  return { staleMs, refreshMs: o.refreshMs ?? Math.max(1, Math.floor(staleMs / 5)), waitMs: o.waitMs ?? 60_000 }
+  return { staleMs, refreshMs: o.refreshMs ?? Math.max(1, Math.floor(staleMs / 6)), waitMs: o.waitMs ?? 60_000 }
 }
 
 interface Seen {
@@ -83,6 +83,12 @@ export class HeldLock {
 
   private async refresh(): Promise<void> {
     if (this.released || this.lostReason) return
+    // After a gap (a paused process), others may already have taken the lock for dead: it must
+    // not be revived by a rewrite that would hide that.
+    if (this.lost) {
+      this.lostReason = this.lost
+      return
+    }
     try {
       // Rewriting a lock that was removed as stale would hide that it was: check first.
       if (!(await this.storage.head(this.key))) {

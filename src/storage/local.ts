@@ -114,15 +114,17 @@ export class LocalStorage implements Storage {
    * is simply created again.
    */
   private async openTemp(dir: string): Promise<{ fh: fs.FileHandle; tmp: string }> {
+    // A concurrent delete may remove the directory (left empty) between our mkdir and open, or
+    // even inside the recursive mkdir: both show as ENOENT and are tried again.
     for (let i = 0; ; i++) {
-      const created = await fs.mkdir(dir, { recursive: true })
-      // Directories above the root that we had to create: their entries must be durable too.
-      if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
       const tmp = path.join(dir, tempName())
       try {
+        const created = await fs.mkdir(dir, { recursive: true })
+        // Directories above the root that we had to create: their entries must be durable too.
+        if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
         return { fh: await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644), tmp }
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 4) throw e
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 9) throw e
       }
     }
   }
