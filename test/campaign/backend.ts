@@ -29,6 +29,11 @@ export interface CampaignOptions {
   /** Endpoints of the test servers (for s3/gcs). */
   endpoint?: string
   log: (line: string) => void
+  /**
+   * Self-test of the checker: after each writer, delete the newest resolved write's manifest
+   * *without* recording it as our damage. A campaign run with this must miss the exactness bar.
+   */
+  sabotage?: boolean
 }
 
 const BUCKET = 'taskpoint-campaign'
@@ -145,7 +150,7 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
     } else Object.assign(env, { STORAGE_EMULATOR_HOST: proxy.url, GOOGLE_CLOUD_PROJECT: PROJECT })
   }
   const retry = { retries: 4, minTimeoutMs: 20, maxTimeoutMs: 300 }
-  const requestTimeoutMs = 2500
+  const requestTimeoutMs = 1500
   const locks = { staleMs: 2000, refreshMs: 300, waitMs: 1500 }
   const storageOptions = (endpoint: string | undefined): OpenStorageOptions => ({
     retry,
@@ -158,14 +163,21 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
   const served = (): number => (proxy ? Object.values(proxy.served).reduce((s: number, n) => s + (n as number), 0) : 0)
   const servedAtStart = served()
 
+  // Stalls cost a whole request timeout each: rarer than the rest so a run still does many kills.
+  const faultWeights = Object.fromEntries(faultKinds.map((k) => [k, k === 'stall' ? 1 : 3])) as Record<string, number>
   const injectSome = (max: number): void => {
     if (!proxy) return
-    for (let n = rng.int(0, max); n > 0; n--) {
-      const kind = rng.pick(faultKinds)
-      // Mostly whatever request comes next; sometimes only downloads (GET) or only uploads (PUT/POST).
-      const which = rng.weighted({ any: 3, get: 2, put: 2 })
+    // Now and then a burst of one fault on one kind of request, more than the retries absorb, so
+    // operations really fail (and a write that failed must not have committed).
+    const burst = rng.next() < 0.12
+    const count = burst ? retry.retries + rng.int(1, 2) : rng.int(0, max)
+    let kind = rng.weighted(faultWeights)
+    // Mostly whatever request comes next; sometimes only downloads (GET) or only uploads (PUT/POST).
+    const which = rng.weighted({ any: 3, get: 2, put: 2 })
+    for (let n = count; n > 0; n--) {
       const m = which === 'any' ? undefined : which === 'get' ? (r: { method?: string }) => r.method === 'GET' : (r: { method?: string }) => r.method === 'PUT' || r.method === 'POST'
       ;(proxy.inject as (f: InjectFault, m?: unknown) => void)([kind] as InjectFault, m)
+      if (!burst) kind = rng.weighted(faultWeights)
     }
   }
   const clearFaults = (): void => {
@@ -411,6 +423,10 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
         note(`damage ${kind} failed: ${codeOf(e)} ${(e as Error).message}`)
       }
     }
+    if (o.sabotage) {
+      const victim = exp.floor()
+      for await (const ob of direct.list(MANIFEST_DIR)) if (victim !== undefined && parseManifestKey(ob.key)?.step === victim) await direct.delete(ob.key)
+    }
     await faultyCheck(`after writer ${i}`)
     await cleanCheck(`after writer ${i}`)
   }
@@ -426,8 +442,12 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
       if (step !== undefined && !exp.excused.has(step)) note(`final prune dropped ${d.id}, which we never damaged: ${d.reason}`)
     }
     // Dead writers' locks go stale after staleMs: wait that long at most, then collect.
+    // A killed collector's exclusive lock makes the next one give way at once until it is stale.
     let g = await collectGarbage(direct, { minAgeMs: 0, sweepAgeMs: 0, locks: { ...locks, waitMs: locks.staleMs * 3 } })
-    if (g.skipped) g = await collectGarbage(direct, { minAgeMs: 0, sweepAgeMs: 0, locks: { ...locks, waitMs: locks.staleMs * 3 } })
+    for (let n = 0; g.skipped && g.blockedBy.length === 0 && n < 5; n++) {
+      await sleep(locks.staleMs)
+      g = await collectGarbage(direct, { minAgeMs: 0, sweepAgeMs: 0, locks: { ...locks, waitMs: locks.staleMs * 3 } })
+    }
     o.log(`  [${name}] final gc: ${g.skipped ?? `deleted ${g.deletedChunks} chunk(s), ${g.staleLocks} stale lock(s), swept ${JSON.stringify(g.swept)}`}`)
     if (g.skipped) note(`final gc did nothing: ${g.skipped}`)
     // The next restore sweeps what killed restores left in the directories it writes.

@@ -4,6 +4,8 @@
 //
 //   npm run test:campaign -- [--seconds 60] [--backends local,s3,gcs] [--seed N] [--json]
 //                            [--read-deadline-ms 20000] [--kill-max-ms 1500]
+//   --sabotage: a self-test of the checker (it deletes resolved checkpoints behind its own back and
+//   must then fail); never use it to judge the library.
 //
 // Every random choice comes from --seed (printed at the start), so a failing run can be replayed
 // with the same choices; the instants at which processes die depend on the machine's speed, so a
@@ -62,6 +64,7 @@ try {
       cli: path.join(here, '..', '..', 'src', 'cli', 'main.js'),
       ...(b === 's3' ? { endpoint: servers!.s3! } : b === 'gcs' ? { endpoint: servers!.gcs! } : {}),
       log,
+      sabotage: process.argv.includes('--sabotage'),
     })
     log(summary(t, (performance.now() - t0) / 1000))
     tallies.push(t)
