@@ -34,6 +34,11 @@ export interface CampaignOptions {
    * *without* recording it as our damage. A campaign run with this must miss the exactness bar.
    */
   sabotage?: boolean
+  /**
+   * Also freeze (SIGSTOP) a writer or the maintainer for up to twice the lock stale time, then let
+   * it go on (SIGCONT): the attack on lease-based locks, beyond what a kill can do.
+   */
+  pauses?: boolean
 }
 
 const BUCKET = 'taskpoint-campaign'
@@ -63,13 +68,23 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 interface Child {
   proc: ChildProcess
+  /** Signals go to the child's whole process group (the maintainer's `taskpoint` children too). */
+  signal(sig: NodeJS.Signals): void
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   stderr: () => string
   killedByUs: boolean
 }
 
 function spawnChild(script: string, config: ChildConfig, env: Record<string, string>, onLine: (words: string[], line: string) => void): Child {
-  const proc = spawn(process.execPath, [script, JSON.stringify(config)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  // Its own process group, so a kill or a freeze reaches the CLI processes it started as well.
+  const proc = spawn(process.execPath, [script, JSON.stringify(config)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const signal = (sig: NodeJS.Signals): void => {
+    try {
+      process.kill(-proc.pid!, sig)
+    } catch {
+      // the group is gone already
+    }
+  }
   let err = ''
   proc.stderr!.on('data', (d) => (err.length < 20_000 ? (err += d) : undefined))
   const rl = createInterface({ input: proc.stdout! })
@@ -77,15 +92,14 @@ function spawnChild(script: string, config: ChildConfig, env: Record<string, str
   // Resolve only once stdout is drained, so every line the child printed has been handled.
   const closed = new Promise<void>((r) => rl.once('close', r))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.once('exit', (code, signal) => void closed.then(() => r({ code, signal }))))
-  return { proc, exited, stderr: () => err, killedByUs: false }
+  return { proc, signal, exited, stderr: () => err, killedByUs: false }
 }
 
 async function kill(c: Child | undefined): Promise<void> {
   if (!c) return
-  if (c.proc.exitCode === null && c.proc.signalCode === null) {
-    c.killedByUs = true
-    c.proc.kill('SIGKILL')
-  }
+  if (c.proc.exitCode === null && c.proc.signalCode === null) c.killedByUs = true
+  // The whole group, even when the leader already ended: a CLI process it started may live on.
+  c.signal('SIGKILL')
   await c.exited
 }
 
@@ -196,6 +210,9 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
     maintainer = spawnChild(path.join(o.distDir, 'maintainer.js'), childConfig(mix(o.seed, name, 'mt', i), 0, base), env, (w, line) => {
       if (w[0] !== 'op' && w[0] !== 'err') return
       t.operations++
+      const what = w[2] ?? ''
+      const outcome = w[0] === 'err' ? `error ${what}` : what.startsWith('deleted') ? (what.includes('gc=skipped') ? 'gc-skipped' : 'ok') : what
+      t.maintenance[`${w[1]} ${outcome}`] = (t.maintenance[`${w[1]} ${outcome}`] ?? 0) + 1
       if (w[0] === 'err' && w[2]?.startsWith('untyped')) {
         t.untypedErrors++
         note(`maintainer ${w[1]}: untyped error ${line.slice(0, 300)}`)
@@ -391,8 +408,19 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
     }
     const killAt = rng.int(0, o.killMaxMs)
     const midFaults = setTimeout(() => injectSome(2), rng.int(0, killAt))
-    await Promise.race([sleep(killAt), exited])
-    clearTimeout(midFaults)
+    const timers = [midFaults]
+    let waitFor = killAt
+    if (o.pauses && rng.next() < 0.5) {
+      const victim = maintainer && rng.next() < 0.5 ? maintainer : writer
+      const at = rng.int(0, killAt)
+      const hold = rng.int(locks.staleMs / 2, locks.staleMs * 2)
+      t.pauses++
+      timers.push(setTimeout(() => victim.signal('SIGSTOP'), at), setTimeout(() => victim.signal('SIGCONT'), at + hold))
+      // Let the frozen process go on for a while before the kill, so what it does after waking is seen.
+      waitFor = at + hold + rng.int(0, o.killMaxMs)
+    }
+    await Promise.race([sleep(waitFor), exited])
+    for (const tm of timers) clearTimeout(tm)
     await kill(writer)
     const r = await writer.exited
     if (writer.killedByUs) t.kills++

@@ -77,15 +77,19 @@ export function mix(...parts: (number | string)[]): number {
 
 /**
  * The bytes of one step: a prefix shared by every step of the run (so checkpoints share chunks and
- * damage to one chunk touches many), then a tail of its own whose length varies, sometimes zero.
+ * damage to one chunk touches many), then whole chunks drawn from a small pool (so a chunk that
+ * retention left unreferenced is soon uploaded again by a later step, while a collector may be
+ * deciding to delete it), then a tail of its own whose length varies, sometimes zero.
  */
 export function payload(payloadSeed: number, step: number): Uint8Array {
   const shared = new Rng(payloadSeed).bytes(3 * CHUNK_SIZE)
   const r = new Rng(mix(payloadSeed, step))
-  const tail = r.next() < 0.1 ? 0 : r.int(1, 5 * CHUNK_SIZE + 77)
-  const out = new Uint8Array(shared.length + tail)
+  const blocks = Array.from({ length: r.int(0, 3) }, () => new Rng(mix(payloadSeed, 'pool', r.int(0, 5))).bytes(CHUNK_SIZE))
+  const tail = r.next() < 0.2 ? 0 : r.int(1, CHUNK_SIZE + 77)
+  const out = new Uint8Array(shared.length + blocks.length * CHUNK_SIZE + tail)
   out.set(shared)
-  out.set(r.bytes(tail), shared.length)
+  blocks.forEach((b, i) => out.set(b, shared.length + i * CHUNK_SIZE))
+  out.set(r.bytes(tail), shared.length + blocks.length * CHUNK_SIZE)
   return out
 }
 

@@ -6,6 +6,8 @@ export interface Tally {
   backend: string
   seconds: number
   kills: number
+  /** Writers or maintainers frozen past the lock stale time (only with --pauses). */
+  pauses: number
   /** Writers that stopped on their own after a write rejected (they exit so the check comes first). */
   writerStops: number
   /** Writers that could not open or resume within the retries (store unreachable through the faults). */
@@ -17,6 +19,8 @@ export interface Tally {
   faultsInjected: number
   faultKinds: Record<string, number>
   operations: number
+  /** Maintenance operations by name and how they ended (ok, busy, blocked, killed, error code). */
+  maintenance: Record<string, number>
   resolvedWrites: number
   /** A read returned bytes other than what the writer wrote for the step it names. */
   wrongBytes: number
@@ -43,8 +47,8 @@ export interface Tally {
 
 export function newTally(backend: string, seconds: number): Tally {
   return {
-    backend, seconds, kills: 0, writerStops: 0, startFailures: 0, crashes: 0, damages: 0, damageKinds: {}, faultsInjected: 0, faultKinds: {},
-    operations: 0, resolvedWrites: 0, wrongBytes: 0, resolvedLost: 0, damagedByLibrary: 0, hangs: 0, committedButReportedFailed: 0,
+    backend, seconds, kills: 0, pauses: 0, writerStops: 0, startFailures: 0, crashes: 0, damages: 0, damageKinds: {}, faultsInjected: 0, faultKinds: {},
+    operations: 0, maintenance: {}, resolvedWrites: 0, wrongBytes: 0, resolvedLost: 0, damagedByLibrary: 0, hangs: 0, committedButReportedFailed: 0,
     ambiguousFailures: 0, readErrorsUnderFaults: 0, fallbacksUnderFaults: 0, untypedErrors: 0, leftoverTempBytes: 0, leftoverTempFiles: 0,
     unfinishedUploads: undefined, findings: [],
   }

@@ -4,6 +4,7 @@
 //
 //   npm run test:campaign -- [--seconds 60] [--backends local,s3,gcs] [--seed N] [--json]
 //                            [--read-deadline-ms 20000] [--kill-max-ms 1500]
+//   --pauses: also freeze writers and the maintainer past the lock stale time (SIGSTOP, SIGCONT).
 //   --sabotage: a self-test of the checker (it deletes resolved checkpoints behind its own back and
 //   must then fail); never use it to judge the library.
 //
@@ -65,6 +66,7 @@ try {
       ...(b === 's3' ? { endpoint: servers!.s3! } : b === 'gcs' ? { endpoint: servers!.gcs! } : {}),
       log,
       sabotage: process.argv.includes('--sabotage'),
+      pauses: process.argv.includes('--pauses'),
     })
     log(summary(t, (performance.now() - t0) / 1000))
     tallies.push(t)
@@ -77,10 +79,11 @@ function summary(t: Tally, took: number): string {
   const kinds = (r: Record<string, number>): string => Object.entries(r).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'
   const lines = [
     `[campaign] ${t.backend}: ${took.toFixed(0)} s, seed ${seed}`,
-    `  kills ${t.kills}, writers stopped by a failed write ${t.writerStops}, writers that could not start ${t.startFailures}, crashes ${t.crashes}`,
+    `  kills ${t.kills}${t.pauses ? ` (and ${t.pauses} freezes past the lock stale time)` : ''}, writers stopped by a failed write ${t.writerStops}, writers that could not start ${t.startFailures}, crashes ${t.crashes}`,
     `  damages ${t.damages} (${kinds(t.damageKinds)})`,
     `  faults injected ${t.faultsInjected} (${t.backend === 'local' ? 'no proxy on local disk' : kinds(t.faultKinds)})`,
     `  operations tried ${t.operations}, resolved writes ${t.resolvedWrites}, ambiguous async failures ${t.ambiguousFailures}`,
+    `  maintenance beside the writers: ${kinds(t.maintenance)}`,
     `  reads through faults: ${t.readErrorsUnderFaults} typed errors, ${t.fallbacksUnderFaults} fallbacks (both allowed)`,
     `  untyped errors ${t.untypedErrors} (house rule: should be 0)`,
     ...bars(t).map((b) => `  ${b.name}: ${b.value}  (bar 0) ${b.value === 0 ? 'ok' : 'MISSED'}`),
