@@ -1,19 +1,11 @@
 /**
  * Every error taskpoint throws on purpose is a `TaskpointError` with a stable `code`, so callers
  * can branch on `err.code` instead of parsing messages. Messages say what went wrong, where, and
- * what to do about it.
+ * what to do about it. The codes below are the whole vocabulary: a code is never renamed once
+ * released (tests and users branch on them).
  */
-export class TaskpointError extends Error {
-  readonly code: string
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.name = new.target.name
-    this.code = code
-  }
-}
 
-export type StorageBackend = 'local' | 's3' | 'gcs'
-
+/** Codes of storage failures, from any driver. */
 export type StorageErrorCode =
   | 'NotFound'
   | 'AlreadyExists'
@@ -25,6 +17,63 @@ export type StorageErrorCode =
   | 'NoSpace'
   | 'SizeMismatch'
   | 'Unknown'
+
+/** Codes of option and input mistakes: the caller must change the call, retrying cannot help. */
+export type ConfigErrorCode =
+  | 'InvalidOption' // a Checkpointer, retention or lock option, or a write's step/metadata
+  | 'TaskConfig' // task(...) options and cached task inputs
+  | 'BullmqConfig' // the BullMQ integration's options and jobs
+  | 'InvalidConfig' // storage: URI, bucket name, credentials (thrown as StorageConfigError)
+
+/** Codes of the checkpoint layer: damaged or missing checkpoints, writer fencing, lifecycle. */
+export type CheckpointErrorCode =
+  | 'CorruptCheckpoint'
+  | 'UnsupportedFormat'
+  | 'Fenced'
+  | 'WrongKind'
+  | 'EpochExhausted'
+  | 'SeqExhausted'
+  | 'LockLost'
+  | 'Closed'
+  | 'RestoreConflict'
+  | 'NotACheckpoint'
+  | 'NoIntactCheckpoint'
+  | 'NoCheckpoints'
+  | 'NoSuchCheckpoint'
+  | 'NoSuchFile'
+
+/** Codes of the task runtime and the integrations. */
+export type RuntimeErrorCode = 'Recoverable' | 'NoTaskContext' | 'TfState'
+
+export type TaskpointErrorCode = StorageErrorCode | ConfigErrorCode | CheckpointErrorCode | RuntimeErrorCode
+
+export class TaskpointError extends Error {
+  readonly code: TaskpointErrorCode
+  constructor(code: TaskpointErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/**
+ * An option or input the caller must change: a value out of range, a missing setting, data that
+ * cannot be stored. One class for every layer's option mistakes; subclasses keep their own code
+ * (`TaskConfig`, `BullmqConfig`) so existing branches on `err.code` still hold. Storage URI and
+ * credential mistakes are `StorageConfigError` (a `StorageError`, code `InvalidConfig`) because they
+ * carry the backend and key; `isConfigError` answers for both.
+ */
+export class ConfigError extends TaskpointError {
+  constructor(message: string, code: Exclude<ConfigErrorCode, 'InvalidConfig'> = 'InvalidOption') {
+    super(code, message)
+  }
+}
+
+/**
+ * Names the storage driver in errors: a registry name ('local', 's3', 'gcs', or whatever a custom
+ * driver registers), not a closed list.
+ */
+export type StorageBackend = string
 
 export interface StorageErrorDetails {
   backend: StorageBackend
@@ -115,6 +164,30 @@ export class SizeMismatchError extends StorageError {
   }
 }
 
+const CONFIG_CODES: ReadonlySet<string> = new Set<ConfigErrorCode>(['InvalidOption', 'TaskConfig', 'BullmqConfig', 'InvalidConfig'])
+
+/** The code of a taskpoint error, or undefined for anything else. */
+function codeOf(err: unknown): TaskpointErrorCode | undefined {
+  return err instanceof TaskpointError ? err.code : undefined
+}
+
+/** A fault that may pass if the same operation is tried again (5xx, throttling, reset, timeout). */
 export function isTransient(err: unknown): boolean {
   return err instanceof StorageError && err.code === 'Transient'
+}
+
+/** The object (not the bucket) does not exist. */
+export function isNotFound(err: unknown): boolean {
+  return codeOf(err) === 'NotFound'
+}
+
+/** A create-if-absent met an object that someone else wrote. */
+export function isAlreadyExists(err: unknown): boolean {
+  return codeOf(err) === 'AlreadyExists'
+}
+
+/** An option, input, URI or credential mistake: fix the call or the environment, do not retry. */
+export function isConfigError(err: unknown): boolean {
+  const code = codeOf(err)
+  return code !== undefined && CONFIG_CODES.has(code)
 }

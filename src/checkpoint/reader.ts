@@ -1,5 +1,5 @@
 import pLimit from 'p-limit'
-import { StorageError } from '../errors.js'
+import { StorageError, isNotFound } from '../errors.js'
 import {
   CorruptCheckpointError,
   MANIFEST_DIR,
@@ -37,7 +37,7 @@ export class ManifestCache {
       p = this.storage.get(key).then(
         (bytes) => decodeManifest(key, bytes),
         (e: unknown) => {
-          if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)', true)
+          if (isNotFound(e)) throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)', true)
           throw e
         },
       )
@@ -92,7 +92,7 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
       // ever being read whole into memory.
       bytes = await storage.get(chunkKey(hash), into && into.byteLength >= size ? { into, range: { offset: 0, length: size + 1 } } : { range: { offset: 0, length: size + 1 } })
     } catch (e) {
-      if (e instanceof StorageError && e.code === 'NotFound') {
+      if (isNotFound(e)) {
         why = 'is missing'
         break
       }
@@ -111,10 +111,9 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
   throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… ${why}`)
 }
 
-/** An object larger than the buffer it was read into: drivers say so with a RangeError, wrapped or not. */
+/** An object larger than the buffer it was read into: every driver says so with `SizeMismatchError`. */
 function isSizeMismatch(e: unknown): boolean {
-  const err = e as { code?: unknown; cause?: unknown } | undefined
-  return e instanceof RangeError || err?.code === 'SizeMismatch' || (err?.cause instanceof RangeError && err.cause.message.includes("'into'"))
+  return e instanceof StorageError && e.code === 'SizeMismatch'
 }
 
 /** Runs `fn` for every chunk of a file with its offset in the file, at most `concurrency` at once. */
