@@ -76,7 +76,8 @@ export class ConfigError extends TaskpointError {
 export type StorageBackend = string
 
 export interface StorageErrorDetails {
-  backend: StorageBackend
+  /** The driver that failed; absent when no storage is involved (a name inside a checkpoint). */
+  backend?: StorageBackend | undefined
   /** The full key or path the operation touched, when there is one. */
   key?: string
   /** The operation that failed, e.g. `get`, `put`, `list`. */
@@ -86,11 +87,11 @@ export interface StorageErrorDetails {
 
 export class StorageError extends TaskpointError {
   override readonly code: StorageErrorCode
-  readonly backend: StorageBackend
+  readonly backend: StorageBackend | undefined
   readonly key: string | undefined
   readonly op: string | undefined
   constructor(code: StorageErrorCode, message: string, details: StorageErrorDetails) {
-    const where = `[${details.backend}${details.op ? ` ${details.op}` : ''}${details.key !== undefined ? ` ${details.key}` : ''}]`
+    const where = `[${[details.backend, details.op, details.key].filter((part) => part !== undefined && part !== '').join(' ')}]`
     super(code, `${where} ${message}`, { cause: details.cause })
     this.code = code
     this.backend = details.backend

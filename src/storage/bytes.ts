@@ -1,11 +1,5 @@
-import { Transform, type Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { SizeMismatchError, type StorageErrorDetails } from '../errors.js'
-
-export async function collect(src: AsyncIterable<Uint8Array> | Readable): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const p of src as AsyncIterable<Uint8Array>) parts.push(p)
-  return Buffer.concat(parts)
-}
 
 /**
  * Reads a download body to the end, reporting progress (for the stall timer) and writing straight
@@ -32,44 +26,4 @@ export async function readBody(
     n += p.byteLength
   }
   return into ? into.subarray(0, n) : parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts)
-}
-
-/**
- * A pass-through for a stream handed to the caller that ends it with `error()` when no data comes
- * from the source for `stallMs` while the caller waits (nothing buffered for it); `onStall` then
- * releases the source. Time the caller spends not reading never counts as a stall. `onChunk` and
- * `atEnd` let the owner check what went through (length, checksum) before the stream ends.
- */
-export function stallGuard(o: {
-  stallMs: number
-  error: () => Error
-  onStall?: () => void
-  onChunk?: (chunk: Buffer) => void
-  atEnd?: () => Error | undefined
-}): Transform {
-  let timer: NodeJS.Timeout | undefined
-  const arm = (): void => {
-    clearTimeout(timer)
-    timer = setTimeout(() => {
-      if (t.destroyed || t.writableFinished) return
-      if (t.readableLength > 0) return arm() // the caller, not the source, is behind
-      o.onStall?.()
-      t.destroy(o.error())
-    }, o.stallMs)
-    timer.unref()
-  }
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      arm()
-      o.onChunk?.(chunk)
-      cb(null, chunk)
-    },
-    flush(cb) {
-      clearTimeout(timer)
-      cb(o.atEnd?.())
-    },
-  })
-  t.once('close', () => clearTimeout(timer))
-  arm()
-  return t
 }
