@@ -116,17 +116,14 @@ function isSizeMismatch(e: unknown): boolean {
   return e instanceof StorageError && e.code === 'SizeMismatch'
 }
 
-/** Runs `fn` for every chunk of a file with its offset in the file, at most `concurrency` at once. */
-export async function eachChunk(entry: FileEntry, concurrency: number, fn: (c: ChunkRef, at: number) => Promise<void>): Promise<void> {
-  const limit = pLimit(concurrency)
-  let offset = 0
-  await Promise.all(
-    entry.chunks.map((c) => {
-      const at = offset
-      offset += c.size
-      return limit(() => fn(c, at))
-    }),
-  )
+/** Each chunk of a file with its offset in the file. */
+function chunksWithOffsets(entry: FileEntry): { chunk: ChunkRef; at: number }[] {
+  let at = 0
+  return entry.chunks.map((chunk) => {
+    const placed = { chunk, at }
+    at += chunk.size
+    return placed
+  })
 }
 
 /** Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified. */
@@ -140,7 +137,7 @@ export async function readEntry(
 ): Promise<Uint8Array> {
   // Shared memory: chunks land in place and worker threads verify them without a copy.
   const out = sharedBytes(entry.size)
-  await eachChunk(entry, concurrency, async (c, at) => {
+  await pLimit(concurrency).map(chunksWithOffsets(entry), async ({ chunk: c, at }) => {
     const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size), witness)
     if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
     onBytes?.(c.size)

@@ -8,18 +8,18 @@ import { SizeMismatchError, type StorageErrorDetails } from '../errors.js'
  */
 export async function readBody(
   src: AsyncIterable<Uint8Array> | Readable,
-  o: { into?: Uint8Array | undefined; progress: () => void; details: StorageErrorDetails; announced?: number | undefined },
+  read: { into?: Uint8Array | undefined; progress: () => void; details: StorageErrorDetails; announced?: number | undefined },
 ): Promise<Uint8Array> {
-  const into = o.into
-  if (into && o.announced !== undefined && o.announced > into.byteLength) throw new SizeMismatchError(o.details, into.byteLength, o.announced)
+  const into = read.into
+  if (into && read.announced !== undefined && read.announced > into.byteLength) throw new SizeMismatchError(read.details, into.byteLength, read.announced)
   const parts: Uint8Array[] = []
   let n = 0
   for await (const p of src as AsyncIterable<Uint8Array>) {
-    o.progress()
+    read.progress()
     if (into) {
       if (n + p.byteLength > into.byteLength) {
         ;(src as { destroy?: () => void }).destroy?.()
-        throw new SizeMismatchError(o.details, into.byteLength, n + p.byteLength, `stored object has more than ${into.byteLength} bytes, the size of the 'into' buffer`)
+        throw new SizeMismatchError(read.details, into.byteLength, n + p.byteLength, `stored object has more than ${into.byteLength} bytes, the size of the 'into' buffer`)
       }
       into.set(p, n)
     } else parts.push(p)
