@@ -91,8 +91,8 @@ export class StorageError extends TaskpointError {
   readonly key: string | undefined
   readonly op: string | undefined
   constructor(code: StorageErrorCode, message: string, details: StorageErrorDetails) {
-    const where = `[${[details.backend, details.op, details.key].filter((part) => part !== undefined && part !== '').join(' ')}]`
-    super(code, `${where} ${message}`, { cause: details.cause })
+    const where = [details.backend, details.op, details.key].filter((part) => part !== undefined && part !== '').join(' ')
+    super(code, where ? `[${where}] ${message}` : message, { cause: details.cause })
     this.code = code
     this.backend = details.backend
     this.key = details.key

@@ -22,12 +22,15 @@ export interface ParsedUri {
   prefix: string
 }
 
-const EXAMPLES = 'a path, file://…, s3://bucket/prefix or gs://bucket/prefix'
+/** What a storage URI may look like, from the registry: a path, or one of its schemes. */
+function examples(): string {
+  return `a path or ${knownSchemes().map((scheme) => (scheme === 'file' ? 'file:///dir' : `${scheme}://bucket/prefix`)).join(', ')}`
+}
 
 /** `/path`, `./path`, `file:///path` → local; `<scheme>://bucket/prefix` → the driver registered for the scheme. */
 export function parseStorageUri(uri: string): ParsedUri {
   if (typeof uri !== 'string' || uri.trim() === '') {
-    throw new StorageConfigError({}, `empty storage URI: use ${EXAMPLES}`)
+    throw new StorageConfigError({}, `empty storage URI: use ${examples()}`)
   }
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(uri)
   if (!m) return { backend: 'local', bucket: uri, prefix: '' }
@@ -36,7 +39,7 @@ export function parseStorageUri(uri: string): ParsedUri {
   if (scheme === 'file') return { backend: 'local', bucket: fileURLToPath(uri), prefix: '' }
   const backend = driverForScheme(scheme)
   if (backend === undefined) {
-    throw new StorageConfigError({ key: uri }, `unsupported URI scheme "${scheme}://": use ${EXAMPLES} (known schemes: ${knownSchemes().join(', ')})`)
+    throw new StorageConfigError({ key: uri }, `unsupported URI scheme "${scheme}://": use ${examples()}`)
   }
   const slash = rest.indexOf('/')
   const bucket = slash < 0 ? rest : rest.slice(0, slash)

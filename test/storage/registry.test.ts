@@ -61,7 +61,7 @@ describe('driver registry', () => {
     const err = e as StorageConfigError
     expect(err.code).toBe('InvalidConfig')
     expect(err.backend).toBeUndefined()
-    expect(err.message).toMatch(/known schemes: file, s3, gs/)
+    expect(err.message).toMatch(/use a path or file:\/\/\/dir, s3:\/\/bucket\/prefix, gs:\/\/bucket\/prefix$/)
     expect(err.message).not.toMatch(/\[local/)
   })
 
