@@ -101,52 +101,52 @@ export class StorageError extends TaskpointError {
 }
 
 export class NotFoundError extends StorageError {
-  constructor(d: StorageErrorDetails, message = 'no such object') {
-    super('NotFound', message, d)
+  constructor(details: StorageErrorDetails, message = 'no such object: check the key and the URI prefix (it may have been deleted or never written)') {
+    super('NotFound', message, details)
   }
 }
 
 export class AlreadyExistsError extends StorageError {
-  constructor(d: StorageErrorDetails, message = 'object already exists and the write asked for create-if-absent') {
-    super('AlreadyExists', message, d)
+  constructor(details: StorageErrorDetails, message = 'object already exists and the write asked for create-if-absent: another writer got there first; read it or write under a new key') {
+    super('AlreadyExists', message, details)
   }
 }
 
 export class AccessDeniedError extends StorageError {
-  constructor(d: StorageErrorDetails, message = 'access denied: check the credentials and that they may read and write this bucket/prefix') {
-    super('AccessDenied', message, d)
+  constructor(details: StorageErrorDetails, message = 'access denied: check the credentials and that they may read and write this bucket/prefix') {
+    super('AccessDenied', message, details)
   }
 }
 
 export class InvalidKeyError extends StorageError {
-  constructor(d: StorageErrorDetails, message: string) {
-    super('InvalidKey', message, d)
+  constructor(details: StorageErrorDetails, message: string) {
+    super('InvalidKey', message, details)
   }
 }
 
 export class BucketNotFoundError extends StorageError {
-  constructor(d: StorageErrorDetails, message = 'bucket does not exist: create it first or fix the URI') {
-    super('BucketNotFound', message, d)
+  constructor(details: StorageErrorDetails, message = 'bucket does not exist: create it first or fix the URI') {
+    super('BucketNotFound', message, details)
   }
 }
 
 export class StorageConfigError extends StorageError {
-  constructor(d: StorageErrorDetails, message: string) {
-    super('InvalidConfig', message, d)
+  constructor(details: StorageErrorDetails, message: string) {
+    super('InvalidConfig', message, details)
   }
 }
 
 /** A fault that may pass if the same operation is tried again (5xx, throttling, reset, timeout). */
 export class TransientStorageError extends StorageError {
-  constructor(d: StorageErrorDetails, message: string) {
-    super('Transient', message, d)
+  constructor(details: StorageErrorDetails, message: string) {
+    super('Transient', message, details)
   }
 }
 
 /** The disk (or quota) is full: ENOSPC, EDQUOT. Not retried; free space or prune old checkpoints. */
 export class NoSpaceError extends StorageError {
-  constructor(d: StorageErrorDetails, message = 'no space left (disk or quota full): free space or prune old checkpoints (`taskpoint prune`)') {
-    super('NoSpace', message, d)
+  constructor(details: StorageErrorDetails, message = 'no space left (disk or quota full): free space or prune old checkpoints (`taskpoint prune`)') {
+    super('NoSpace', message, details)
   }
 }
 
@@ -158,8 +158,8 @@ export class NoSpaceError extends StorageError {
 export class SizeMismatchError extends StorageError {
   readonly expected: number
   readonly actual: number
-  constructor(d: StorageErrorDetails, expected: number, actual: number, message?: string) {
-    super('SizeMismatch', message ?? `stored object has ${actual} bytes, the caller expected at most ${expected}`, d)
+  constructor(details: StorageErrorDetails, expected: number, actual: number, message?: string) {
+    super('SizeMismatch', message ?? `stored object has ${actual} bytes, the caller expected at most ${expected}`, details)
     this.expected = expected
     this.actual = actual
   }
