@@ -168,9 +168,9 @@ export class S3Storage implements Storage {
     }
   }
 
+  /** The HTTP Range of a read; get() answers an empty range itself, so length is undefined or > 0 here. */
   private rangeHeader(range: GetOptions['range']): string | undefined {
     if (!range) return undefined
-    if (range.length === 0) return undefined
     return range.length === undefined ? `bytes=${range.offset}-` : `bytes=${range.offset}-${range.offset + range.length - 1}`
   }
 
