@@ -21,6 +21,7 @@ import {
 } from '../../src/index.js'
 import { BullmqConfigError } from '../../integrations/bullmq/location.js'
 import { validateEntryPath } from '../../src/format/manifest.js'
+import { supervise } from '../../src/runtime/supervisor.js'
 import { builtinDrivers, type DriverName } from '../../src/storage/registry.js'
 
 const freshDir = (): string => mkdtempSync(path.join(tmpdir(), 'taskpoint-registry-'))
@@ -151,6 +152,15 @@ describe('one error vocabulary', () => {
     expect(bad).toBeInstanceOf(ConfigError)
     expect((bad as ConfigError).code).toBe('InvalidOption')
     await cp.close()
+    // Were RangeErrors: a lock timing and the supervisor's retry count.
+    const locked = await Checkpointer.open(freshDir(), { locks: { staleMs: 0 } })
+    const badLock = await failure(locked.write(Buffer.from('x')))
+    expect(badLock).toBeInstanceOf(ConfigError)
+    expect((badLock as ConfigError).message).toMatch(/locks\.staleMs/)
+    await locked.close().catch(() => {})
+    const badRetries = await failure(supervise({ command: process.execPath, args: ['-e', ''], retries: 11 }))
+    expect(badRetries).toBeInstanceOf(ConfigError)
+    expect((badRetries as ConfigError).code).toBe('InvalidOption')
   })
 
   it('a bad name inside a checkpoint is InvalidKey without blaming a storage backend', () => {
