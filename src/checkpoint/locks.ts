@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Storage } from '../storage/types.js'
+import { ConfigError } from '../errors.js'
 
 /**
  * Locks that let maintenance run beside live writers, after restic's design: a writer holds a
@@ -41,7 +42,7 @@ interface Resolved {
 
 function resolve(o: LockOptions = {}): Resolved {
   const staleMs = o.staleMs ?? 3 * 60_000
-  if (!(staleMs > 0)) throw new RangeError(`locks.staleMs must be > 0, got ${staleMs}`)
+  if (!(staleMs > 0)) throw new ConfigError(`locks.staleMs must be a number of ms > 0, got ${staleMs}`)
   return { staleMs, refreshMs: o.refreshMs ?? Math.max(1, Math.floor(staleMs / 6)), waitMs: o.waitMs ?? 60_000 }
 }
 
