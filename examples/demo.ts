@@ -53,9 +53,10 @@ async function location(): Promise<{ uri: (name: string) => string; env: Record<
   const { startTestServers } = await import('../test/helpers/servers.js')
   const servers = await startTestServers(values.backend === 's3' ? 's3' : 'gcs')
   if (values.backend === 's3') {
-    const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3')
+    const { CreateBucketCommand } = await import('@aws-sdk/client-s3')
+    const { makeS3Client } = await import('../src/storage/s3.js')
     const env = { AWS_ENDPOINT_URL: servers.s3!, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'demo', AWS_SECRET_ACCESS_KEY: 'demo' }
-    const c = new S3Client({ endpoint: servers.s3!, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'demo', secretAccessKey: 'demo' } })
+    const c = makeS3Client({ clientConfig: { endpoint: servers.s3!, credentials: { accessKeyId: 'demo', secretAccessKey: 'demo' } } })
     await c.send(new CreateBucketCommand({ Bucket: 'demo' }))
     c.destroy()
     return { uri: (n) => `s3://demo/${stamp}/${n}`, env, stop: servers.stop }
