@@ -134,7 +134,8 @@ async function runTask<I, O>(o: TaskOptions, fn: (inputs: I) => Promise<O> | O, 
         }
         const delay = retryDelayMs(o.retryDelay, retry++)
         log.warn(`attempt ${attempt} failed: ${message}; retrying in ${formatDelay(delay)} (${budget})`)
-        await sleep(delay)
+        // A referenced timer: the wait is the process's only work now, it must keep it alive.
+        await new Promise((r) => setTimeout(r, delay))
       }
     }
   } finally {
