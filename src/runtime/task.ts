@@ -4,12 +4,15 @@ import { latest, type RetentionPolicy } from '../checkpoint/retention.js'
 import { StorageError } from '../errors.js'
 import { openStorage } from '../storage/resolve.js'
 import { cacheKey, readCache, writeCache } from './cache.js'
+import { startCollector } from './collector.js'
 import { consoleLogger, runInContext, type TaskContext, type TaskLogger } from './context.js'
 import { PreemptedError, RecoverableError, TaskConfigError, TaskTimeoutError, parseDuration } from './errors.js'
 import type { PreemptionWatcher } from './preemption.js'
 
 /** Retention of the checkpointer a task opens, unless `checkpointOptions.keep` says otherwise. */
 export const DEFAULT_TASK_KEEP: RetentionPolicy = latest(3)
+
+export const DEFAULT_TASK_GC_EVERY_MS = 10 * 60_000
 
 export const DEFAULT_RETRY_DELAY = { minMs: 1000, maxMs: 30_000 } as const
 
@@ -33,9 +36,13 @@ export interface TaskOptions {
   /**
    * Options of the attempt's Checkpointer. `keep` (retention) defaults to `latest(3)` here — the
    * three newest checkpoints survive each commit, so a long run does not fill the store — rather
-   * than the Checkpointer's keep-all; pass `keep: keepAll` or any policy to change it.
+   * than the Checkpointer's keep-all; pass `keep: keepAll` or any policy to change it. The chunks
+   * of deleted checkpoints are collected in the background every `gcEveryMs`, not after each
+   * commit (unless `gc.enabled` is set to true).
    */
   checkpointOptions?: CheckpointerOptions
+  /** How often the attempt collects unreferenced chunks in the background. Default 10 minutes; 0 never. */
+  gcEveryMs?: number
   /** Memoize: same name, version and inputs return the stored output without running. */
   cache?: { version: string; /** Where outputs are stored (under `cache/`). Default: the checkpoint location. */ store?: string }
   /**
@@ -82,6 +89,7 @@ function validate(o: TaskOptions): void {
     const v = o.retryDelay?.[k]
     if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new TaskConfigError(`task ${o.name}: retryDelay.${k} must be a number of ms >= 0, got ${v}`)
   }
+  if (o.gcEveryMs !== undefined && !(Number.isFinite(o.gcEveryMs) && o.gcEveryMs >= 0)) throw new TaskConfigError(`task ${o.name}: gcEveryMs must be a number of ms >= 0, got ${o.gcEveryMs}`)
   if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === '')) throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
 }
 
@@ -164,7 +172,14 @@ async function runAttempt<I, O>(
   a: { uri: string; attempt: number; timeoutMs: number | undefined; log: TaskLogger },
 ): Promise<O> {
   if (o.preemption?.preempted) throw new PreemptedError(o.preemption.preempted)
-  const cp = await Checkpointer.open(a.uri, { ...o.checkpointOptions, keep: o.checkpointOptions?.keep ?? DEFAULT_TASK_KEEP, attempt: a.attempt })
+  const gc = o.checkpointOptions?.gc
+  const cp = await Checkpointer.open(a.uri, {
+    ...o.checkpointOptions,
+    keep: o.checkpointOptions?.keep ?? DEFAULT_TASK_KEEP,
+    // Collection runs on a timer instead (see collector.ts), unless asked for after every commit.
+    gc: { ...gc, enabled: gc?.enabled === true },
+    attempt: a.attempt,
+  })
   // Claim at once: an earlier attempt still running (abandoned after a timeout) is fenced from now on.
   await cp.claim()
   if (o.previousCheckpoint && !cp.prevExists()) {
@@ -176,6 +191,11 @@ async function runAttempt<I, O>(
       await prev.close()
     }
   }
+  const gcEveryMs = o.gcEveryMs ?? DEFAULT_TASK_GC_EVERY_MS
+  const collector =
+    gcEveryMs > 0 && gc?.enabled !== true && gc?.enabled !== false
+      ? startCollector(cp, { everyMs: gcEveryMs, ...(gc?.minAgeMs !== undefined ? { minAgeMs: gc.minAgeMs } : {}), ...(o.checkpointOptions?.locks ? { locks: o.checkpointOptions.locks } : {}), log: a.log })
+      : undefined
   const controller = new AbortController()
   const unhooks: (() => void)[] = []
   const onPreemptAbort = (): void => controller.abort(o.preemption!.signal.reason)
@@ -232,6 +252,7 @@ async function runAttempt<I, O>(
     // The final save a preemption hook started must land before the checkpointer closes.
     if (o.preemption?.preempted) await o.preemption.settled()
     for (const off of unhooks) off()
+    await collector?.stop()
     if (!abandoned) await cp.close()
   }
 }

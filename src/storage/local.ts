@@ -60,11 +60,10 @@ export class LocalStorage implements Storage {
     const target = this.pathOf(key, 'put')
     return this.run('put', key, async () => {
       const dir = path.dirname(target)
-      await fs.mkdir(dir, { recursive: true })
       const tmp = `${target}${TEMP_MARK}${randomBytes(6).toString('hex')}`
       let size = 0
       try {
-        const fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644)
+        const fh = await openTemp(dir, tmp)
         try {
           size = await writeBody(fh, body, key, options)
           if (this.durable) await fh.sync()
@@ -279,5 +278,22 @@ function mapLocalError(e: unknown, d: StorageErrorDetails): unknown {
       return new StorageError('Unknown', 'disk full (ENOSPC): free space or prune old checkpoints (`taskpoint prune`)', withCause)
     default:
       return e
+  }
+}
+
+/**
+ * Creates a put's temporary file. A delete of the directory's last object may remove the directory
+ * (pruneEmptyDirs) between our mkdir and this open, e.g. a collector releasing its lock while a
+ * writer takes one: the directory is made again rather than the put failing with NotFound.
+ */
+async function openTemp(dir: string, tmp: string): Promise<fs.FileHandle> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      // mkdir itself can fail with ENOENT when the directory goes between its steps.
+      await fs.mkdir(dir, { recursive: true })
+      return await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 10) throw e
+    }
   }
 }

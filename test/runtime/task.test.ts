@@ -15,6 +15,7 @@ import {
   currentContext,
   keepAll,
   latest,
+  openStorage,
   parseDuration,
   retryDelayMs,
   task,
@@ -111,6 +112,36 @@ describe('retention in tasks', () => {
     const cp = await Checkpointer.open(uri)
     expect((await cp.list()).map((c) => c.step)).toEqual([3, 4, 5])
     await cp.close()
+  })
+
+  it('collects the chunks of deleted checkpoints in the background, not after each commit', async () => {
+    const chunks = async (uri: string): Promise<number> => {
+      const s = await openStorage(uri)
+      let n = 0
+      for await (const _ of s.list('chunks/')) n++
+      await s.close()
+      return n
+    }
+    const distinctSix = async (): Promise<void> => {
+      const cp = currentContext().checkpoint
+      for (let i = 0; i < 6; i++) await cp.write(Buffer.alloc(2048, i), { step: i }) // one chunk each
+    }
+    const gcNow = { ...fast.checkpointOptions, gc: { minAgeMs: 0 } }
+    // No collector: the manifests are pruned, their chunks stay (no collection after commits).
+    const idle = dir()
+    await task({ name: 'long', checkpoint: idle, ...fast, gcEveryMs: 0, checkpointOptions: gcNow }, distinctSix)(undefined)
+    expect(await chunks(idle)).toBe(6)
+    // With one: the three unreferenced chunks go while the attempt runs.
+    const busy = dir()
+    await task({ name: 'long', checkpoint: busy, ...fast, gcEveryMs: 10, checkpointOptions: gcNow }, async () => {
+      await distinctSix()
+      for (let i = 0; (await chunks(busy)) > 3; i++) {
+        if (i > 3000) throw new Error('the background collector never ran')
+        await new Promise((r) => setTimeout(r, 10))
+      }
+    })(undefined)
+    expect(await chunks(busy)).toBe(3)
+    expect(() => task({ name: 'x', gcEveryMs: -1 }, () => 1)).toThrow(/gcEveryMs/)
   })
 
   it('takes any policy through checkpointOptions.keep', async () => {
