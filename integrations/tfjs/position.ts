@@ -1,6 +1,7 @@
 // Where training stands, owned in one place: the callback reports loop events, the fit wrappers
-// say how a resumed run numbers its loops, and saves take a snapshot. Nothing here knows tfjs, so
-// its invariants can be tested without a model.
+// say how a resumed run numbers its loops, and saves take a snapshot. Nothing here imports tfjs, so
+// its invariants are tested without a model, and it can move to src/runtime as it is once a second
+// integration needs it (its snapshot is part of the taskpoint-tfjs/1 checkpoint format: keep it).
 
 /** Running sums of the batch logs of the epoch in progress (so its epoch mean comes out the same after a resume). */
 export interface EpochSums {
