@@ -10,6 +10,7 @@
 //
 //   npm run bench:fleet -- --every 250 --kill-share 0.3 --reps 3
 import { parseArgs } from 'node:util'
+import { descendantsCpuSeconds } from './cpu.js'
 import { fleetStats, type FleetStats } from '../examples/fleet/analyze.js'
 import { fleetEnvironment } from '../examples/fleet/environment.js'
 import { jobMix } from '../examples/fleet/producer.js'
@@ -20,6 +21,8 @@ const { values } = parseArgs({
     every: { type: 'string', default: '250' },
     'kill-share': { type: 'string', default: '0.3' },
     epochs: { type: 'string', default: '4' },
+    // Batches between saves (epoch ends are save points too). 0: the job mix's own (8).
+    'save-every': { type: 'string', default: '0' },
     jobs: { type: 'string', default: '6' },
     workers: { type: 'string', default: '3' },
     reps: { type: 'string', default: '3' },
@@ -38,7 +41,8 @@ const every = Number(values.every)
 const killShare = Number(values['kill-share'])
 const reps = Number(values.reps)
 const workers = Number(values.workers)
-const jobs = jobMix(Number(values.jobs), { epochs: Number(values.epochs) })
+const saveEvery = Number(values['save-every'])
+const jobs = jobMix(Number(values.jobs), { epochs: Number(values.epochs), ...(saveEvery > 0 ? { saveEveryBatches: saveEvery } : {}) })
 // Batches a job trains when nothing interrupts it (fit's last batch of an epoch may be partial).
 const jobLength = (j: (typeof jobs)[number]): number => j.epochs * Math.ceil((j.trainPerDigit * 10) / j.batchSize)
 const lengths = Object.fromEntries(jobs.map((j, i) => [`job-${i}`, jobLength(j)]))
@@ -50,19 +54,23 @@ interface Row extends FleetStats {
   seconds: number
   perHour: number
   stalled: number
+  /** CPU seconds of the workers, Redis and the S3 server during the run, per completed job. */
+  cpuPerJob: number | undefined
 }
 
 const NAMES = { ckpt: 'taskpoint checkpoints', zero: 'restart from zero' } as const
 const rows: Row[] = []
 const env = await fleetEnvironment(String(values.backend))
 const say = (s: string): void => console.log(s)
-say(`fleet of ${workers} workers, ${jobs.length} jobs of ${jobLength(jobs[0]!)} batches, a preemption every ${every} fleet batches on average (${Math.round(killShare * 100)} % SIGKILL), ${reps} repetitions, checkpoints at ${env.checkpoint('')}`)
+const condition = every > 0 ? `a preemption per ${every} fleet batches (${Math.round(killShare * 100)} % SIGKILL)` : 'no preemptions'
+say(`fleet of ${workers} workers, ${jobs.length} jobs of ${jobLength(jobs[0]!)} batches saving every ${jobs[0]!.saveEveryBatches}, ${condition} on average, ${reps} repetitions, checkpoints at ${env.checkpoint('')}`)
 try {
   for (let rep = 0; rep < reps; rep++) {
     const seed = Number(values.seed) + rep
     const order: ('ckpt' | 'zero')[] = rep % 2 === 0 ? ['ckpt', 'zero'] : ['zero', 'ckpt']
     for (const variant of order) {
       const tag = `bench-${variant}-${seed}-${Date.now()}`
+      const cpu0 = descendantsCpuSeconds()
       const r = await runScenario({
         redisUrl: env.redisUrl,
         checkpoint: env.checkpoint(tag),
@@ -71,8 +79,9 @@ try {
         jobs,
         workers,
         meanGapSeconds: 0,
-        meanGapBatches: every,
-        maxPreemptions: Number.MAX_SAFE_INTEGER,
+        // --every 0: no preemptions (the cost of checkpointing alone).
+        meanGapBatches: every > 0 ? every : 1,
+        maxPreemptions: every > 0 ? Number.MAX_SAFE_INTEGER : 0,
         killShare,
         seed,
         noCheckpoints: variant === 'zero',
@@ -80,15 +89,17 @@ try {
         timeoutMs: 10 * 60_000,
         ...(values.verbose ? { log: say } : {}),
       })
+      const cpu1 = descendantsCpuSeconds()
       const completed = Object.values(r.states).filter((s) => s === 'completed').length
+      const cpuPerJob = cpu0 !== undefined && cpu1 !== undefined && completed > 0 ? (cpu1 - cpu0) / completed : undefined
       const st = fleetStats(r.events, lengths)
-      const row: Row = { ...st, variant, rep, completed, seconds: r.seconds, perHour: (completed / r.seconds) * 3600, stalled: r.stalled.length }
+      const row: Row = { ...st, variant, rep, completed, seconds: r.seconds, perHour: (completed / r.seconds) * 3600, stalled: r.stalled.length, cpuPerJob }
       rows.push(row)
       say(
         `rep ${rep + 1} ${NAMES[variant].padEnd(21)} ${completed}/${jobs.length} jobs in ${r.seconds.toFixed(1)} s → ${row.perHour.toFixed(0)} jobs/hour | ` +
           `${st.sigterms} SIGTERM + ${st.sigkills} SIGKILL, ${st.batches} batches (${st.redone} redone), ${st.resumed} resumed, ${row.stalled} stalled, ` +
           `${st.doubleRuns} double runs, ${st.superseded} superseded, ${st.extraCompletions} extra completions | ` +
-          `train ${st.trainS.toFixed(1)} s, save pauses ${st.saveS.toFixed(1)} s, job start→first batch ${st.startS.toFixed(1)} s, SIGTERM→exit ${st.termS.toFixed(1)} s`,
+          `CPU ${cpuPerJob?.toFixed(1) ?? '?'} s/job, train ${st.trainS.toFixed(1)} s, save pauses ${st.saveS.toFixed(1)} s, job start→first batch ${st.startS.toFixed(1)} s, SIGTERM→exit ${st.termS.toFixed(1)} s`,
       )
     }
   }
@@ -102,14 +113,14 @@ const range = (xs: number[], digits = 0): string => {
   return lo === hi ? lo.toFixed(digits) : `${lo.toFixed(digits)}–${hi.toFixed(digits)}`
 }
 const of = (v: 'ckpt' | 'zero'): Row[] => rows.filter((r) => r.variant === v)
-say(`\n| ${workers} workers, ${jobs.length} jobs × ${jobLength(jobs[0]!)} batches, a preemption per ${every} fleet batches (${Math.round(killShare * 100)} % SIGKILL), min–max of ${reps} | jobs/hour | wall s | preemptions | batches trained | double runs | save pauses s |`)
-say('|---|---|---|---|---|---|---|')
+say(`\n| ${workers} workers, ${jobs.length} jobs × ${jobLength(jobs[0]!)} batches, save every ${jobs[0]!.saveEveryBatches}, ${condition}, min–max of ${reps} | jobs/hour | wall s | CPU s per job | preemptions | batches trained | double runs | save pauses s |`)
+say('|---|---|---|---|---|---|---|---|')
 for (const v of ['ckpt', 'zero'] as const) {
   const rs = of(v)
-  say(`| ${NAMES[v]} | ${range(rs.map((r) => r.perHour))} | ${range(rs.map((r) => r.seconds), 1)} | ${range(rs.map((r) => r.sigterms + r.sigkills))} | ${range(rs.map((r) => r.batches))} | ${range(rs.map((r) => r.doubleRuns))} | ${range(rs.map((r) => r.saveS), 1)} |`)
+  say(`| ${NAMES[v]} | ${range(rs.map((r) => r.perHour))} | ${range(rs.map((r) => r.seconds), 1)} | ${rs.every((r) => r.cpuPerJob !== undefined) ? range(rs.map((r) => r.cpuPerJob!), 1) : '?'} | ${range(rs.map((r) => r.sigterms + r.sigkills))} | ${range(rs.map((r) => r.batches))} | ${range(rs.map((r) => r.doubleRuns))} | ${range(rs.map((r) => r.saveS), 1)} |`)
 }
 const ratios = of('ckpt').map((c) => c.perHour / Math.max(1e-9, of('zero').find((z) => z.rep === c.rep)!.perHour))
-say(`| checkpoints ÷ zero, same repetition | ${range(ratios, 2)}× | | | | | |`)
+say(`| checkpoints ÷ zero, same repetition | ${range(ratios, 2)}× | | | | | | |`)
 if (rows.some((r) => r.completed < jobs.length)) {
   say('\nsome runs did not complete every job within 10 minutes: their jobs/hour counts only the completed ones')
   process.exitCode = 1

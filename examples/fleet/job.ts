@@ -70,6 +70,11 @@ export function preloadData(tf: TF, spec: Pick<TrainJob, 'trainPerDigit' | 'test
   dataFor(tf, spec)
 }
 
+/** Whether a job with this spec finds its data already loaded (no synchronous parse under its lock). */
+export function hasData(spec: Pick<TrainJob, 'trainPerDigit' | 'testPerDigit'>): boolean {
+  return datasets.has(`${spec.trainPerDigit}/${spec.testPerDigit}`)
+}
+
 /** Trains one job inside a task context (its checkpoint, signal and preemption hooks). */
 export async function trainJob(tf: TF, spec: TrainJob, ctx: Pick<TaskContext, 'checkpoint' | 'signal'>, info: RunInfo): Promise<TrainResult> {
   const data = dataFor(tf, spec)

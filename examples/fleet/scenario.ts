@@ -2,6 +2,7 @@
 // workers, enqueue the jobs, preempt busy workers at random (exponential gaps, SIGTERM with notice
 // or SIGKILL without), replace them, and wait until every job is completed or failed.
 import { Queue, QueueEvents } from 'bullmq'
+import { PreemptionPlan } from './chaos.js'
 import { Fleet, waitForJobs, type Event } from './fleet.js'
 import type { TrainJob } from './job.js'
 import { JOB_OPTIONS } from './producer.js'
@@ -46,36 +47,24 @@ export interface ScenarioResult {
 }
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
-  let s = o.seed >>> 0 || 1
-  const random = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const byWork = o.meanGapBatches !== undefined
+  const plan = new PreemptionPlan(o.seed, byWork ? o.meanGapBatches! : o.meanGapSeconds * 1000, o.killShare)
   const url = new URL(o.redisUrl)
   const queue = new Queue<TrainJob>(o.queue, { connection: { host: url.hostname, port: Number(url.port), maxRetriesPerRequest: null } })
   const busy = new Map<string, string>() // worker → job
   const signalled = new Set<string>() // a worker already told to go is not a candidate again
   const preemptions: ScenarioResult['preemptions'] = []
   let done = false
-  const gap = (mean: number): number => -Math.log(1 - random()) * mean
-  // One preemption: every draw is made whether or not a worker is busy, so the seed fixes the
-  // sequence of (gap, victim draw, signal draw) for every fleet it is used on.
   const preemptOne = (): void => {
-    const candidates = [...busy.keys()].filter((w) => !signalled.has(w)).sort()
-    const pick = random()
-    const signal = random() < o.killShare ? 'SIGKILL' : 'SIGTERM'
-    if (done || candidates.length === 0 || preemptions.length >= o.maxPreemptions) return
-    const victim = candidates[Math.floor(pick * candidates.length)]!
+    const { victim, signal } = plan.pick([...busy.keys()].filter((w) => !signalled.has(w)))
+    if (done || victim === undefined || preemptions.length >= o.maxPreemptions) return
     if (fleet.kill(victim, signal)) {
       signalled.add(victim)
       preemptions.push({ worker: victim, signal, at: Date.now() })
     }
   }
   let batches = 0
-  let nextAt = o.meanGapBatches !== undefined ? gap(o.meanGapBatches) : Infinity
+  let nextAt = byWork ? plan.gap() : Infinity
   const fleet = new Fleet({
     workers: o.workers,
     redisUrl: o.redisUrl,
@@ -87,8 +76,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     onEvent: (e) => {
       if (e.ev === 'start') busy.set(e.worker, e.job!)
       if (e.ev === 'outcome' || e.ev === 'exit') busy.delete(e.worker)
-      if (e.ev === 'step' && o.meanGapBatches !== undefined && ++batches >= nextAt) {
-        nextAt = batches + gap(o.meanGapBatches)
+      if (e.ev === 'step' && byWork && ++batches >= nextAt) {
+        nextAt = batches + plan.gap()
         preemptOne()
       }
       if (o.log && ['start', 'resume', 'outcome', 'exit', 'kill'].includes(e.ev)) o.log(describe(e))
@@ -103,9 +92,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const ids = o.jobs.map((_, i) => `job-${i}`)
   await queue.addBulk(o.jobs.map((data, i) => ({ name: ids[i]!, data, opts: { ...JOB_OPTIONS, jobId: ids[i]! } })))
   const chaos = (async () => {
-    if (o.meanGapBatches !== undefined) return
+    if (byWork) return
     while (!done && preemptions.length < o.maxPreemptions) {
-      await new Promise((r) => setTimeout(r, gap(o.meanGapSeconds * 1000)))
+      await new Promise((r) => setTimeout(r, plan.gap()))
       preemptOne()
     }
   })()

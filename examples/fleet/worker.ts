@@ -14,7 +14,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { runFleetWorker } from '../../integrations/bullmq/index.js'
 import { emit, setWorkerName } from './events.js'
-import { preloadData, trainJob, type TrainJob, type TrainResult } from './job.js'
+import { hasData, preloadData, trainJob, type TrainJob, type TrainResult } from './job.js'
 
 const { values } = parseArgs({
   options: {
@@ -63,7 +63,7 @@ if (values['no-checkpoints']) {
 
 const fleet = runFleetWorker<TrainJob, TrainResult>(
   async (job, ctx) => {
-    emit({ ev: 'start', job: job.id!, attemptsMade: job.attemptsMade, attemptsStarted: job.attemptsStarted, writer: ctx.checkpoint.writerId })
+    emit({ ev: 'start', job: job.id!, attemptsMade: job.attemptsMade, attemptsStarted: job.attemptsStarted, writer: ctx.checkpoint.writerId, dataReady: hasData(job.data) })
     const r = await trainJob(tf, job.data, ctx, { job: job.id!, attemptsMade: job.attemptsMade, noCheckpoints: values['no-checkpoints'] })
     ctx.progress({ step: r.steps })
     return r
