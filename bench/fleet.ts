@@ -108,9 +108,9 @@ try {
 }
 
 const range = (xs: number[], digits = 0): string => {
-  const lo = Math.min(...xs)
-  const hi = Math.max(...xs)
-  return lo === hi ? lo.toFixed(digits) : `${lo.toFixed(digits)}–${hi.toFixed(digits)}`
+  const lo = Math.min(...xs).toFixed(digits)
+  const hi = Math.max(...xs).toFixed(digits)
+  return lo === hi ? lo : `${lo}–${hi}`
 }
 const of = (v: 'ckpt' | 'zero'): Row[] => rows.filter((r) => r.variant === v)
 say(`\n| ${workers} workers, ${jobs.length} jobs × ${jobLength(jobs[0]!)} batches, save every ${jobs[0]!.saveEveryBatches}, ${condition}, min–max of ${reps} | jobs/hour | wall s | CPU s per job | preemptions | batches trained | double runs | save pauses s |`)
