@@ -201,6 +201,27 @@ describe('a BullMQ fleet of preemptible workers (3 processes, Redis, S3)', () =>
       await queue.close()
     }
   }, 300_000)
+  it('the benchmark baseline (--no-checkpoints) saves nothing and shares nothing, and trains the same result', async () => {
+    const queueName = `zero-${seed}`
+    const connection = { host: redis.host, port: redis.port, maxRetriesPerRequest: null }
+    const queue = new Queue<TrainJob>(queueName, { connection })
+    const fleet: FleetT = new Fleet({ workers: 1, redisUrl: redis.url, checkpoint: `s3://${bucket}/zero-${seed}`, queue: queueName, env, args: [...workerArgs, '--no-checkpoints'] })
+    try {
+      fleet.start()
+      await queue.add('z', specs[0]!, { jobId: 'job-z', attempts: ATTEMPTS })
+      const states = await waitForJobs(queue, ['job-z'], 120_000)
+      expect(states['job-z']).toBe('completed')
+      expect(((await queue.getJob('job-z'))!.returnvalue as TrainResult).weights).toBe(refs[0]!.weights)
+      // Nothing saved on the way, nothing written where the fleet's checkpoints live.
+      expect(fleet.events.filter((e) => e.ev === 'save')).toEqual([])
+      expect(fleet.events.filter((e) => e.ev === 'step').length).toBeGreaterThan(0)
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `zero-${seed}/` }))
+      expect(listed.Contents ?? []).toEqual([])
+    } finally {
+      await fleet.stop()
+      await queue.close()
+    }
+  }, 300_000)
   it('fences a worker that comes back after its job moved on: it never commits over the newer run, and lets go', async () => {
     const queueName = `fence-${seed}`
     const connection = { host: redis.host, port: redis.port, maxRetriesPerRequest: null }
