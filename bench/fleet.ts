@@ -9,6 +9,9 @@
 // variants with the same seed, in alternating order. Jobs/hour is wall-clock.
 //
 //   npm run bench:fleet -- --every 250 --kill-share 0.3 --reps 3
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { descendantsCpuSeconds } from './cpu.js'
 import { fleetStats, type FleetStats } from '../examples/fleet/analyze.js'
@@ -70,11 +73,13 @@ try {
     const order: ('ckpt' | 'zero')[] = rep % 2 === 0 ? ['ckpt', 'zero'] : ['zero', 'ckpt']
     for (const variant of order) {
       const tag = `bench-${variant}-${seed}-${Date.now()}`
+      // Workers killed without notice cannot remove their own scratch directories: give them one to share.
+      const scratch = mkdtempSync(path.join(tmpdir(), 'fleet-bench-'))
       const cpu0 = descendantsCpuSeconds()
       const r = await runScenario({
         redisUrl: env.redisUrl,
         checkpoint: env.checkpoint(tag),
-        env: env.env,
+        env: { ...env.env, TMPDIR: scratch },
         queue: tag,
         jobs,
         workers,
@@ -90,6 +95,7 @@ try {
         ...(values.verbose ? { log: say } : {}),
       })
       const cpu1 = descendantsCpuSeconds()
+      rmSync(scratch, { recursive: true, force: true })
       const completed = Object.values(r.states).filter((s) => s === 'completed').length
       const cpuPerJob = cpu0 !== undefined && cpu1 !== undefined && completed > 0 ? (cpu1 - cpu0) / completed : undefined
       const st = fleetStats(r.events, lengths)
