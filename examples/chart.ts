@@ -90,7 +90,7 @@ export function lossChart(runs: ChartRun[], title = 'Training loss per epoch'): 
     const pts = r.history.map((v, k) => `${x(k + 1).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
     const dash = i === 0 ? '' : ' stroke-dasharray="7 5"'
     out.push(`<polyline points="${pts}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="${i === 0 ? 4 : 2}"${dash}/>`)
-    r.history.forEach((v, k) => out.push(`<circle cx="${x(k + 1).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${COLORS[i % COLORS.length]}"/>`))
+    r.history.forEach((v, k) => void out.push(`<circle cx="${x(k + 1).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${COLORS[i % COLORS.length]}"/>`))
   })
   out.push('</svg>')
   return out.join('\n')

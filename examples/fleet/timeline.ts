@@ -20,7 +20,7 @@ export function timelineSvg(runs: Run[], title: string): string {
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="${W / 2}" y="24" text-anchor="middle" font-size="15">${esc(title)}</text>`,
   ]
-  slots.forEach((s, i) => parts.push(`<text x="${m.l - 8}" y="${m.t + i * rowH + rowH / 2 + 4}" text-anchor="end">${esc(s)}</text>`))
+  slots.forEach((s, i) => void parts.push(`<text x="${m.l - 8}" y="${m.t + i * rowH + rowH / 2 + 4}" text-anchor="end">${esc(s)}</text>`))
   for (let s = 0; s <= (t1 - t0) / 1000; s += Math.max(1, Math.ceil((t1 - t0) / 1000 / 10))) {
     const xx = x(t0 + s * 1000)
     parts.push(`<line x1="${xx}" x2="${xx}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/><text x="${xx}" y="${H - m.b + 16}" text-anchor="middle">${s}s</text>`)
@@ -36,7 +36,7 @@ export function timelineSvg(runs: Run[], title: string): string {
     if (mark) parts.push(`<text x="${x(r.end) + 2}" y="${y + rowH / 2 + 2}" font-size="13" fill="${r.how === 'killed' ? '#c00' : '#333'}">${mark}</text>`)
   }
   const ly = H - 30
-  jobs.forEach((j, i) => parts.push(`<rect x="${m.l + i * 110}" y="${ly}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/><text x="${m.l + i * 110 + 16}" y="${ly + 10}">${esc(j)}</text>`))
+  jobs.forEach((j, i) => void parts.push(`<rect x="${m.l + i * 110}" y="${ly}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/><text x="${m.l + i * 110 + 16}" y="${ly + 10}">${esc(j)}</text>`))
   parts.push(`<text x="${W - m.r}" y="${H - 8}" text-anchor="end" fill="#555">⏸ SIGTERM: saved, back to the queue   ✕ SIGKILL: recovered by the stalled checker   ✓ completed</text>`)
   parts.push('</svg>')
   return parts.join('\n')

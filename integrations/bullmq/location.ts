@@ -15,7 +15,7 @@ export class BullmqConfigError extends ConfigError {
 export function segment(what: string, value: string | undefined): string {
   if (typeof value !== 'string' || value === '') throw new BullmqConfigError(`${what} must be a non-empty string, got ${JSON.stringify(value)}`)
   if (value.length > 200) throw new BullmqConfigError(`${what} is ${value.length} characters long; at most 200 are allowed in a checkpoint location`)
-  return value.replace(/[^A-Za-z0-9_-]/gu, (c) => [...Buffer.from(c)].map((b) => '%' + b.toString(16).toUpperCase().padStart(2, '0')).join(''))
+  return value.replace(/[^A-Za-z0-9_-]/gu, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''))
 }
 
 /**

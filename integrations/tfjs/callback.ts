@@ -45,7 +45,7 @@ export function createCheckpointCallback(tf: TF, model: LayersModel, options: Ch
  * epoch's last batch can wait for the epoch end; fitDataset does not. `shuffle`: mirror fit's
  * per-epoch shuffle (false for fitDataset and for the unshuffled remaining-rows fit of a resume).
  */
-export function checkpointCallback(tf: TF, model: LayersModel, run: TrainingRun, loop: 'fit' | 'dataset', shuffle: boolean): tfType.Callback {
+export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun, loop: 'fit' | 'dataset', shuffle: boolean): tfType.Callback {
   const { position, options, preemption } = run
   const every = options.every ?? 'epoch'
   const mirror = loop === 'fit' && shuffle

@@ -41,11 +41,11 @@ function bytesOf(t: Tensor): ArrayInput {
 export async function captureState(model: LayersModel): Promise<{ arrays: Record<string, ArrayInput>; info: { weights: string[]; optimizer: string; optimizerSlots: string[] } }> {
   const arrays: Record<string, ArrayInput> = {}
   const weights = model.getWeights()
-  weights.forEach((w, i) => (arrays[`weights/${String(i).padStart(4, '0')}`] = bytesOf(w)))
+  weights.forEach((w, i) => void (arrays[`weights/${String(i).padStart(4, '0')}`] = bytesOf(w)))
   const opt = checkOptimizer(model.optimizer)
   // getWeights returns live variables (and a fresh iter scalar): read them now, before the next step.
   const slots = await opt.getWeights()
-  slots.forEach((s, i) => (arrays[`optimizer/${String(i).padStart(4, '0')}`] = bytesOf(s.tensor)))
+  slots.forEach((s, i) => void (arrays[`optimizer/${String(i).padStart(4, '0')}`] = bytesOf(s.tensor)))
   for (const s of slots) if (s.name === 'iter') s.tensor.dispose()
   const adam = opt as unknown as AdamLike
   // Adam multiplies its beta powers step by step in float32; setWeights would recompute them with

@@ -1,6 +1,6 @@
 import { CorruptCheckpointError, type Manifest, type ManifestName } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
-import { ManifestCache, infoOf, listManifestNames } from './reader.js'
+import { type ManifestCache, infoOf, listManifestNames } from './reader.js'
 import type { CheckpointInfo, SkippedCheckpoint } from './types.js'
 
 export interface Resolved<T> {

@@ -185,7 +185,7 @@ export function packState(entries: PendingEntry[]): { entries: PendingEntry[]; a
   if (contiguous) bytes = new Uint8Array(first.buffer, first.byteOffset, offset)
   else {
     bytes = sharedBytes(offset)
-    views.forEach((v, i) => bytes.set(v, arrays[i]!.offset))
+    views.forEach((v, i) => void bytes.set(v, arrays[i]!.offset))
   }
   return { entries: [{ path: STATE_FILE, size: offset, source: bytes }], arrays }
 }

@@ -3,6 +3,7 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
@@ -185,7 +186,7 @@ export class S3Storage implements Storage {
       'get',
       key,
       async (a) => {
-        let out
+        let out: GetObjectCommandOutput
         try {
           out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key, Range: this.rangeHeader(options.range) }), {
             abortSignal: a.signal,

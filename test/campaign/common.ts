@@ -88,7 +88,7 @@ export function payload(payloadSeed: number, step: number): Uint8Array {
   const tail = r.next() < 0.2 ? 0 : r.int(1, CHUNK_SIZE + 77)
   const out = new Uint8Array(shared.length + blocks.length * CHUNK_SIZE + tail)
   out.set(shared)
-  blocks.forEach((b, i) => out.set(b, shared.length + i * CHUNK_SIZE))
+  blocks.forEach((b, i) => void out.set(b, shared.length + i * CHUNK_SIZE))
   out.set(r.bytes(tail), shared.length + blocks.length * CHUNK_SIZE)
   return out
 }

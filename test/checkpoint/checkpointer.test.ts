@@ -216,7 +216,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     expect((await keys(s, 'chunks/')).length).toBe(4)
     expect(sha((await cp.read())!)).toBe(sha(payloads[4]!))
     // Orphans from a crashed save are collected too, but only once old enough.
-    await s.put('chunks/ab/ab' + '0'.repeat(62), Buffer.from('orphan'))
+    await s.put(`chunks/ab/ab${'0'.repeat(62)}`, Buffer.from('orphan'))
     expect((await collectGarbage(s, { minAgeMs: 60_000 })).deletedChunks).toBe(0)
     expect((await collectGarbage(s, { minAgeMs: 0 })).deletedChunks).toBe(1)
     await cp.close()

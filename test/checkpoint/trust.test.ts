@@ -146,7 +146,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('trust on %s', (_n
     const c1 = await cp.write(a, { step: 1 })
     await cp.write(randomBytes(32 * KiB), { step: 2 })
     await flip(s, c1.id, 80)
-    await s.put('chunks/ab/ab' + '0'.repeat(62), Buffer.from('orphan'))
+    await s.put(`chunks/ab/ab${'0'.repeat(62)}`, Buffer.from('orphan'))
     const before = (await keys(s, 'chunks/')).sort()
     const g = await collectGarbage(s, { minAgeMs: 0 })
     expect(g.deletedChunks).toBe(0)

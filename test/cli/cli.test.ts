@@ -260,7 +260,7 @@ describe('progress', () => {
       vi.advanceTimersByTime(500)
       slow.update(1024 * 1024)
       slow.finish()
-      expect(tty.out).toMatch(/\rup \[#{12}\.{12}\]  50% 512\.0 KiB\/1\.0 MiB/)
+      expect(tty.out).toMatch(/\rup \[#{12}\.{12}\] {2}50% 512\.0 KiB\/1\.0 MiB/)
       expect(tty.out.endsWith('\n')).toBe(true)
       const pipe = { isTTY: false, out: '', write(s: string) { this.out += s; return true } }
       const p = progress('down', 2048, pipe as unknown as NodeJS.WriteStream)

@@ -40,7 +40,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('crash consistency
     const seed = randomBytes(4).toString('hex')
     let confirmed = -1
     let kills = 0
-    let resumedFrom: number[] = []
+    const resumedFrom: number[] = []
     for (let i = 0; i < KILLS; i++) {
       const mode = i % 2 === 0 ? 'sync' : 'async'
       const reported = await runAndKill(uri, env, seed, mode, Math.random() * 400, i % 4 < 2)
