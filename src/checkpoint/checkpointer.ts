@@ -10,7 +10,8 @@ import { Committer } from './committer.js'
 import { fileEntries } from './files.js'
 import { readInfos, retainAfterCommit } from './gc.js'
 import { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
-import { ManifestCache, listManifestNames, readEntry } from './reader.js'
+import { ManifestCache, readEntry } from './reader.js'
+import { recentManifestNames } from './recent.js'
 import { reproInfo } from './repro.js'
 import { resolveNewest } from './resolve.js'
 import { restoreFiles } from './restore.js'
@@ -84,7 +85,7 @@ export class Checkpointer {
     const cp = new Checkpointer(storage, owns, options)
     if (options.repro !== false) void reproInfo() // start it now; the first commit awaits it
     try {
-      const names = await listManifestNames(storage)
+      const { names } = await recentManifestNames(storage)
       cp.seenAny = names.length > 0
       cp.committer.lastStep = names.at(-1)?.step
     } catch (e) {
@@ -121,11 +122,11 @@ export class Checkpointer {
   /** The newest checkpoint `load` reads back (or the pinned `id`), passing over damaged ones. */
   private async resolve<T>(id: string | undefined, load: (m: Manifest, key: string) => Promise<T>, warnSkips = true): Promise<{ value: T; info: CheckpointInfo } | undefined> {
     this.lastSkipped = []
-    const { found, names } = await resolveNewest(this.storage, this.cache, id, load, (s) => {
+    const { found, seen } = await resolveNewest(this.storage, this.cache, id, load, (s) => {
       this.lastSkipped.push(s)
       if (warnSkips) this.warn(`skipping damaged checkpoint: ${s.reason}`)
     })
-    if (names) this.seenAny ||= names.length > 0
+    if (seen) this.seenAny = true
     return found
   }
 

@@ -16,7 +16,7 @@ import { mapLimit } from '../concurrency.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
 import { readBody, stallGuard } from './bytes.js'
 import { isTransientNetworkError, operationRunner, type Attempt, type RetryOptions, type Runner } from './retry.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, SweepResult } from './types.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, SweepResult } from './types.js'
 
 /** Custom metadata naming the put() call that wrote an object, to recognise our own object after a lost response. */
 export const PUT_TOKEN_META = 'tpPut'
@@ -303,14 +303,15 @@ export class GcsStorage implements Storage {
     })
   }
 
-  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     validatePrefix(prefix, 'gcs')
+    const after = options.startAfter === undefined ? undefined : this.prefix ? `${this.prefix}/${options.startAfter}` : options.startAfter
     const full = this.prefix ? `${this.prefix}/${prefix}` : prefix
     const strip = this.prefix ? this.prefix.length + 1 : 0
     let pageToken: string | undefined
     do {
       const [files, next] = await this.run('list', prefix || undefined, async () => {
-        const res = await this.b.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}) })
+        const res = await this.b.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}), ...(after !== undefined ? { startOffset: after } : {}) })
         // A JSON body cut short arrives as a string when the content type is not exactly what the
         // HTTP layer parses, and the SDK then reports an empty page: refuse it rather than list nothing.
         const body = (res as unknown[])[2]
@@ -319,7 +320,8 @@ export class GcsStorage implements Storage {
         }
         return res
       })
-      for (const f of files) yield infoOf(f.name.slice(strip), f.metadata)
+      // startOffset is inclusive (and an emulator may ignore it): the bound is applied here too.
+      for (const f of files) if (after === undefined || f.name > after) yield infoOf(f.name.slice(strip), f.metadata)
       pageToken = (next as { pageToken?: string } | null)?.pageToken
     } while (pageToken)
   }

@@ -18,7 +18,7 @@ import {
 import { mapLimit } from '../concurrency.js'
 import { TEMP_MARK, tempName, validateKey, validatePrefix } from './keys.js'
 import { operationRunner, type RetryOptions, type Runner } from './retry.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult, TransferProgress } from './types.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult, TransferProgress } from './types.js'
 
 export interface LocalStorageOptions {
   /**
@@ -189,7 +189,7 @@ export class LocalStorage implements Storage {
     })
   }
 
-  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     validatePrefix(prefix, 'local')
     // Walk only the directory the prefix lives in; keys are filtered by string prefix afterwards,
     // and sorted as whole strings so the order matches S3/GCS listings.
@@ -198,7 +198,7 @@ export class LocalStorage implements Storage {
     const baseDir = baseKey ? path.join(this.root, ...baseKey.split('/')) : this.root
     const found: ObjectInfo[] = await this.run('list', prefix || undefined, async () => {
       const out: ObjectInfo[] = []
-      await walk(baseDir, baseKey, prefix, out)
+      await walk(baseDir, baseKey, prefix, out, options.startAfter)
       return out
     })
     found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
@@ -337,7 +337,7 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[]): Promise<void> {
+async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[], startAfter?: string): Promise<void> {
   let entries: import('node:fs').Dirent[]
   try {
     entries = await fs.readdir(dir, { withFileTypes: true })
@@ -351,8 +351,9 @@ async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo
     const key = dirKey ? `${dirKey}/${ent.name}` : ent.name
     if (ent.isDirectory()) {
       // Descend only where keys below could still match the prefix.
-      if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) await walk(path.join(dir, ent.name), key, prefix, out)
-    } else if (ent.isFile() && key.startsWith(prefix)) {
+      if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
+    } else if (ent.isFile() && key.startsWith(prefix) && (startAfter === undefined || key > startAfter)) {
+      // Filtered before the stat: a listing after a recent key costs one readdir, not a stat per file.
       const st = await fs.stat(path.join(dir, ent.name)).catch(() => undefined)
       if (st) out.push({ key, size: st.size, etag: tagOf(st), lastModified: st.mtime })
     }

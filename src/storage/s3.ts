@@ -26,7 +26,7 @@ import {
 import { collect, readBody, stallGuard } from './bytes.js'
 import { joinKey, validateKey, validatePrefix } from './keys.js'
 import { isTransientNetworkError, operationRunner, type Attempt, type RetryOptions, type Runner } from './retry.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult } from './types.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult } from './types.js'
 
 /** User metadata naming the put() call that wrote an object, to recognise our own object after a lost response. */
 export const PUT_TOKEN_META = 'tp-put'
@@ -308,19 +308,21 @@ export class S3Storage implements Storage {
     })
   }
 
-  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     validatePrefix(prefix, 's3')
+    const after = options.startAfter === undefined ? undefined : this.prefix ? `${this.prefix}/${options.startAfter}` : options.startAfter
     const full = this.prefix ? `${this.prefix}/${prefix}` : prefix
     const strip = this.prefix ? this.prefix.length + 1 : 0
     let token: string | undefined
     do {
       const page = await this.run('list', prefix || undefined, (a) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.o.pageSize }), {
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.o.pageSize, ...(after !== undefined && !token ? { StartAfter: after } : {}) }), {
           abortSignal: a.signal,
         }),
       )
       for (const o of page.Contents ?? []) {
-        if (!o.Key) continue
+        // A server that ignores StartAfter costs time, never correctness.
+        if (!o.Key || (after !== undefined && o.Key <= after)) continue
         const info: ObjectInfo = { key: o.Key.slice(strip), size: o.Size ?? 0 }
         if (o.ETag) info.etag = o.ETag
         if (o.LastModified) info.lastModified = o.LastModified
