@@ -6,6 +6,7 @@ import { STATE_FILE, WRITER_ID, type Manifest } from '../format/manifest.js'
 import { openStorage } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
 import type { UploadStats } from './commit.js'
+import { ChunkCache } from './chunk-cache.js'
 import { Committer } from './committer.js'
 import { fileEntries } from './files.js'
 import { readInfos, retainAfterCommit } from './gc.js'
@@ -39,6 +40,8 @@ export class Checkpointer {
   private readonly o: Required<Pick<CheckpointerOptions, 'chunkSize' | 'concurrency' | 'keep'>> & CheckpointerOptions
   private readonly cache: ManifestCache
   private readonly committer: Committer
+  /** Local copies of chunks read before (the `chunkCache` option), or undefined when off. */
+  readonly chunkCache: ChunkCache | undefined
   private readonly pool = new BufferPool(2)
   private seenAny = false
   /** Commits run one after another on this chain, in the order they were asked for. */
@@ -61,6 +64,7 @@ export class Checkpointer {
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
     if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
+    this.chunkCache = options.chunkCache ? new ChunkCache(options.chunkCache === true ? {} : options.chunkCache) : undefined
     this.committer = new Committer(storage, {
       writerId: this.writerId,
       chunkSize: this.o.chunkSize,
@@ -141,7 +145,7 @@ export class Checkpointer {
           done += n
           this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
         }
-        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.committer.ledger))
+        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.committer.ledger, this.chunkCache))
       }
       return { files, json: m.json }
     })
@@ -201,6 +205,7 @@ export class Checkpointer {
       restoreFiles(this.storage, key, m, root, {
         concurrency: Math.min(this.o.concurrency, 8),
         witness: this.committer.ledger,
+        ...(this.chunkCache ? { cache: this.chunkCache } : {}),
         onBytes: (n) => {
           done += n
           this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
