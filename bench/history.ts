@@ -4,6 +4,7 @@
 // ratio is paired within one repetition; min–max are over repetitions.
 //   node dist/bench/history.js [--reps 5] [--sizes 10,1000,5000]   (npm run bench runs it too)
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3'
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -86,6 +87,36 @@ async function backend(name: string, open: (size: number) => Storage): Promise<v
   for (const s of stores.values()) await s.close()
 }
 
+/** Restore from S3 twice through the local chunk cache: what the second one downloads. */
+async function cacheRuns(storage: Storage): Promise<void> {
+  const MiB = 1024 * 1024
+  const state = new Uint8Array(64 * MiB)
+  for (let o = 0; o < state.byteLength; o += 65536) state.set(randomBytes(65536), o)
+  await (await Checkpointer.open(storage, quiet)).write(state)
+  let downloaded = 0
+  const counted = Object.create(storage) as Storage
+  counted.get = async (key, o) => {
+    const out = await storage.get(key, o)
+    if (key.startsWith('chunks/')) downloaded += out.byteLength
+    return out
+  }
+  const cacheDir = mkdtempSync(path.join(tmpdir(), 'tp-cache-'))
+  const out = mkdtempSync(path.join(tmpdir(), 'tp-restore-'))
+  const rows: string[] = []
+  try {
+    for (const run of ['no cache', 'first (cache empty)', 'second (cache warm)', 'third (cache warm)']) {
+      downloaded = 0
+      const cp = await Checkpointer.open(counted, { ...quiet, ...(run === 'no cache' ? {} : { chunkCache: { dir: cacheDir } }) })
+      const t = await time(() => cp.restore(out))
+      rows.push(`  | ${run} | ${ms(t)} | ${(downloaded / MiB).toFixed(1)} MiB |`)
+    }
+  } finally {
+    rmSync(cacheDir, { recursive: true, force: true })
+    rmSync(out, { recursive: true, force: true })
+  }
+  console.log(`\n  s3: restore of a 64 MiB checkpoint through the local chunk cache (chunkCache option)\n  | restore | time | downloaded from the store |\n  |---|---|---|\n${rows.join('\n')}`)
+}
+
 async function main(): Promise<void> {
   console.log(`taskpoint history benchmark: open, commit, latest() at ${SIZES.join(' / ')} stored checkpoints`)
   const base = mkdtempSync(path.join(tmpdir(), 'tp-history-'))
@@ -101,6 +132,7 @@ async function main(): Promise<void> {
     await client.send(new CreateBucketCommand({ Bucket: 'history' }))
     client.destroy()
     await backend('s3', (n) => new S3Storage('history', `h${n}`, { clientConfig: s3cfg }))
+    await cacheRuns(new S3Storage('history', 'cache', { clientConfig: s3cfg }))
   } finally {
     await servers.stop()
   }
