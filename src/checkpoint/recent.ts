@@ -19,6 +19,7 @@ export const HINT_KEY = 'hints/latest.json'
 
 /** Bumped if the hint's shape changes; an unknown version is ignored like a garbled hint. */
 const HINT_VERSION = 1
+const MAX_HINT_BYTES = 4096
 
 export interface RecentNames {
   /** Manifests from the hinted one (or the first) to the newest, oldest first. */
@@ -31,13 +32,14 @@ export interface RecentNames {
 export async function readHint(storage: Storage): Promise<ManifestName | undefined> {
   let bytes: Uint8Array
   try {
-    bytes = await storage.get(HINT_KEY)
+    // Never more than a hint can be: a forged huge object costs one small read, not a download.
+    bytes = await storage.get(HINT_KEY, { range: { offset: 0, length: MAX_HINT_BYTES + 1 } })
   } catch (e) {
     // Missing is the normal case for a location no writer of this version has committed to.
     if (e instanceof StorageError && e.code === 'NotFound') return undefined
     throw e
   }
-  if (bytes.byteLength > 4096) return undefined
+  if (bytes.byteLength > MAX_HINT_BYTES) return undefined
   let parsed: unknown
   try {
     parsed = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))

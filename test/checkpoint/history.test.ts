@@ -112,6 +112,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('history on %s', (
       ['a non-canonical spelling of the newest', (k) => JSON.stringify({ v: 1, key: k.replace('manifests/', 'manifests/0') })],
       ['null', () => 'null'],
       ['huge', (k) => JSON.stringify({ v: 1, key: k, pad: 'x'.repeat(100_000) })],
+      ['an empty object', () => ''],
     ]
     for (const [what, hint] of hints) {
       await setHint(s, hint(newest.id))
@@ -131,6 +132,24 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('history on %s', (
       await expect(writer.write(Buffer.from('zombie')), what).rejects.toBeInstanceOf(FencedError)
       ;[writer, newest] = [next, info]
     }
+    await s.close()
+  })
+
+  it('a huge forged hint costs one small read, never a download of it', async () => {
+    const s = await backend.open()
+    const w = await Checkpointer.open(s, quiet)
+    const real = await w.write(Buffer.from('real'))
+    await setHint(s, JSON.stringify({ v: 1, key: real.id, pad: 'x'.repeat(2_000_000) }))
+    let hintBytes = 0
+    const spy = Object.create(s) as Storage
+    spy.get = async (key, o) => {
+      const out = await s.get(key, o)
+      if (key === HINT_KEY) hintBytes += out.byteLength
+      return out
+    }
+    expect((await (await Checkpointer.open(spy, quiet)).latest())?.id).toBe(real.id)
+    expect(hintBytes).toBeGreaterThan(0)
+    expect(hintBytes).toBeLessThanOrEqual(2 * 4097)
     await s.close()
   })
 
