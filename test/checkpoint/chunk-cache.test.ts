@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdtempSync, promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { Checkpointer, type Storage } from '../../src/index.js'
 import { ChunkCache, defaultCacheDir } from '../../src/checkpoint/chunk-cache.js'
@@ -148,6 +150,33 @@ describe('chunk cache bounds and sharing', () => {
     const got = await Promise.all(caches.map((c) => c.read(h, CHUNK)))
     for (const g of got) expect(g && sha(g)).toBe(h)
   })
+
+  it('processes hammering one directory under a tight bound never read wrong bytes (needs npm run build)', async () => {
+    const dir = freshDir()
+    const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'test', 'fixtures', 'cache-hammer.js')
+    const run = (seed: number): Promise<{ code: number | null; out: string }> =>
+      new Promise((resolve) => {
+        const child = spawn(process.execPath, [script, dir, String(seed), '400'], { stdio: ['ignore', 'pipe', 'inherit'] })
+        let out = ''
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+        child.on('exit', (code) => resolve({ code, out }))
+      })
+    const results = await Promise.all([1, 2, 3].map(run))
+    for (const r of results) {
+      expect(r.code, r.out).toBe(0)
+      const stats = JSON.parse(r.out) as { wrong: number; hits: number; misses: number }
+      expect(stats.wrong).toBe(0)
+      expect(stats.hits + stats.misses).toBe(400)
+      // Both paths ran: chunks were served, and evicted and fetched again (12 chunks, room for 5).
+      expect(stats.hits).toBeGreaterThan(0)
+      expect(stats.misses).toBeGreaterThan(12)
+    }
+    // Whatever is left is whole: every file hashes to its name.
+    for (const f of await cacheFiles(dir)) {
+      if (f.name.startsWith('.')) continue
+      expect(sha(await fs.readFile(path.join(dir, f.name.slice(0, 2), f.name)))).toBe(f.name)
+    }
+  }, 60_000)
 
   it('has a documented default directory and refuses a bad bound', () => {
     const before = process.env.TASKPOINT_CACHE_DIR
