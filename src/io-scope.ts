@@ -12,7 +12,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
  */
 const KEY = Symbol.for('taskpoint.ioScope')
 const g = globalThis as unknown as Record<symbol, AsyncLocalStorage<true> | undefined>
-export const ioScope: AsyncLocalStorage<true> = (g[KEY] ??= new AsyncLocalStorage<true>())
+const ioScope: AsyncLocalStorage<true> = (g[KEY] ??= new AsyncLocalStorage<true>())
 
 export function inIoScope(): boolean {
   return ioScope.getStore() === true

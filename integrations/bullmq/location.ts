@@ -1,9 +1,9 @@
-import { TaskpointError } from '../../src/errors.js'
+import { ConfigError } from '../../src/errors.js'
 
 /** A bad option or job handed to the BullMQ integration (a clear message, never a raw stack). */
-export class BullmqConfigError extends TaskpointError {
+export class BullmqConfigError extends ConfigError {
   constructor(message: string) {
-    super('BullmqConfig', message)
+    super(message, 'BullmqConfig')
   }
 }
 

@@ -97,7 +97,7 @@ export class Committer {
     this.epoch = epoch
     this.lastSeq = 0
     // Leftovers of killed writers: only ones far older than any live write could be.
-    void this.storage.sweep?.({ olderThanMs: this.o.locks?.staleMs ?? 10 * 60_000 }).catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
+    void this.storage.sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) }).catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
   }
 
   /**

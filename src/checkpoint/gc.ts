@@ -215,7 +215,12 @@ export async function collectGarbage(storage: Storage, options: GcOptions = {}, 
       result.skipped = `a checkpoint was committed while collecting (${appeared[0]!.key}); nothing deleted, run again`
       return result
     }
-    if (!options.dryRun && doomed.length > 0) await storage.deleteMany(doomed)
+    // In small batches, each only while the lock is known to hold: a collector paused past the
+    // stale time may have been taken for dead, and writers may since have stored these chunks again.
+    for (let i = 0; !options.dryRun && i < doomed.length; i += 100) {
+      if (got.lock.lost !== undefined) throw new Error(`garbage collection lost its lock (${got.lock.lost}) after deleting ${i} of ${doomed.length} chunks; run it again`)
+      await storage.deleteMany(doomed.slice(i, i + 100))
+    }
     // Fencing needs only the highest epoch's markers; older ones are history.
     const markers: { key: string; epoch: number }[] = []
     for await (const o of storage.list(WRITER_DIR)) {

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
+import { sha256Hex } from '../format/manifest.js'
 
 // sha256 runs at ~1 GB/s per core here: hashing a 256 MiB checkpoint on the main thread would
 // take a quarter second from the training loop. Bytes in shared memory are hashed by worker
@@ -19,48 +19,62 @@ interface Job {
   reject: (e: unknown) => void
 }
 
-class HashPool {
-  private workers: Worker[] = []
-  private jobs = new Map<number, Job>()
-  private busy = new Map<Worker, number>()
+/**
+ * A fixed number of hashing threads, started on demand. Each worker owns its pending jobs: a
+ * worker that dies (an error, or an exit without one) fails only the jobs it held, never those of
+ * the others, and is replaced by the next request. A worker holds the process open only while it
+ * has jobs.
+ */
+export class HashPool {
+  /** Each live worker and the jobs it was handed, by id. */
+  private readonly workers = new Map<Worker, Map<number, Job>>()
   private nextId = 0
 
-  constructor(private readonly size: number) {}
+  /** `source` is the worker's code (tests hand in one that misbehaves on purpose). */
+  constructor(
+    private readonly size: number,
+    private readonly source = WORKER_SOURCE,
+  ) {}
 
-  private pick(): Worker {
-    if (this.workers.length < this.size) {
-      const w = new Worker(WORKER_SOURCE, { eval: true })
-      w.unref()
-      w.on('message', ({ id, hash }: { id: number; hash: string }) => {
-        this.busy.set(w, (this.busy.get(w) ?? 1) - 1)
-        const job = this.jobs.get(id)
-        this.jobs.delete(id)
-        job?.resolve(hash)
-      })
-      w.on('error', (e) => {
-        // A dead worker fails its jobs; the next request starts a fresh one.
-        this.workers = this.workers.filter((x) => x !== w)
-        for (const [, job] of this.jobs) job.reject(e)
-        this.jobs.clear()
-      })
-      this.workers.push(w)
-      this.busy.set(w, 0)
-      return w
+  private start(): [Worker, Map<number, Job>] {
+    const w = new Worker(this.source, { eval: true })
+    const pending = new Map<number, Job>()
+    this.workers.set(w, pending)
+    w.unref()
+    w.on('message', ({ id, hash }: { id: number; hash: string }) => {
+      const job = pending.get(id)
+      pending.delete(id)
+      if (pending.size === 0) w.unref()
+      job?.resolve(hash)
+    })
+    const die = (e: unknown): void => {
+      if (this.workers.get(w) !== pending) return // already retired
+      this.workers.delete(w)
+      for (const job of pending.values()) job.reject(e)
+      pending.clear()
     }
-    return this.workers.reduce((a, b) => ((this.busy.get(a) ?? 0) <= (this.busy.get(b) ?? 0) ? a : b))
+    w.on('error', die)
+    // An exit without an error would otherwise leave its jobs waiting forever.
+    w.on('exit', (code) => die(new Error(`sha256 worker thread exited (code ${code}) with jobs pending`)))
+    return [w, pending]
+  }
+
+  /** A new worker while below `size`, else the one with the fewest pending jobs. */
+  private pick(): [Worker, Map<number, Job>] {
+    if (this.workers.size < this.size) return this.start()
+    let best: [Worker, Map<number, Job>] | undefined
+    for (const entry of this.workers) if (!best || entry[1].size < best[1].size) best = entry
+    return best ?? this.start()
   }
 
   hash(view: Uint8Array): Promise<string> {
-    return new Promise((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
       const id = this.nextId++
-      this.jobs.set(id, { resolve, reject })
-      const w = this.pick()
-      this.busy.set(w, (this.busy.get(w) ?? 0) + 1)
+      const [w, pending] = this.pick()
+      pending.set(id, { resolve, reject })
       w.ref()
       w.postMessage({ id, buf: view.buffer, off: view.byteOffset, len: view.byteLength })
-    }).finally(() => {
-      if (this.jobs.size === 0) for (const w of this.workers) w.unref()
-    }) as Promise<string>
+    })
   }
 }
 
@@ -68,13 +82,9 @@ let pool: HashPool | undefined
 // Below this, posting to a worker costs more than hashing in place (and small states never start the pool).
 const SMALL = 1024 * 1024
 
-export function sha256Sync(view: Uint8Array): string {
-  return createHash('sha256').update(view).digest('hex')
-}
-
 /** sha256 hex of `view`: on a worker thread when the bytes are shared and large, else in place. */
 export function sha256(view: Uint8Array): Promise<string> | string {
-  if (view.byteLength < SMALL || !(view.buffer instanceof SharedArrayBuffer)) return sha256Sync(view)
+  if (view.byteLength < SMALL || !(view.buffer instanceof SharedArrayBuffer)) return sha256Hex(view)
   pool ??= new HashPool(Math.max(1, Math.min(4, availableParallelism())))
   return pool.hash(view)
 }

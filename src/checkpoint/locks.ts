@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Storage } from '../storage/types.js'
+import { ConfigError } from '../errors.js'
 
 /**
  * Locks that let maintenance run beside live writers, after restic's design: a writer holds a
@@ -23,9 +24,9 @@ import type { Storage } from '../storage/types.js'
 export const LOCK_DIR = 'locks/'
 
 export interface LockOptions {
-  /** A lock not refreshed for this long is dead. Default 10 minutes. */
+  /** A lock not refreshed for this long is dead. Default 3 minutes. */
   staleMs?: number
-  /** How often a held lock is rewritten. Default staleMs / 5. */
+  /** How often a held lock is rewritten. Default staleMs / 6 (30 s). */
   refreshMs?: number
   /** A collector waits this long for writers' commits to end before giving up. Default 60 s. */
   waitMs?: number
@@ -40,9 +41,9 @@ interface Resolved {
 }
 
 function resolve(o: LockOptions = {}): Resolved {
-  const staleMs = o.staleMs ?? 10 * 60_000
-  if (!(staleMs > 0)) throw new RangeError(`locks.staleMs must be > 0, got ${staleMs}`)
-  return { staleMs, refreshMs: o.refreshMs ?? Math.max(1, Math.floor(staleMs / 5)), waitMs: o.waitMs ?? 60_000 }
+  const staleMs = o.staleMs ?? 3 * 60_000
+  if (!(staleMs > 0)) throw new ConfigError(`locks.staleMs must be a number of ms > 0, got ${staleMs}`)
+  return { staleMs, refreshMs: o.refreshMs ?? Math.max(1, Math.floor(staleMs / 6)), waitMs: o.waitMs ?? 60_000 }
 }
 
 interface Seen {
@@ -83,6 +84,12 @@ export class HeldLock {
 
   private async refresh(): Promise<void> {
     if (this.released || this.lostReason) return
+    // After a gap (a paused process), others may already have taken the lock for dead: it must
+    // not be revived by a rewrite that would hide that.
+    if (this.lost) {
+      this.lostReason = this.lost
+      return
+    }
     try {
       // Rewriting a lock that was removed as stale would hide that it was: check first.
       if (!(await this.storage.head(this.key))) {

@@ -1,5 +1,5 @@
 import pLimit from 'p-limit'
-import { StorageError } from '../errors.js'
+import { StorageError, isNotFound } from '../errors.js'
 import {
   CorruptCheckpointError,
   MANIFEST_DIR,
@@ -38,7 +38,7 @@ export class ManifestCache {
       p = this.storage.get(key).then(
         (bytes) => decodeManifest(key, bytes),
         (e: unknown) => {
-          if (e instanceof StorageError && e.code === 'NotFound') throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)', true)
+          if (isNotFound(e)) throw new CorruptCheckpointError(key, 'manifest vanished (pruned meanwhile?)', true)
           throw e
         },
       )
@@ -96,7 +96,7 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
       // ever being read whole into memory.
       bytes = await storage.get(chunkKey(hash), into && into.byteLength >= size ? { into, range: { offset: 0, length: size + 1 } } : { range: { offset: 0, length: size + 1 } })
     } catch (e) {
-      if (e instanceof StorageError && e.code === 'NotFound') {
+      if (isNotFound(e)) {
         why = 'is missing'
         break
       }
@@ -116,23 +116,19 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
   throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… ${why}`)
 }
 
-/** An object larger than the buffer it was read into: drivers say so with a RangeError, wrapped or not. */
+/** An object larger than the buffer it was read into: every driver says so with `SizeMismatchError`. */
 function isSizeMismatch(e: unknown): boolean {
-  const err = e as { code?: unknown; cause?: unknown } | undefined
-  return e instanceof RangeError || err?.code === 'SizeMismatch' || (err?.cause instanceof RangeError && err.cause.message.includes("'into'"))
+  return e instanceof StorageError && e.code === 'SizeMismatch'
 }
 
-/** Runs `fn` for every chunk of a file with its offset in the file, at most `concurrency` at once. */
-export async function eachChunk(entry: FileEntry, concurrency: number, fn: (c: ChunkRef, at: number) => Promise<void>): Promise<void> {
-  const limit = pLimit(concurrency)
-  let offset = 0
-  await Promise.all(
-    entry.chunks.map((c) => {
-      const at = offset
-      offset += c.size
-      return limit(() => fn(c, at))
-    }),
-  )
+/** Each chunk of a file with its offset in the file. */
+function chunksWithOffsets(entry: FileEntry): { chunk: ChunkRef; at: number }[] {
+  let at = 0
+  return entry.chunks.map((chunk) => {
+    const placed = { chunk, at }
+    at += chunk.size
+    return placed
+  })
 }
 
 /** Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified. */
@@ -147,7 +143,7 @@ export async function readEntry(
 ): Promise<Uint8Array> {
   // Shared memory: chunks land in place and worker threads verify them without a copy.
   const out = sharedBytes(entry.size)
-  await eachChunk(entry, concurrency, async (c, at) => {
+  await pLimit(concurrency).map(chunksWithOffsets(entry), async ({ chunk: c, at }) => {
     const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size), witness, cache)
     if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
     onBytes?.(c.size)

@@ -1,4 +1,4 @@
-import { TaskpointError } from '../errors.js'
+import { ConfigError } from '../errors.js'
 import { STATE_FILE, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType, type Manifest } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
 import { sharedBytes } from './hash.js'
@@ -20,13 +20,13 @@ export interface Snapshot {
  */
 export function checkWriteOptions(options: WriteOptions): WriteOptions {
   if (options.step !== undefined && (!Number.isSafeInteger(options.step) || options.step < 0)) {
-    throw new TaskpointError('InvalidOption', `step must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got ${String(options.step)}`)
+    throw new ConfigError(`step must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got ${String(options.step)}`)
   }
   const out: WriteOptions = {}
   if (options.step !== undefined) out.step = options.step
   if (options.metadata !== undefined) {
     if (options.metadata === null || typeof options.metadata !== 'object' || Array.isArray(options.metadata)) {
-      throw new TaskpointError('InvalidOption', 'metadata must be a plain object of JSON values')
+      throw new ConfigError('metadata must be a plain object of JSON values')
     }
     out.metadata = jsonCopy(options.metadata, 'metadata') as Record<string, unknown>
   }
@@ -39,9 +39,9 @@ export function jsonCopy(v: unknown, what: string): unknown {
   try {
     text = JSON.stringify(v)
   } catch (e) {
-    throw new TaskpointError('InvalidOption', `${what} cannot be stored as JSON: ${(e as Error).message}`)
+    throw new ConfigError(`${what} cannot be stored as JSON: ${(e as Error).message}`)
   }
-  if (text === undefined) throw new TaskpointError('InvalidOption', `${what} cannot be stored as JSON (a function or undefined)`)
+  if (text === undefined) throw new ConfigError(`${what} cannot be stored as JSON (a function or undefined)`)
   return JSON.parse(text)
 }
 

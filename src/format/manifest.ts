@@ -294,5 +294,5 @@ export function dtypeBytes(d: DType): number {
 
 /** File and array names inside a checkpoint obey the storage key rules: nothing escapes a restore dir. */
 export function validateEntryPath(p: string): string {
-  return validateKey(p, 'local', 'name')
+  return validateKey(p, undefined, 'name')
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { StorageError } from '../errors.js'
+import { isNotFound } from '../errors.js'
 import type { Storage } from '../storage/types.js'
 import { TaskConfigError } from './errors.js'
 
@@ -45,7 +45,7 @@ export async function readCache(storage: Storage, key: string): Promise<{ hit: t
   try {
     bytes = await storage.get(key)
   } catch (e) {
-    if (e instanceof StorageError && e.code === 'NotFound') return { hit: false }
+    if (isNotFound(e)) return { hit: false }
     throw e
   }
   try {

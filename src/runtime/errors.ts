@@ -1,4 +1,4 @@
-import { TaskpointError } from '../errors.js'
+import { ConfigError, TaskpointError } from '../errors.js'
 
 /**
  * Throw this (or a subclass) from task code for a failure that a retry may cure: a flaky data
@@ -32,9 +32,10 @@ export class PreemptedError extends RecoverableError {
   }
 }
 
-export class TaskConfigError extends TaskpointError {
+/** A task option or cached-task input the caller must change (the shared ConfigError, code `TaskConfig`). */
+export class TaskConfigError extends ConfigError {
   constructor(message: string) {
-    super('TaskConfig', message)
+    super(message, 'TaskConfig')
   }
 }
 

@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises'
+import { ConfigError } from '../errors.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { DEFAULT_EXIT_CODES } from './main.js'
 
@@ -30,7 +32,7 @@ export interface SuperviseOptions {
  */
 export async function supervise(o: SuperviseOptions): Promise<number> {
   const retries = o.retries ?? 3
-  if (!Number.isInteger(retries) || retries < 0 || retries > 10) throw new RangeError(`retries must be a whole number from 0 to 10, got ${o.retries}`)
+  if (!Number.isInteger(retries) || retries < 0 || retries > 10) throw new ConfigError(`retries must be a whole number from 0 to 10, got ${o.retries}`)
   const retryOn = new Set(o.retryOn ?? [DEFAULT_EXIT_CODES.recoverable, DEFAULT_EXIT_CODES.preempted])
   const log = o.log ?? ((l: string) => console.error(l))
   let stopping: NodeJS.Signals | undefined
@@ -76,7 +78,7 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
         return result.code ?? 128 + 9
       }
       log(`taskpoint run: retrying (${attempt + 1} of ${retries})`)
-      await new Promise((r) => setTimeout(r, o.delayMs ?? 500))
+      await delay(o.delayMs ?? 500)
     }
   } finally {
     process.off('SIGTERM', onTerm)

@@ -1,6 +1,7 @@
+import { setTimeout as delay } from 'node:timers/promises'
 import pRetry from 'p-retry'
 import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
-import { StorageError } from '../errors.js'
+import { isTransient } from '../errors.js'
 import { openStorage } from '../storage/resolve.js'
 import { cacheKey, readCache, writeCache } from './cache.js'
 import { consoleLogger, runInContext, type TaskContext, type TaskLogger } from './context.js'
@@ -66,8 +67,9 @@ function validate(o: TaskOptions): void {
   if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === '')) throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
 }
 
+/** A storage fault that outlived its retries: the system's fault, not the task's. */
 function isSystemFault(e: unknown): boolean {
-  return e instanceof StorageError && e.code === 'Transient'
+  return isTransient(e)
 }
 
 async function runTask<I, O>(o: TaskOptions, fn: (inputs: I) => Promise<O> | O, inputs: I): Promise<O> {
@@ -203,6 +205,7 @@ async function runAttempt<I, O>(
   }
 }
 
+/** A backoff that does not keep the process alive on its own. */
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref())
+  return delay(ms, undefined, { ref: false })
 }

@@ -1,92 +1,55 @@
-import { CRC32C, Storage as GcsClient, type StorageOptions as GcsClientOptions, type Bucket, type File } from '@google-cloud/storage'
+import type { Storage as GcsClient, Bucket, File } from '@google-cloud/storage'
 import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import {
-  AccessDeniedError,
-  AlreadyExistsError,
-  BucketNotFoundError,
-  NotFoundError,
-  StorageConfigError,
-  StorageError,
-  TransientStorageError,
-  type StorageErrorDetails,
-} from '../errors.js'
-import { mapLimit } from '../concurrency.js'
-import { joinKey, validateKey, validatePrefix } from './keys.js'
-import { readBody, stallGuard } from './bytes.js'
-import { isTransientNetworkError, operationRunner, type Attempt, type RetryOptions, type Runner } from './retry.js'
-import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, SweepResult } from './types.js'
+import pLimit from 'p-limit'
+import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
+import { readBody } from './bytes.js'
+import { defineDriver } from './driver.js'
+import { checkMetadata, crc32cOf, hashFromHeader, infoOf } from './gcs-checks.js'
+import { makeGcsClient, type GcsStorageOptions } from './gcs-client.js'
+import { gcsStatus, isGcsNotFound, mapGcsError } from './gcs-errors.js'
+import { ObjectRoot } from './object-root.js'
+import { operationRunner, type Attempt, type Runner } from './retry.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepResult } from './types.js'
+
+export { makeGcsClient, type GcsStorageOptions } from './gcs-client.js'
 
 /** Custom metadata naming the put() call that wrote an object, to recognise our own object after a lost response. */
 export const PUT_TOKEN_META = 'tpPut'
 
-export interface GcsStorageOptions {
-  /** Use this client as is. */
-  client?: GcsClient
-  /** Extra client options when taskpoint builds the client (projectId, keyFilename, apiEndpoint...). */
-  clientOptions?: GcsClientOptions
-  /** Objects larger than this use a resumable upload. Default 8 MiB. */
-  resumableThreshold?: number
-  /** Objects per list page. Default 1000. */
-  pageSize?: number
-  /**
-   * A request that moves no bytes for this long (no response, or a body that stopped) is abandoned
-   * as a transient fault and retried. Default 60000.
-   */
-  requestTimeoutMs?: number
-  retry?: RetryOptions
-  /** Whether the server enforces `ifGenerationMatch: 0`. Real GCS does. Default true. */
-  conditionalCreate?: boolean
-}
-
 const MiB = 1024 * 1024
 
-/** Builds a GCS client from options and the usual environment (STORAGE_EMULATOR_HOST, GOOGLE_APPLICATION_CREDENTIALS...). */
-export function makeGcsClient(options: GcsStorageOptions = {}): GcsClient {
-  const emulator = process.env.STORAGE_EMULATOR_HOST
-  const o: GcsClientOptions = {
-    // taskpoint retries each operation itself; the SDK's own retries would multiply attempts.
-    retryOptions: { autoRetry: false },
-    timeout: options.requestTimeoutMs ?? 60_000,
-    ...options.clientOptions,
-  }
-  if (emulator && !o.apiEndpoint) o.apiEndpoint = emulator.startsWith('http') ? emulator : `http://${emulator}`
-  if (!o.projectId && process.env.GOOGLE_CLOUD_PROJECT) o.projectId = process.env.GOOGLE_CLOUD_PROJECT
-  return new GcsClient(o)
-}
-
+/** Objects in a Google Cloud Storage bucket under a prefix: the driver behind `gs://bucket/prefix`. */
 export class GcsStorage implements Storage {
   readonly backend = 'gcs' as const
-  readonly capabilities: { conditionalCreate: boolean }
+  readonly capabilities: StorageCapabilities
   readonly uri: string
+  readonly prefix: string
   readonly client: GcsClient
-  private readonly b: Bucket
+  private readonly root: ObjectRoot
+  private readonly gcsBucket: Bucket
   private readonly resumableThreshold: number
   private readonly pageSize: number
   private readonly run: Runner
-  private readonly stallMs: number
 
   constructor(
     readonly bucket: string,
-    readonly prefix: string,
+    prefix: string,
     options: GcsStorageOptions = {},
   ) {
-    if (!/^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/.test(bucket)) {
-      throw new StorageConfigError({ backend: 'gcs', key: bucket }, 'invalid bucket name in URI (expected gs://bucket/prefix, lowercase)')
-    }
-    this.prefix = prefix.replace(/^\/+|\/+$/g, '')
-    if (this.prefix) validateKey(this.prefix, 'gcs', 'open')
-    this.uri = `gs://${bucket}${this.prefix ? `/${this.prefix}` : ''}`
+    this.root = new ObjectRoot('gcs', 'gs', bucket, prefix, { pattern: /^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/, hint: ', lowercase' })
+    this.prefix = this.root.prefix
+    this.uri = this.root.uri
     this.client = options.client ?? makeGcsClient(options)
-    this.b = this.client.bucket(bucket)
-    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true }
-    const where = (key: string | undefined): string => `${this.uri}/${key ?? ''}`
-    this.stallMs = options.requestTimeoutMs ?? 60_000
+    this.gcsBucket = this.client.bucket(bucket)
+    // Many parallel requests hide per-request latency on an object store.
+    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16 }
+    const where = (key: string | undefined): string => this.root.where(key)
     this.run = operationRunner({
       backend: 'gcs',
       retry: options.retry,
-      stallMs: this.stallMs,
+      stallMs: options.requestTimeoutMs ?? 60_000,
       where,
       mapError: (e, op, key) => mapGcsError(e, { backend: 'gcs', key: where(key), op }),
     })
@@ -96,11 +59,11 @@ export class GcsStorage implements Storage {
 
   private file(key: string, op: string, generation?: string | number): File {
     // A fresh File per attempt: the SDK keeps upload state and metadata on the object.
-    return this.b.file(joinKey(this.prefix, validateKey(key, 'gcs', op)), generation !== undefined ? { generation: Number(generation) } : {})
+    return this.gcsBucket.file(this.root.full(key, op), generation !== undefined ? { generation: Number(generation) } : {})
   }
 
   private details(key: string, op: string): StorageErrorDetails {
-    return { backend: 'gcs', key: `${this.uri}/${key}`, op }
+    return { backend: 'gcs', key: this.root.where(key), op }
   }
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
@@ -136,7 +99,7 @@ export class GcsStorage implements Storage {
       if ((md.metadata as Record<string, unknown> | undefined)?.[PUT_TOKEN_META] !== token || (size !== undefined && Number(md.size) !== size)) return undefined
       return infoOf(key, md)
     } catch (e) {
-      if (gcsStatus(e) === 404) return undefined
+      if (isGcsNotFound(e)) return undefined
       throw e
     }
   }
@@ -244,49 +207,10 @@ export class GcsStorage implements Storage {
       throw new TransientStorageError(details, `body of ${bytes.byteLength} bytes, the object has ${wantSize}: cut short in transit; retried`)
     }
     if (want === undefined) return
-    const crc = new CRC32C()
-    crc.update(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
-    if (crc.toString() !== want) {
-      throw new TransientStorageError(details, `crc32c ${crc.toString()} of ${bytes.byteLength} bytes received, the object's is ${want}: cut short or damaged in transit; retried`)
+    const got = crc32cOf(bytes)
+    if (got !== want) {
+      throw new TransientStorageError(details, `crc32c ${got} of ${bytes.byteLength} bytes received, the object's is ${want}: cut short or damaged in transit; retried`)
     }
-  }
-
-  async getStream(key: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
-    this.file(key, 'get')
-    const details = this.details(key, 'get')
-    // Fail here, with a typed error, rather than on the first read of the stream; and pin the
-    // generation so the checksum below is the one of the bytes we read.
-    const md = await this.run(
-      'get',
-      key,
-      async () => {
-        const [m] = await this.file(key, 'get').getMetadata()
-        checkMetadata(m, details)
-        return m
-      },
-      options.signal,
-    )
-    const src = this.file(key, 'get', md.generation).createReadStream({ validation: false, decompress: false })
-    const crc = new CRC32C()
-    let n = 0
-    const out = stallGuard({
-      stallMs: this.stallMs,
-      error: () => new TransientStorageError(details, `stream stalled: no data for ${this.stallMs} ms`),
-      onStall: () => src.destroy(),
-      onChunk: (c) => {
-        crc.update(c)
-        n += c.byteLength
-      },
-      atEnd: () => {
-        if (n !== Number(md.size)) return new TransientStorageError(details, `stream ended after ${n} of ${md.size} bytes: cut short in transit`)
-        if (typeof md.crc32c === 'string' && crc.toString() !== md.crc32c) return new TransientStorageError(details, 'crc32c mismatch: damaged in transit')
-        return undefined
-      },
-    })
-    src.on('error', (e) => out.destroy(mapGcsError(e, details) as Error))
-    out.once('close', () => src.destroy())
-    options.signal?.addEventListener('abort', () => out.destroy(options.signal!.reason as Error), { once: true })
-    return src.pipe(out)
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -297,31 +221,29 @@ export class GcsStorage implements Storage {
         checkMetadata(md, this.details(key, 'head'))
         return infoOf(key, md)
       } catch (e) {
-        if (gcsStatus(e) === 404 && !isBucketMissing(e)) return undefined
+        if (isGcsNotFound(e)) return undefined
         throw e
       }
     })
   }
 
   async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
-    validatePrefix(prefix, 'gcs')
-    const after = options.startAfter === undefined ? undefined : this.prefix ? `${this.prefix}/${options.startAfter}` : options.startAfter
-    const full = this.prefix ? `${this.prefix}/${prefix}` : prefix
-    const strip = this.prefix ? this.prefix.length + 1 : 0
+    const full = this.root.listPrefix(prefix)
+    const after = options.startAfter === undefined ? undefined : this.root.listPrefix('') + options.startAfter
     let pageToken: string | undefined
     do {
       const [files, next] = await this.run('list', prefix || undefined, async () => {
-        const res = await this.b.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}), ...(after !== undefined ? { startOffset: after } : {}) })
+        const res = await this.gcsBucket.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}), ...(after !== undefined ? { startOffset: after } : {}) })
         // A JSON body cut short arrives as a string when the content type is not exactly what the
         // HTTP layer parses, and the SDK then reports an empty page: refuse it rather than list nothing.
         const body = (res as unknown[])[2]
         if (typeof body !== 'object' || body === null || ('items' in body && !Array.isArray((body as { items?: unknown }).items))) {
-          throw new TransientStorageError({ backend: 'gcs', key: `${this.uri}/${prefix}`, op: 'list' }, 'unreadable listing page (truncated or garbled in transit); retried')
+          throw new TransientStorageError(this.details(prefix, 'list'), 'unreadable listing page (truncated or garbled in transit); retried')
         }
         return res
       })
       // startOffset is inclusive (and an emulator may ignore it): the bound is applied here too.
-      for (const f of files) if (after === undefined || f.name > after) yield infoOf(f.name.slice(strip), f.metadata)
+      for (const f of files) if (after === undefined || f.name > after) yield infoOf(this.root.keyOf(f.name), f.metadata)
       pageToken = (next as { pageToken?: string } | null)?.pageToken
     } while (pageToken)
   }
@@ -335,7 +257,7 @@ export class GcsStorage implements Storage {
 
   async deleteMany(keys: readonly string[]): Promise<void> {
     // The JSON API has no multi-object delete outside batch requests; bounded parallel deletes.
-    await mapLimit(keys, 16, (k) => this.delete(k))
+    await pLimit(16).map(keys, (k) => this.delete(k))
   }
 
   /** S3/GCS puts are durable when they return. */
@@ -352,64 +274,8 @@ export class GcsStorage implements Storage {
   async close(): Promise<void> {}
 }
 
-function infoOf(key: string, md: { size?: string | number; etag?: string; generation?: string | number; updated?: string }): ObjectInfo {
-  const info: ObjectInfo = { key, size: Number(md.size ?? 0) }
-  if (md.etag) info.etag = md.etag
-  if (md.generation !== undefined) info.generation = String(md.generation)
-  if (md.updated) info.lastModified = new Date(md.updated)
-  return info
-}
-
-/** Metadata that arrived cut short is a string (or lacks the object's name): transient, never an object of size 0. */
-function checkMetadata(md: unknown, d: StorageErrorDetails): asserts md is { name: string; size?: string | number; generation?: string | number; crc32c?: string; metadata?: unknown } {
-  if (typeof md !== 'object' || md === null || typeof (md as { name?: unknown }).name !== 'string') {
-    throw new TransientStorageError(d, 'unreadable object metadata (truncated or garbled in transit); retried')
-  }
-}
-
-function hashFromHeader(h: string | string[] | undefined, kind: 'crc32c' | 'md5'): string | undefined {
-  for (const part of (Array.isArray(h) ? h.join(',') : (h ?? '')).split(',')) {
-    const i = part.indexOf('=')
-    if (i > 0 && part.slice(0, i).trim() === kind) return part.slice(i + 1).trim()
-  }
-  return undefined
-}
-
-/**
- * The HTTP status of a GCS SDK error: ApiError carries it as a numeric `code`, but errors of the
- * resumable-upload path come from gaxios with `status` / `response.status` (a 412 there used to
- * map to Unknown).
- */
-function gcsStatus(e: unknown): number | undefined {
-  const err = e as { code?: unknown; status?: unknown; response?: { status?: unknown } } | undefined
-  for (const v of [err?.code, err?.status, err?.response?.status]) if (typeof v === 'number' && v >= 100 && v < 600) return v
-  return undefined
-}
-
-function isBucketMissing(e: unknown): boolean {
-  return /bucket/i.test(String((e as { message?: string }).message ?? ''))
-}
-
-function mapGcsError(e: unknown, d: StorageErrorDetails): unknown {
-  if (e instanceof StorageError) return e
-  const err = e as { code?: unknown; message?: string; name?: string }
-  const status = gcsStatus(e)
-  const det = { ...d, cause: e }
-  if (err.name === 'AbortError') return e
-  if (status === 404) return isBucketMissing(e) && !/object|file|No such object/i.test(err.message ?? '') ? new BucketNotFoundError(det) : new NotFoundError(det)
-  if (status === 412) return new AlreadyExistsError(det)
-  if (status === 401 || status === 403) {
-    return new AccessDeniedError(det, `access denied (HTTP ${status}): check GOOGLE_APPLICATION_CREDENTIALS and the bucket's IAM roles`)
-  }
-  if (/Could not load the default credentials|Unable to detect a Project Id/i.test(err.message ?? '')) {
-    return new StorageConfigError(det, `no Google credentials/project: set GOOGLE_APPLICATION_CREDENTIALS (and GOOGLE_CLOUD_PROJECT), or STORAGE_EMULATOR_HOST for an emulator. ${err.message}`)
-  }
-  if ((status !== undefined && (status >= 500 || status === 429 || status === 408)) || isTransientNetworkError(e)) {
-    return new TransientStorageError(det, `transient fault (${status ?? err.code ?? err.name}): ${err.message ?? ''}`.trim())
-  }
-  // A 2xx JSON body that could not be parsed was cut short or garbled in transit.
-  if (err.name === 'FetchError' || /invalid json|Unexpected end of JSON|Unexpected token|not valid JSON/i.test(err.message ?? '')) {
-    return new TransientStorageError(det, `unreadable response (truncated or garbled in transit): ${err.message ?? ''}`)
-  }
-  return new StorageError('Unknown', `${err.name ?? 'error'}${status ? ` (HTTP ${status})` : ''}: ${err.message ?? String(e)}`, det)
-}
+/** `gs://bucket/prefix`. Registered in registry.ts. */
+export const driver = defineDriver<GcsStorageOptions>({
+  name: 'gcs',
+  open: (location, options) => new GcsStorage(location.bucket, location.prefix, options),
+})

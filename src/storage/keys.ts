@@ -18,9 +18,10 @@ export function tempName(): string {
 
 /**
  * Refuses any key that could escape the storage root or mean different things on different
- * backends. Returns the key unchanged when it is acceptable.
+ * backends. Returns the key unchanged when it is acceptable. `backend` names the driver in the
+ * error; leave it undefined for names that belong to no storage (paths inside a checkpoint).
  */
-export function validateKey(key: string, backend: StorageBackend, op: string): string {
+export function validateKey(key: string, backend: StorageBackend | undefined, op: string): string {
   const fail = (why: string): never => {
     throw new InvalidKeyError({ backend, key: JSON.stringify(key), op }, `${why}; keys are relative, '/'-separated names like "chunks/ab/abcd" or "weights/layer1.bin"`)
   }

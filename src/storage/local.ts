@@ -1,32 +1,21 @@
-import { randomBytes } from 'node:crypto'
-import { constants as fsc, createReadStream } from 'node:fs'
+import { constants as fsc } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
-import { Readable } from 'node:stream'
-import {
-  AccessDeniedError,
-  AlreadyExistsError,
-  InvalidKeyError,
-  NoSpaceError,
-  NotFoundError,
-  SizeMismatchError,
-  StorageError,
-  StorageConfigError,
-  TransientStorageError,
-  type StorageErrorDetails,
-} from '../errors.js'
-import { mapLimit } from '../concurrency.js'
+import pLimit from 'p-limit'
+import { SizeMismatchError, StorageConfigError } from '../errors.js'
+import { defineDriver, type DriverOptionsBase } from './driver.js'
 import { TEMP_MARK, tempName, validateKey, validatePrefix } from './keys.js'
-import { operationRunner, type RetryOptions, type Runner } from './retry.js'
-import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, SweepOptions, SweepResult, TransferProgress } from './types.js'
+import { mapLocalError } from './local-errors.js'
+import { sweepTempFiles, syncDir, tagOf, walk, writeBody } from './local-fs.js'
+import { operationRunner, type Runner } from './retry.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
-export interface LocalStorageOptions {
+export interface LocalStorageOptions extends DriverOptionsBase {
   /**
    * fsync files and their directory on every put, so a committed object survives power loss,
    * not just a process crash. Default true; turn off only for throwaway runs.
    */
   durable?: boolean
-  retry?: RetryOptions
 }
 
 /**
@@ -36,7 +25,8 @@ export interface LocalStorageOptions {
  */
 export class LocalStorage implements Storage {
   readonly backend = 'local' as const
-  readonly capabilities = { conditionalCreate: true }
+  // A few parallel transfers keep a disk busy; more only add seeks and open files.
+  readonly capabilities: StorageCapabilities = { conditionalCreate: true, preferredConcurrency: 8 }
   readonly uri: string
   readonly root: string
   private readonly durable: boolean
@@ -100,7 +90,7 @@ export class LocalStorage implements Storage {
       }
       if (this.durable) {
         if (options.batch) this.unsyncedDirs.add(dir)
-        else await mapLimit(this.chainOf(dir), 4, syncDir)
+        else await pLimit(4).map(this.chainOf(dir), syncDir)
       }
       const st = await fs.stat(target)
       return { key, size, etag: tagOf(st), lastModified: st.mtime }
@@ -114,15 +104,17 @@ export class LocalStorage implements Storage {
    * is simply created again.
    */
   private async openTemp(dir: string): Promise<{ fh: fs.FileHandle; tmp: string }> {
+    // A concurrent delete may remove the directory (left empty) between our mkdir and open, or
+    // even inside the recursive mkdir: both show as ENOENT and are tried again.
     for (let i = 0; ; i++) {
-      const created = await fs.mkdir(dir, { recursive: true })
-      // Directories above the root that we had to create: their entries must be durable too.
-      if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
       const tmp = path.join(dir, tempName())
       try {
+        const created = await fs.mkdir(dir, { recursive: true })
+        // Directories above the root that we had to create: their entries must be durable too.
+        if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
         return { fh: await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644), tmp }
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 4) throw e
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 9) throw e
       }
     }
   }
@@ -167,14 +159,6 @@ export class LocalStorage implements Storage {
     })
   }
 
-  async getStream(key: string): Promise<Readable> {
-    const p = this.pathOf(key, 'get')
-    return this.run('get', key, async () => {
-      const fh = await fs.open(p, 'r')
-      return createReadStream('', { fd: fh.fd, autoClose: true, highWaterMark: 1 << 20 }).on('close', () => void fh.close().catch(() => {}))
-    })
-  }
-
   async head(key: string): Promise<ObjectInfo | undefined> {
     const p = this.pathOf(key, 'head')
     return this.run('head', key, async () => {
@@ -215,7 +199,7 @@ export class LocalStorage implements Storage {
 
   async deleteMany(keys: readonly string[]): Promise<void> {
     const paths = keys.map((k) => this.pathOf(k, 'delete'))
-    await mapLimit(paths, 16, async (p, i) => {
+    await pLimit(16).map(paths, async (p, i) => {
       await this.run('delete', keys[i], () => fs.rm(p, { force: true }))
     })
     const dirs = [...new Set(paths.map((p) => path.dirname(p)))]
@@ -243,7 +227,7 @@ export class LocalStorage implements Storage {
     for (const d of this.unsyncedDirs) for (const c of this.chainOf(d)) dirs.add(c)
     this.unsyncedDirs.clear()
     await this.run('sync', undefined, () =>
-      mapLimit([...dirs], 16, (d) =>
+      pLimit(16).map([...dirs], (d) =>
         // A directory deleted since (its objects deleted too) has nothing left to make durable.
         syncDir(d).catch((e: NodeJS.ErrnoException) => {
           if (e.code !== 'ENOENT') throw e
@@ -259,136 +243,14 @@ export class LocalStorage implements Storage {
    */
   async sweep(options: SweepOptions = {}): Promise<SweepResult> {
     const olderThanMs = options.olderThanMs ?? 60 * 60_000
-    const result: SweepResult = { removed: 0, bytes: 0, items: [] }
-    const visit = async (dir: string, rel: string): Promise<void> => {
-      let entries: import('node:fs').Dirent[]
-      try {
-        entries = await fs.readdir(dir, { withFileTypes: true })
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return
-        throw e
-      }
-      for (const ent of entries) {
-        const full = path.join(dir, ent.name)
-        const key = rel ? `${rel}/${ent.name}` : ent.name
-        if (ent.isDirectory()) await visit(full, key)
-        else if (ent.name.includes(TEMP_MARK)) {
-          const st = await fs.stat(full).catch(() => undefined)
-          if (!st || Date.now() - st.mtimeMs < olderThanMs) continue
-          try {
-            await fs.unlink(full)
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue // renamed into place or removed meanwhile
-            throw e
-          }
-          result.removed++
-          result.bytes += st.size
-          result.items.push(key)
-        }
-      }
-    }
-    await this.run('sweep', undefined, () => visit(this.root, ''))
-    return result
+    return this.run('sweep', undefined, () => sweepTempFiles(this.root, olderThanMs))
   }
 
   async close(): Promise<void> {}
 }
 
-function tagOf(st: { size: number; mtimeMs: number; ino: number }): string {
-  return `${st.ino.toString(16)}-${st.size.toString(16)}-${Math.floor(st.mtimeMs * 1000).toString(16)}`
-}
-
-async function writeBody(fh: fs.FileHandle, body: Body, key: string, options: PutOptions): Promise<number> {
-  const report = (loaded: number, total?: number): void => {
-    const p: TransferProgress = { key, loaded }
-    if (total !== undefined) p.total = total
-    options.onProgress?.(p)
-  }
-  if (body instanceof Uint8Array) {
-    let off = 0
-    while (off < body.byteLength) {
-      const { bytesWritten } = await fh.write(body, off, body.byteLength - off)
-      off += bytesWritten
-    }
-    report(off, body.byteLength)
-    return off
-  }
-  let total = 0
-  for await (const piece of body.open() as AsyncIterable<Uint8Array>) {
-    options.signal?.throwIfAborted()
-    let off = 0
-    while (off < piece.byteLength) {
-      const { bytesWritten } = await fh.write(piece, off, piece.byteLength - off)
-      off += bytesWritten
-    }
-    total += piece.byteLength
-    report(total, body.size)
-  }
-  if (total === 0) report(0, body.size)
-  return total
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
-
-async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[], startAfter?: string): Promise<void> {
-  let entries: import('node:fs').Dirent[]
-  try {
-    entries = await fs.readdir(dir, { withFileTypes: true })
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ENOTDIR') return
-    throw e
-  }
-  for (const ent of entries) {
-    if (ent.name.includes(TEMP_MARK)) continue
-    const key = dirKey ? `${dirKey}/${ent.name}` : ent.name
-    if (ent.isDirectory()) {
-      // Descend only where keys below could still match the prefix.
-      if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
-    } else if (ent.isFile() && key.startsWith(prefix) && (startAfter === undefined || key > startAfter)) {
-      // Filtered before the stat: a listing after a recent key costs one readdir, not a stat per file.
-      const st = await fs.stat(path.join(dir, ent.name)).catch(() => undefined)
-      if (st) out.push({ key, size: st.size, etag: tagOf(st), lastModified: st.mtime })
-    }
-  }
-}
-
-function mapLocalError(e: unknown, d: StorageErrorDetails): unknown {
-  if (e instanceof StorageError) return e
-  const code = (e as NodeJS.ErrnoException).code
-  const withCause = { ...d, cause: e }
-  switch (code) {
-    case 'ENOENT':
-    case 'ENOTDIR':
-      return new NotFoundError(withCause)
-    case 'EEXIST':
-      return new AlreadyExistsError(withCause)
-    case 'EACCES':
-    case 'EPERM':
-    case 'EROFS':
-      return new AccessDeniedError(withCause, `permission denied (${code}): check that the process may write under this directory`)
-    case 'EAGAIN':
-    case 'EBUSY':
-    case 'EMFILE':
-    case 'ENFILE':
-    case 'EINTR':
-      return new TransientStorageError(withCause, `temporary file-system error ${code}`)
-    case 'ENOSPC':
-    case 'EDQUOT':
-      return new NoSpaceError(withCause, `no space left (${code}: disk or quota full): free space or prune old checkpoints (\`taskpoint prune\`)`)
-    case 'ENAMETOOLONG':
-      return new InvalidKeyError(withCause, 'a key segment is longer than the file system allows (255 bytes per name on most): use shorter names')
-    case 'EISDIR':
-    case 'ENOTEMPTY':
-      return new InvalidKeyError(withCause, `the key names a directory of other keys (${code}): on local disk "a" and "a/b" cannot both exist`)
-    default:
-      return new StorageError('Unknown', `file-system error ${code ?? ''}: ${(e as Error)?.message ?? String(e)}`.trim(), withCause)
-  }
-}
+/** Plain paths and `file://` URIs. Registered in registry.ts. */
+export const driver = defineDriver<LocalStorageOptions>({
+  name: 'local',
+  open: (location, options) => new LocalStorage(location.bucket, options),
+})

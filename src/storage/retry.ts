@@ -63,19 +63,19 @@ export type Runner = <T>(op: string, key: string | undefined, fn: (a: Attempt) =
  * that never settles (a GCS download whose body ended early does exactly that) cannot hang it.
  * A racing attempt that lost is aborted through its signal and its late result ignored.
  */
-export function operationRunner(o: RunnerOptions): Runner {
-  const r = { ...DEFAULT_RETRY, ...o.retry }
+export function operationRunner(runner: RunnerOptions): Runner {
+  const policy = { ...DEFAULT_RETRY, ...runner.retry }
   return <T>(op: string, key: string | undefined, fn: (a: Attempt) => Promise<T>, signal?: AbortSignal): Promise<T> =>
     // In the I/O scope: whatever the SDKs draw from Math.random must not come from a seeded
     // generator that a training loop depends on (see io-scope.ts).
     runInIoScope(async () => {
-      const shownKey = o.where ? o.where(key) : key
-      const details = { backend: o.backend, op, ...(shownKey !== undefined ? { key: shownKey } : {}) }
+      const shownKey = runner.where ? runner.where(key) : key
+      const details = { backend: runner.backend, op, ...(shownKey !== undefined ? { key: shownKey } : {}) }
       const overall = new AbortController()
       let attempts = 0
       const deadline = setTimeout(
-        () => overall.abort(new TransientStorageError(details, `did not finish within the operation deadline of ${r.deadlineMs} ms (${attempts} attempt(s)); try again later or raise retry.deadlineMs`)),
-        r.deadlineMs,
+        () => overall.abort(new TransientStorageError(details, `did not finish within the operation deadline of ${policy.deadlineMs} ms (${attempts} attempt(s)); try again later or raise retry.deadlineMs`)),
+        policy.deadlineMs,
       )
       const onCaller = (): void => overall.abort(signal!.reason)
       signal?.addEventListener('abort', onCaller, { once: true })
@@ -87,15 +87,15 @@ export function operationRunner(o: RunnerOptions): Runner {
             return attempt(n)
           },
           {
-            retries: r.retries,
-            minTimeout: r.minTimeoutMs,
-            maxTimeout: r.maxTimeoutMs,
-            factor: r.factor,
+            retries: policy.retries,
+            minTimeout: policy.minTimeoutMs,
+            maxTimeout: policy.maxTimeoutMs,
+            factor: policy.factor,
             randomize: true,
             signal: overall.signal,
             shouldRetry: ({ error }) => isTransient(error) && !overall.signal.aborted,
             onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
-              if (retriesLeft > 0 && isTransient(error) && !overall.signal.aborted) o.retry?.onRetry?.({ op, key, attempt: attemptNumber, error })
+              if (retriesLeft > 0 && isTransient(error) && !overall.signal.aborted) runner.retry?.onRetry?.({ op, key, attempt: attemptNumber, error })
             },
           },
         )
@@ -108,9 +108,9 @@ export function operationRunner(o: RunnerOptions): Runner {
         const ac = new AbortController()
         let stall: NodeJS.Timeout | undefined
         const arm = (): void => {
-          if (o.stallMs === undefined || ac.signal.aborted) return
+          if (runner.stallMs === undefined || ac.signal.aborted) return
           clearTimeout(stall)
-          stall = setTimeout(() => ac.abort(new TransientStorageError(details, `no progress for ${o.stallMs} ms (attempt ${n}): stalled connection or body`)), o.stallMs)
+          stall = setTimeout(() => ac.abort(new TransientStorageError(details, `no progress for ${runner.stallMs} ms (attempt ${n}): stalled connection or body`)), runner.stallMs)
         }
         const onOverall = (): void => ac.abort(overall.signal.reason)
         if (overall.signal.aborted) onOverall()
@@ -128,7 +128,7 @@ export function operationRunner(o: RunnerOptions): Runner {
         } catch (e) {
           // Whatever the SDK threw after we aborted it, the reason is ours: a stall, the deadline, or the caller.
           if (ac.signal.aborted) throw ac.signal.reason
-          throw o.mapError(e, op, key)
+          throw runner.mapError(e, op, key)
         } finally {
           clearTimeout(stall)
           overall.signal.removeEventListener('abort', onOverall)

@@ -88,17 +88,24 @@ export interface SweepResult {
   items: string[]
 }
 
+/** What a driver declares about itself, so core code asks instead of branching on a backend name. */
 export interface StorageCapabilities {
   /** The backend enforces `ifAbsent` atomically (true for local disk, real S3 and real GCS). */
   conditionalCreate: boolean
+  /**
+   * How many object transfers to keep in flight by default (the Checkpointer's `concurrency`):
+   * enough to hide per-request latency on object stores, fewer on a local disk that seeks.
+   */
+  preferredConcurrency: number
 }
 
 /**
- * One interface over local disk, S3 and GCS. Every method is retried on transient faults
+ * One interface over every driver (local disk, S3, GCS, ...; see registry.ts). Every method is retried on transient faults
  * (per operation, with backoff) and fails at once on permanent ones with a typed `StorageError`.
  * Keys are `/`-separated, relative to the root the storage was opened on, and validated.
  */
 export interface Storage {
+  /** The driver's registry name ('local', 's3', 'gcs', ...). */
   readonly backend: StorageBackend
   /** The URI this storage was opened on, e.g. `s3://bucket/runs/42`. */
   readonly uri: string
@@ -106,8 +113,6 @@ export interface Storage {
   put(key: string, body: Body, options?: PutOptions): Promise<ObjectInfo>
   /** Whole object (or a range) into memory. */
   get(key: string, options?: GetOptions): Promise<Uint8Array>
-  /** The object as a stream, for objects too large to hold. Not retried once bytes flow. */
-  getStream(key: string, options?: { signal?: AbortSignal }): Promise<Readable>
   /** `undefined` when the object does not exist. */
   head(key: string): Promise<ObjectInfo | undefined>
   /** Every object whose key starts with `prefix` (and sorts after `startAfter`), in ascending key order, page by page. */

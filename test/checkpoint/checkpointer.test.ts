@@ -283,7 +283,8 @@ describe('background errors', () => {
 
 describe('hashing off the main thread', () => {
   it('worker-thread sha256 of shared memory equals the in-place hash', async () => {
-    const { sha256, sha256Sync, sharedBytes } = await import('../../src/checkpoint/hash.js')
+    const { sha256, sharedBytes } = await import('../../src/checkpoint/hash.js')
+    const { sha256Hex: sha256Sync } = await import('../../src/format/manifest.js')
     const shared = sharedBytes(3 * 1024 * 1024 + 17)
     shared.set(randomBytes(shared.byteLength))
     const views = [shared, shared.subarray(5, 1024 * 1024 + 5), shared.subarray(2 * 1024 * 1024)]

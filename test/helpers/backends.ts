@@ -52,9 +52,9 @@ export async function closeEnforcingProxies(): Promise<void> {
   enforcing.clear()
   for (const p of all) await (await p).close()
 }
-async function routeOf(o: OpenOptions, endpoint: string): Promise<{ url: string; enforced: boolean }> {
-  if (o.endpoint) return { url: o.endpoint, enforced: false }
-  if (o.enforceConditionalCreates) return { url: (await enforcingProxy(endpoint)).url, enforced: true }
+async function routeOf(options: OpenOptions, endpoint: string): Promise<{ url: string; enforced: boolean }> {
+  if (options.endpoint) return { url: options.endpoint, enforced: false }
+  if (options.enforceConditionalCreates) return { url: (await enforcingProxy(endpoint)).url, enforced: true }
   return { url: endpoint, enforced: false }
 }
 
@@ -80,7 +80,7 @@ export function localBackend(): Backend {
   return {
     name: 'local',
     lacks: {},
-    open: async (o = {}) => new LocalStorage(path.join(base, unique()), o.retry ? { retry: o.retry } : {}),
+    open: async (options = {}) => new LocalStorage(path.join(base, unique()), options.retry ? { retry: options.retry } : {}),
     freshUri: async () => ({ uri: path.join(base, unique()), env: {} }),
   }
 }
@@ -91,14 +91,14 @@ export function s3Backend(): Backend {
     name: 's3',
     endpoint,
     lacks: { conditionalCreate: 'fauxqs ignores If-None-Match: * on PutObject (real S3 honours it since 2024)' },
-    open: async (o = {}) => {
+    open: async (options = {}) => {
       await ensureS3Bucket(endpoint)
-      const route = await routeOf(o, endpoint)
+      const route = await routeOf(options, endpoint)
       return new S3Storage(S3_BUCKET, unique(), {
         clientConfig: s3Config(route.url),
-        retry: o.retry ?? fastRetry,
-        ...(o.pageSize ? { pageSize: o.pageSize } : {}),
-        ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
+        retry: options.retry ?? fastRetry,
+        ...(options.pageSize ? { pageSize: options.pageSize } : {}),
+        ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
         conditionalCreate: route.enforced,
       })
     },
@@ -118,19 +118,19 @@ export function gcsBackend(): Backend {
     name: 'gcs',
     endpoint,
     lacks: { conditionalCreate: 'the firebase-tools Cloud Storage emulator ignores ifGenerationMatch: 0 (real GCS honours it)' },
-    open: async (o = {}) => {
-      const route = await routeOf(o, endpoint)
+    open: async (options = {}) => {
+      const route = await routeOf(options, endpoint)
       const client = new GcsClient({
         apiEndpoint: route.url,
         projectId: 'taskpoint-test',
         retryOptions: { autoRetry: false },
-        timeout: o.requestTimeoutMs ?? 60_000,
+        timeout: options.requestTimeoutMs ?? 60_000,
       })
       return new GcsStorage(GCS_BUCKET, unique(), {
         client,
-        retry: o.retry ?? fastRetry,
-        ...(o.pageSize ? { pageSize: o.pageSize } : {}),
-        ...(o.requestTimeoutMs ? { requestTimeoutMs: o.requestTimeoutMs } : {}),
+        retry: options.retry ?? fastRetry,
+        ...(options.pageSize ? { pageSize: options.pageSize } : {}),
+        ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
         conditionalCreate: route.enforced,
       })
     },

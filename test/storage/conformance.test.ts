@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import pLimit from 'p-limit'
 import { StorageError, type Storage } from '../../src/index.js'
 import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/backends.js'
 
@@ -64,9 +65,6 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Storage conforman
     expect(events.at(-1)).toBe(big.byteLength)
     for (let i = 1; i < events.length; i++) expect(events[i]!).toBeGreaterThanOrEqual(events[i - 1]!)
     expect(sha(await s.get('big/obj'))).toBe(sha(big))
-    const chunks: Buffer[] = []
-    for await (const c of await s.getStream('big/obj')) chunks.push(c as Buffer)
-    expect(sha(Buffer.concat(chunks))).toBe(sha(big))
   }, 120_000)
 
   it('batch puts are readable at once and made durable together by sync()', async () => {
@@ -122,8 +120,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Storage conforman
     const paged = await backend.open({ pageSize: 250 })
     const n = 1100
     const keys = Array.from({ length: n }, (_, i) => `many/${String(i).padStart(5, '0')}`)
-    const { mapLimit } = await import('../../src/concurrency.js')
-    await mapLimit(keys, 32, (k) => paged.put(k, Buffer.from(k)))
+    await pLimit(32).map(keys, (k) => paged.put(k, Buffer.from(k)))
     await paged.put('manyother/x', Buffer.from('x'))
     const listed = await keysOf(paged, 'many/')
     expect(listed).toEqual(keys)

@@ -1,4 +1,4 @@
-import { readInfos } from '../../checkpoint/gc.js'
+import { listCheckpoints } from '../../admin.js'
 import { bytes, parse, type Command, maxArgs } from '../args.js'
 import { openLocation, requireCheckpoints } from '../open.js'
 
@@ -13,7 +13,7 @@ checkpoint vs shared with the one before (deduplicated chunks), and a metadata s
     maxArgs(positionals, 1, 'URI')
     const { storage, cp } = await openLocation(positionals[0])
     try {
-      const { infos, manifests, skipped } = await readInfos(storage)
+      const { checkpoints: infos, manifests, skipped } = await listCheckpoints(storage)
       if (infos.length === 0) {
         if (values.json) console.log('[]')
         else await requireCheckpoints(storage, cp)

@@ -1,5 +1,5 @@
-import { collectGarbage, prune as applyPolicy } from '../../checkpoint/gc.js'
-import { anyOf, everyNSteps, latest, type RetentionPolicy } from '../../checkpoint/retention.js'
+import { collectGarbage, prune as applyPolicy } from '../../admin.js'
+import { anyOf, everyNSteps, latest, type RetentionPolicy } from '../../index.js'
 import { CLI_EXIT, UsageError, bytes, durationFlag, intFlag, maxArgs, parse, type Command } from '../args.js'
 import { openLocation, requireCheckpoints } from '../open.js'
 

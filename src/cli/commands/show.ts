@@ -1,4 +1,4 @@
-import { decodeManifest } from '../../format/manifest.js'
+import { inspectCheckpoint } from '../../admin.js'
 import { bytes, parse, type Command, maxArgs } from '../args.js'
 import { openLocation, pick, requireCheckpoints } from '../open.js'
 
@@ -13,7 +13,7 @@ metadata, writer, attempt, and the reproducibility record (versions, git commit,
     const { storage, cp } = await openLocation(positionals[0])
     try {
       const info = pick(await requireCheckpoints(storage, cp), positionals[1])
-      const m = decodeManifest(info.id, await storage.get(info.id))
+      const m = await inspectCheckpoint(storage, info.id)
       if (values.json) {
         console.log(JSON.stringify({ id: info.id, ...m }, null, 2))
         return 0

@@ -1,4 +1,4 @@
-import { verifyCheckpoints } from '../../checkpoint/verify.js'
+import { verifyCheckpoints } from '../../admin.js'
 import { CLI_EXIT, parse, type Command, maxArgs } from '../args.js'
 import { openLocation, pick, requireCheckpoints } from '../open.js'
 import { progress } from '../progress.js'

@@ -1,0 +1,50 @@
+import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3'
+import type { RetryOptions } from './retry.js'
+
+export interface S3StorageOptions {
+  /** Use this client as is (its own retry settings are kept; ours still wrap each operation). */
+  client?: S3Client
+  /** Extra client config when taskpoint builds the client (region, endpoint, credentials...). */
+  clientConfig?: S3ClientConfig
+  /** Objects larger than this go up as multipart uploads. Default 8 MiB. */
+  multipartThreshold?: number
+  /** Multipart part size. Default 8 MiB (S3 minimum is 5 MiB). */
+  partSize?: number
+  /** Parts in flight per multipart upload. Default 4. */
+  queueSize?: number
+  /** Keys per ListObjectsV2 page. Default 1000 (the S3 maximum). */
+  pageSize?: number
+  /**
+   * A request that moves no bytes for this long (no response, or a body that stopped) is abandoned
+   * as a transient fault and retried. Default 60000.
+   */
+  requestTimeoutMs?: number
+  retry?: RetryOptions
+  /**
+   * Whether the server enforces `If-None-Match: *`. Real S3 (since 2024), MinIO and R2 do; set
+   * false for servers that silently ignore it. Default true.
+   */
+  conditionalCreate?: boolean
+}
+
+/** Builds an S3 client from options and the SDK's usual environment (AWS_REGION, AWS_ENDPOINT_URL, ...). */
+export function makeS3Client(options: S3StorageOptions = {}): S3Client {
+  const env = process.env
+  const endpoint = options.clientConfig?.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL
+  const pathStyleEnv = env.AWS_S3_FORCE_PATH_STYLE ?? env.TASKPOINT_S3_FORCE_PATH_STYLE
+  const config: S3ClientConfig = {
+    region: env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1',
+    // Self-hosted S3 (MinIO, test servers) rarely has wildcard DNS: path style unless told otherwise.
+    forcePathStyle: pathStyleEnv !== undefined ? pathStyleEnv === 'true' || pathStyleEnv === '1' : endpoint !== undefined,
+    // taskpoint retries each operation itself; a second retry layer inside the SDK would multiply attempts.
+    maxAttempts: 1,
+    requestHandler: {
+      connectionTimeout: 10_000,
+      requestTimeout: options.requestTimeoutMs ?? 60_000,
+      throwOnRequestTimeout: true,
+    },
+    ...options.clientConfig,
+  }
+  if (endpoint !== undefined) config.endpoint = endpoint
+  return new S3Client(config)
+}
