@@ -126,10 +126,17 @@ export class Checkpointer {
   /** The newest checkpoint `load` reads back (or the pinned `id`), passing over damaged ones. */
   private async resolve<T>(id: string | undefined, load: (m: Manifest, key: string) => Promise<T>, warnSkips = true): Promise<{ value: T; info: CheckpointInfo } | undefined> {
     this.lastSkipped = []
-    const { found, seen } = await resolveNewest(this.storage, this.cache, id, load, (s) => {
-      this.lastSkipped.push(s)
-      if (warnSkips) this.warn(`skipping damaged checkpoint: ${s.reason}`)
-    })
+    let r: Awaited<ReturnType<typeof resolveNewest<T>>>
+    try {
+      r = await resolveNewest(this.storage, this.cache, id, load, (s) => {
+        this.lastSkipped.push(s)
+        if (warnSkips) this.warn(`skipping damaged checkpoint: ${s.reason}`)
+      })
+    } finally {
+      // Chunks fetched by this read are in the cache before it returns (written while it downloaded).
+      await this.chunkCache?.settle()
+    }
+    const { found, seen } = r
     if (seen) this.seenAny = true
     return found
   }

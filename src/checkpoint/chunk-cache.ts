@@ -25,6 +25,8 @@ export interface ChunkCacheStats {
 }
 
 const GiB = 1024 * 1024 * 1024
+/** Copies of chunks waiting to be written to the cache, at most (then reads wait for the disk). */
+const MAX_PENDING_BYTES = 64 * 1024 * 1024
 const TEMP_RE = /^\.tmp-\d+-[0-9a-f]{8}$/
 const HASH_RE = /^[0-9a-f]{64}$/
 
@@ -53,6 +55,8 @@ export class ChunkCache {
   private added = 0
   private trimmed = false
   private trimming: Promise<void> | undefined
+  private readonly pending = new Set<Promise<void>>()
+  private pendingBytes = 0
 
   constructor(o: ChunkCacheOptions = {}) {
     this.dir = path.resolve(o.dir ?? defaultCacheDir())
@@ -107,6 +111,27 @@ export class ChunkCache {
     const now = new Date()
     await fs.utimes(file, now, now).catch(() => {})
     return bytes
+  }
+
+  /**
+   * Keeps a verified chunk without holding up the read that fetched it: the bytes are copied (the
+   * caller's buffer is reused for the next chunk) and written while downloads go on. Waits only
+   * when more than `MAX_PENDING_BYTES` are queued, so memory stays bounded. `settle()` waits for all.
+   */
+  async keep(hash: string, bytes: Uint8Array): Promise<void> {
+    while (this.pendingBytes > MAX_PENDING_BYTES && this.pending.size > 0) await Promise.race(this.pending)
+    const copy = Uint8Array.from(bytes)
+    this.pendingBytes += copy.byteLength
+    const p: Promise<void> = this.write(hash, copy).finally(() => {
+      this.pending.delete(p)
+      this.pendingBytes -= copy.byteLength
+    })
+    this.pending.add(p)
+  }
+
+  /** Waits until every chunk passed to `keep` is written (or given up). */
+  async settle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all(this.pending)
   }
 
   /** Keeps a verified chunk. Best effort: a full or read-only disk only means no caching. */

@@ -108,7 +108,7 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
     else if ((await sha256(bytes)) !== hash) why = 'fails its sha256 check'
     else {
       witness?.verified(hash, size, checkpoint)
-      await cache?.write(hash, bytes)
+      await cache?.keep(hash, bytes)
       return bytes
     }
   }
