@@ -53,9 +53,10 @@ async function location(): Promise<{ uri: (name: string) => string; env: Record<
   const { startTestServers } = await import('../test/helpers/servers.js')
   const servers = await startTestServers(values.backend === 's3' ? 's3' : 'gcs')
   if (values.backend === 's3') {
-    const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3')
+    const { CreateBucketCommand } = await import('@aws-sdk/client-s3')
+    const { makeS3Client } = await import('../src/storage/s3.js')
     const env = { AWS_ENDPOINT_URL: servers.s3!, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'demo', AWS_SECRET_ACCESS_KEY: 'demo' }
-    const c = new S3Client({ endpoint: servers.s3!, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'demo', secretAccessKey: 'demo' } })
+    const c = makeS3Client({ clientConfig: { endpoint: servers.s3!, credentials: { accessKeyId: 'demo', secretAccessKey: 'demo' } } })
     await c.send(new CreateBucketCommand({ Bucket: 'demo' }))
     c.destroy()
     return { uri: (n) => `s3://demo/${stamp}/${n}`, env, stop: servers.stop }
@@ -93,13 +94,11 @@ async function main(): Promise<void> {
   try {
     say('1) the uninterrupted reference run')
     const ref = await uninterrupted(loc.uri('reference'), loc.env)
-    const epochSeconds = ref.epochSeconds
     say(`   test accuracy ${ref.testAccuracy.toFixed(4)}\n`)
 
     say(`2) the same run on a simulated spot instance, preempted ${preemptions} time(s) at random moments, under the local supervisor (taskpoint run)`)
     const marks: ChartRun['marks'] = []
     let out = ''
-    let lastEpochLine = { epoch: 0, at: Date.now() }
     const code = await supervise({
       command: process.execPath,
       args: [trainer, '--epochs', String(epochs)],
@@ -113,14 +112,11 @@ async function main(): Promise<void> {
         child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
         child.stderr!.on('data', (d: Buffer) => {
           for (const line of d.toString().split('\n').filter(Boolean)) {
-            if (/^(Hi, looks like|=+\s*$|training$)/.test(line)) continue
-            const ep = /^epoch (\d+)\//.exec(line)
-            if (ep) lastEpochLine = { epoch: Number(ep[1]), at: Date.now() }
+            if (/^(Hi, looks like|=+\s*$|training$|progress: )/.test(line)) continue
             const res = /^resuming from epoch (\d+), batch (\d+)\/(\d+)/.exec(line)
             if (res) {
               const at = Number(res[1]) - 1 + Number(res[2]) / Number(res[3])
               marks.push({ at, kind: 'resume' })
-              lastEpochLine = { epoch: at, at: Date.now() }
             }
             const pre = /^preempted: final save at epoch (\d+), batch (\d+)\/(\d+)/.exec(line)
             if (pre) marks.push({ at: Number(pre[1]) - 1 + Number(pre[2]) / Number(pre[3]), kind: 'preempt', label: 'SIGTERM' })
@@ -129,27 +125,26 @@ async function main(): Promise<void> {
         })
         if (attempt >= preemptions) return
         // The spot market takes the machine back: usually with a SIGTERM notice, sometimes without
-        // warning. When: somewhere in the first 15-70 % of what this attempt has left to train.
+        // warning. Where: somewhere in the first 15-70 % of what this attempt has left to train,
+        // judged by the progress the trainer reports (not by the clock: a loaded machine must not
+        // turn "preempted mid-run" into "finished before the preemption came").
         const signal: NodeJS.Signals = random() < 0.7 ? 'SIGTERM' : 'SIGKILL'
         const fraction = 0.15 + 0.55 * random()
-        let resumeAt = 0
+        let target: number | undefined
+        let sent = false
         child.stderr!.on('data', (d: Buffer) => {
-          const res = /resuming from epoch (\d+), batch (\d+)\/(\d+)/.exec(d.toString())
-          if (res) resumeAt = Number(res[1]) - 1 + Number(res[2]) / Number(res[3])
-          if (!/^training$/m.test(d.toString())) return
-          // The resume line follows "training" within milliseconds: read it before deciding.
-          setTimeout(() => {
-            const after = (epochs - resumeAt) * epochSeconds * 1000 * fraction
-            setTimeout(() => {
-              if (child.exitCode !== null) return
-              say(`   >>> preempting attempt ${attempt} with ${signal}`)
-              if (signal === 'SIGKILL') {
-                const est = lastEpochLine.epoch + Math.min(0.95, (Date.now() - lastEpochLine.at) / 1000 / epochSeconds)
-                marks.push({ at: est, kind: 'preempt', label: 'SIGKILL' })
-              }
-              child.kill(signal)
-            }, after).unref()
-          }, 50).unref()
+          const text = d.toString()
+          const res = /resuming from epoch (\d+), batch (\d+)\/(\d+)/.exec(text)
+          const from = res ? Number(res[1]) - 1 + Number(res[2]) / Number(res[3]) : 0
+          if (target === undefined && (res || /^training$/m.test(text))) target = from + (epochs - from) * fraction
+          for (const p of text.matchAll(/^progress: saved epoch (\d+), batch (\d+)\/(\d+)/gm)) {
+            const at = Number(p[1]) - 1 + Number(p[2]) / Number(p[3])
+            if (sent || target === undefined || at < target || child.exitCode !== null) continue
+            sent = true
+            say(`   >>> preempting attempt ${attempt} with ${signal}`)
+            if (signal === 'SIGKILL') marks.push({ at, kind: 'preempt', label: 'SIGKILL' })
+            child.kill(signal)
+          }
         })
       },
     })

@@ -56,6 +56,8 @@ const train = task({ name: 'mnist-train', version: '1' }, async () => {
       onEpoch: (e, l) => log(`epoch ${e + 1}/${epochs}  loss ${l.loss!.toFixed(4)}  acc ${(l.acc ?? 0).toFixed(4)}`),
       onSave: (s) => {
         if (s.kind === 'preempt') log(`preempted: final save at epoch ${s.epoch + 1}, batch ${s.batch}/${batchesPerEpoch}`)
+        // For whoever watches the run (the demo preempts by progress, not by the clock).
+        else log(`progress: saved epoch ${s.epoch + 1}, batch ${s.batch}/${batchesPerEpoch}`)
       },
     },
   )

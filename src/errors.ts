@@ -41,6 +41,8 @@ export type CheckpointErrorCode =
   | 'NoCheckpoints'
   | 'NoSuchCheckpoint'
   | 'NoSuchFile'
+  | 'InvalidState' // arrays of a state checkpoint that are not whole elements of their dtype
+  | 'NotADirectory' // a checkpoint location that is a file
 
 /** Codes of the task runtime and the integrations. */
 export type RuntimeErrorCode = 'Recoverable' | 'NoTaskContext' | 'TfState'

@@ -17,6 +17,7 @@ import { reproInfo } from './repro.js'
 import { resolveNewest } from './resolve.js'
 import { restoreFiles } from './restore.js'
 import { keepAll } from './retention.js'
+import { stateArray } from './typed.js'
 import { BufferPool, checkWriteOptions, copyInto, describe, entriesOf, snapshotSize, type Snapshot } from './snapshot.js'
 import type { CheckpointInfo, LoadedState, SkippedCheckpoint, StateArray, StateInput, WriteOptions } from './types.js'
 
@@ -175,7 +176,11 @@ export class Checkpointer {
     return this.serially(() => this.commit(snap))
   }
 
-  /** The bytes of the latest checkpoint, or undefined if there is none. Like Flyte's `cp.read()`. */
+  /**
+   * The bytes of the newest intact checkpoint, or undefined if there is none. Like Flyte's
+   * `cp.read()`. Throws CheckpointKindError (naming the method to use) when that checkpoint is a
+   * state or files checkpoint: an older bytes checkpoint is never returned in its place.
+   */
   async read(id?: string): Promise<Uint8Array | undefined> {
     const got = await this.load(id)
     if (!got) return undefined
@@ -183,7 +188,10 @@ export class Checkpointer {
     return got.files.get('data') ?? new Uint8Array(0)
   }
 
-  /** The arrays and JSON of the latest state checkpoint. */
+  /**
+   * The arrays and JSON of the newest intact checkpoint, which must be a state checkpoint (else
+   * CheckpointKindError). Arrays come back as typed arrays of their stored dtype with their shape.
+   */
   async readState(id?: string): Promise<LoadedState | undefined> {
     const got = await this.load(id)
     if (!got) return undefined
@@ -191,11 +199,7 @@ export class Checkpointer {
     const m = await this.cache.get(got.info.id)
     const arrays: Record<string, StateArray> = {}
     const packed = got.files.get(STATE_FILE) ?? new Uint8Array(0)
-    for (const e of m.arrays ?? []) {
-      const a: StateArray = { data: packed.subarray(e.offset, e.offset + e.size), dtype: e.dtype }
-      if (e.shape) a.shape = e.shape
-      arrays[e.name] = a
-    }
+    for (const e of m.arrays ?? []) arrays[e.name] = stateArray(packed, e)
     return { info: got.info, arrays, json: got.json }
   }
 

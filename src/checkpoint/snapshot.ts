@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js'
-import { STATE_FILE, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType, type Manifest } from '../format/manifest.js'
+import { STATE_FILE, dtypeBytes, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType, type Manifest } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
 import { sharedBytes } from './hash.js'
 import type { ArrayInput, StateInput, WriteOptions } from './types.js'
@@ -74,7 +74,10 @@ export function describe(data: ArrayBufferView | StateInput, options: WriteOptio
     const input: ArrayInput = ArrayBuffer.isView(a) ? { data: a } : a
     if (!input || !ArrayBuffer.isView(input.data)) throw new TypeError(`array "${name}" is not a TypedArray (or { data: TypedArray })`)
     const bytes = toBytes(input.data)
-    const e: PendingEntry = { path: validateEntryPath(name), size: bytes.byteLength, dtype: input.dtype ?? dtypeOf(input.data), source: bytes }
+    const dtype = input.dtype ?? dtypeOf(input.data)
+    // readState() gives arrays back as typed arrays of this dtype: the bytes must hold whole elements.
+    if (bytes.byteLength % dtypeBytes(dtype) !== 0) throw new TypeError(`array "${name}" has ${bytes.byteLength} bytes, not a whole number of ${dtype} elements`)
+    const e: PendingEntry = { path: validateEntryPath(name), size: bytes.byteLength, dtype, source: bytes }
     if (input.shape) e.shape = [...input.shape]
     return e
   })

@@ -38,10 +38,16 @@ export interface StateInput {
   json?: unknown
 }
 
+/** The typed arrays a state checkpoint gives back, by dtype (bool and bytes: Uint8Array). */
+export type StateData = Float32Array | Float64Array | Int8Array | Int16Array | Int32Array | Uint8Array | Uint16Array | Uint32Array
+
+/** One array of a state checkpoint, as `readState()` returns it. */
 export interface StateArray {
-  data: Uint8Array
+  /** A typed array of the stored dtype, e.g. Float32Array for float32 (see `StateData`). */
+  data: StateData
   dtype: DType
-  shape?: number[]
+  /** As written; `[length]` when the array was written without one. */
+  shape: number[]
 }
 
 export interface LoadedState {

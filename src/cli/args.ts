@@ -16,8 +16,42 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as { values: Record<string, string | boolean | undefined>; positionals: string[] }
   } catch (e) {
-    throw new UsageError((e as Error).message)
+    throw new UsageError(explainParseError(e as Error & { code?: string }, Object.keys(options)))
   }
+}
+
+/** Node's parseArgs messages, in the CLI's words, with a "did you mean" for a misspelt flag. */
+function explainParseError(e: Error & { code?: string }, known: string[]): string {
+  const flag = /'(-{1,2}[^' ]+)[^']*'/.exec(e.message)?.[1]
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) {
+    const name = flag.replace(/^-+/, '').split('=')[0]!
+    const near = closest(name, known)
+    const flags = known.map((k) => `--${k}`).join(', ')
+    return `unknown option ${flag}${near ? `; did you mean --${near}?` : known.length > 0 ? `; this command takes ${flags}` : '; this command takes no options'}`
+  }
+  if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) return `${flag} ${/argument missing/.test(e.message) ? 'needs a value' : 'takes no value'}`
+  return e.message
+}
+
+/** The known name nearest to `name` by edit distance, if it is near enough to be a typo. */
+export function closest(name: string, known: string[]): string | undefined {
+  let best: string | undefined
+  let bestD = Infinity
+  for (const k of known) {
+    const d = editDistance(name, k)
+    if (d < bestD) [best, bestD] = [k, d]
+  }
+  return best !== undefined && (bestD <= Math.max(1, Math.floor(best.length / 3)) || best.startsWith(name) || name.startsWith(best)) ? best : undefined
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = cur
+  }
+  return prev[b.length]!
 }
 
 export function intFlag(v: string | undefined, name: string, min = 0): number | undefined {

@@ -2,6 +2,7 @@
 import { TaskpointError } from '../errors.js'
 import { UsageError } from './args.js'
 import { commands, usage } from './commands.js'
+import { forShell } from './messages.js'
 
 import { CLI_EXIT } from './args.js'
 
@@ -33,7 +34,7 @@ async function main(argv: string[]): Promise<number> {
       return CLI_EXIT.usage
     }
     const err = e as Error & { code?: string }
-    console.error(`taskpoint ${name}: ${err instanceof TaskpointError ? `${err.message}` : (err.stack ?? String(e))}`)
+    console.error(`taskpoint ${name}: ${err instanceof TaskpointError ? forShell(err) : (err.stack ?? String(e))}`)
     return CLI_EXIT.failed
   }
 }

@@ -1,6 +1,9 @@
+import { readdir, stat } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
 import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
 import { TaskpointError } from '../errors.js'
 import { MANIFEST_DIR } from '../format/manifest.js'
+import { LocalStorage } from '../storage/local.js'
 import { openStorage } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
 import type { CheckpointInfo } from '../checkpoint/types.js'
@@ -12,21 +15,47 @@ const CLI_RETRY = { retries: 3, minTimeoutMs: 200, maxTimeoutMs: 2000 }
 export async function openLocation(uri: string | undefined, extra: Pick<CheckpointerOptions, 'onProgress'> = {}): Promise<{ storage: Storage; cp: Checkpointer }> {
   if (!uri) throw new UsageError('give a checkpoint URI (a path, file://…, s3://bucket/prefix or gs://bucket/prefix)')
   const storage = await openStorage(uri, { retry: CLI_RETRY })
-  const cp = await Checkpointer.open(storage, { repro: false, onWarning: (m) => console.error(`warning: ${m}`), ...extra })
-  return { storage, cp }
+  try {
+    if (storage instanceof LocalStorage) await requireDirectory(storage.root)
+    const cp = await Checkpointer.open(storage, { repro: false, onWarning: (m) => console.error(`warning: ${m}`), ...extra })
+    return { storage, cp }
+  } catch (e) {
+    await storage.close()
+    throw e
+  }
+}
+
+/** A local location the CLI reads must exist: saying "no checkpoints" for a typo hides the typo. */
+async function requireDirectory(root: string): Promise<void> {
+  let st: Stats
+  try {
+    st = await stat(root)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new TaskpointError('NotFound', `${root} does not exist`)
+    throw e
+  }
+  if (!st.isDirectory()) throw new TaskpointError('NotADirectory', `${root} is a file, not a checkpoint directory`)
+}
+
+/**
+ * One object of the location that is not a manifest, if any. On local disk only the top directory
+ * is read: listing is recursive there, and `taskpoint ls /usr` must not walk all of /usr to say it
+ * holds no checkpoints. Remote listings come a page at a time, so the first object is cheap.
+ */
+async function someOtherObject(storage: Storage): Promise<string | undefined> {
+  if (storage instanceof LocalStorage) {
+    const names = (await readdir(storage.root)).filter((n) => `${n}/` !== MANIFEST_DIR).sort()
+    return names[0]
+  }
+  for await (const o of storage.list()) if (!o.key.startsWith(MANIFEST_DIR)) return o.key
+  return undefined
 }
 
 /** Fails with a clear message when the URI holds no checkpoints (empty, or some other data). */
 export async function requireCheckpoints(storage: Storage, cp: Checkpointer): Promise<CheckpointInfo[]> {
   const list = await cp.list()
   if (list.length > 0) return list
-  let other: string | undefined
-  for await (const o of storage.list()) {
-    if (!o.key.startsWith(MANIFEST_DIR)) {
-      other = o.key
-      break
-    }
-  }
+  const other = await someOtherObject(storage)
   if (other !== undefined) {
     throw new TaskpointError('NotACheckpoint', `${storage.uri} holds objects (e.g. "${other}") but no taskpoint checkpoints: is this the right prefix?`)
   }

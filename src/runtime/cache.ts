@@ -29,7 +29,11 @@ export function canonicalJson(value: unknown, where = 'inputs'): string {
 }
 
 export function cacheKey(task: string, version: string, inputs: unknown): string {
-  const h = createHash('sha256').update(canonicalJson({ task, version, inputs })).digest('hex')
+  // The inputs are made canonical on their own first, so a refusal names the user's path
+  // (`inputs.d`), not one inside this wrapper object (`inputs.inputs.d`).
+  // Same text as canonicalJson({ inputs, task, version }), so existing cache keys stay valid.
+  const input = inputs === undefined ? '' : `"inputs":${canonicalJson(inputs)},`
+  const h = createHash('sha256').update(`{${input}"task":${JSON.stringify(task)},"version":${JSON.stringify(version)}}`).digest('hex')
   const safe = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100) || '_'
   return `cache/${safe(task)}/${safe(version)}/${h}.json`
 }

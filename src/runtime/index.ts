@@ -1,7 +1,7 @@
 export { currentContext, maybeContext, type TaskContext, type TaskLogger } from './context.js'
 export { NoTaskContextError, PreemptedError, RecoverableError, TaskConfigError, TaskTimeoutError, parseDuration } from './errors.js'
 export { PreemptionWatcher, type MetadataPollOptions, type PreemptionOptions } from './preemption.js'
-export { task, type Task, type TaskOptions } from './task.js'
+export { DEFAULT_RETRY_DELAY, DEFAULT_TASK_KEEP, retryDelayMs, task, type Task, type TaskOptions } from './task.js'
 export { DEFAULT_EXIT_CODES, classify, runMain, type ExitCodes, type MainOptions, type Outcome } from './main.js'
 export { supervise, type SuperviseOptions } from './supervisor.js'
 export { detectEngine, type EngineInfo, type EngineName } from './engines/detect.js'

@@ -27,7 +27,7 @@ export interface SuperviseOptions {
 
 /**
  * The local engine: runs a command, reruns it on the retry statuses with TASKPOINT_ATTEMPT and
- * TASKPOINT_CHECKPOINT set, passes SIGTERM/SIGINT through, and stops on success or a permanent
+ * TASKPOINT_CHECKPOINT set, passes SIGTERM/SIGINT to the attempt's whole process group, and stops on success or a permanent
  * failure. Resolves with the exit code to exit with.
  */
 export async function supervise(o: SuperviseOptions): Promise<number> {
@@ -40,7 +40,7 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
   const forward = (sig: NodeJS.Signals) => () => {
     // We are being stopped ourselves: pass it on and do not start another attempt.
     stopping = sig
-    child?.kill(sig)
+    if (child) signalGroup(child, sig)
   }
   const onTerm = forward('SIGTERM')
   const onInt = forward('SIGINT')
@@ -51,7 +51,11 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
       const env: NodeJS.ProcessEnv = { ...process.env, ...o.env, TASKPOINT_ATTEMPT: String(attempt) }
       if (o.checkpoint) env.TASKPOINT_CHECKPOINT = o.checkpoint
       const started = Date.now()
-      const c = spawn(o.command, o.args ?? [], { stdio: o.stdio === 'pipe' ? ['ignore', 'pipe', 'pipe'] : 'inherit', env })
+      // Each attempt leads a process group of its own, and signals go to the whole group: with a
+      // wrapper in between (`npx tsx train.ts`, `sh -c ...`, `npm start`) that does not pass
+      // SIGTERM on, the trainer itself still gets it, saves and exits, instead of living on
+      // re-parented after its wrapper died.
+      const c = spawn(o.command, o.args ?? [], { stdio: o.stdio === 'pipe' ? ['ignore', 'pipe', 'pipe'] : 'inherit', env, detached: process.platform !== 'win32' })
       child = c
       o.onSpawn?.(c, attempt)
       const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((resolve) => {
@@ -84,4 +88,15 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
     process.off('SIGTERM', onTerm)
     process.off('SIGINT', onInt)
   }
+}
+
+/** Sends `sig` to the attempt's process group (the child and everything it started), or to the child alone where there are no groups. */
+function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (child.pid === undefined) return
+  try {
+    if (process.platform !== 'win32') return void process.kill(-child.pid, sig)
+  } catch {
+    // the group is gone already (or never formed): fall back to the child itself
+  }
+  child.kill(sig)
 }

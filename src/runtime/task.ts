@@ -1,12 +1,21 @@
+import { randomInt } from 'node:crypto'
 import { setTimeout as delay } from 'node:timers/promises'
-import pRetry from 'p-retry'
 import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
+import { latest, type RetentionPolicy } from '../checkpoint/retention.js'
 import { isTransient } from '../errors.js'
 import { openStorage } from '../storage/resolve.js'
 import { cacheKey, readCache, writeCache } from './cache.js'
+import { startCollector } from './collector.js'
 import { consoleLogger, runInContext, type TaskContext, type TaskLogger } from './context.js'
 import { PreemptedError, RecoverableError, TaskConfigError, TaskTimeoutError, parseDuration } from './errors.js'
 import type { PreemptionWatcher } from './preemption.js'
+
+/** Retention of the checkpointer a task opens, unless `checkpointOptions.keep` says otherwise. */
+export const DEFAULT_TASK_KEEP: RetentionPolicy = latest(3)
+
+export const DEFAULT_TASK_GC_EVERY_MS = 10 * 60_000
+
+export const DEFAULT_RETRY_DELAY = { minMs: 1000, maxMs: 30_000 } as const
 
 export interface TaskOptions {
   name: string
@@ -25,10 +34,23 @@ export interface TaskOptions {
   checkpoint?: string
   /** A previous attempt's checkpoint under another prefix (Flyte's prevCheckpointPrefix): copied forward at start when ours is empty. */
   previousCheckpoint?: string
+  /**
+   * Options of the attempt's Checkpointer. `keep` (retention) defaults to `latest(3)` here — the
+   * three newest checkpoints survive each commit, so a long run does not fill the store — rather
+   * than the Checkpointer's keep-all; pass `keep: keepAll` or any policy to change it. The chunks
+   * of deleted checkpoints are collected in the background every `gcEveryMs`, not after each
+   * commit (unless `gc.enabled` is set to true).
+   */
   checkpointOptions?: CheckpointerOptions
+  /** How often the attempt collects unreferenced chunks in the background. Default 10 minutes; 0 never. */
+  gcEveryMs?: number
   /** Memoize: same name, version and inputs return the stored output without running. */
   cache?: { version: string; /** Where outputs are stored (under `cache/`). Default: the checkpoint location. */ store?: string }
-  /** Backoff between retries. Default 1 s doubling up to 30 s. */
+  /**
+   * Pause before each retry: `minMs`·2^n, jittered up to twice that, capped at `maxMs`.
+   * Default `{ minMs: 1000, maxMs: 30_000 }` (1–2 s, then 2–4 s, ...), which gives a flaky data
+   * source time to recover; use e.g. `{ minMs: 100, maxMs: 1000 }` for failures that pass at once.
+   */
   retryDelay?: { minMs?: number; maxMs?: number }
   /** After a timeout aborts an attempt, how long to wait for it to stop before abandoning it. Default 5 s. */
   abandonAfterMs?: number
@@ -64,6 +86,11 @@ function validate(o: TaskOptions): void {
   const sr = o.systemRetries ?? 3
   if (!Number.isInteger(sr) || sr < 0 || sr > 10) throw new TaskConfigError(`task ${o.name}: systemRetries must be a whole number from 0 to 10, got ${o.systemRetries}`)
   if (o.timeout !== undefined) parseDuration(o.timeout)
+  for (const k of ['minMs', 'maxMs'] as const) {
+    const v = o.retryDelay?.[k]
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new TaskConfigError(`task ${o.name}: retryDelay.${k} must be a number of ms >= 0, got ${v}`)
+  }
+  if (o.gcEveryMs !== undefined && !(Number.isFinite(o.gcEveryMs) && o.gcEveryMs >= 0)) throw new TaskConfigError(`task ${o.name}: gcEveryMs must be a number of ms >= 0, got ${o.gcEveryMs}`)
   if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === '')) throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
 }
 
@@ -94,36 +121,50 @@ async function runTask<I, O>(o: TaskOptions, fn: (inputs: I) => Promise<O> | O, 
   const systemBudget = o.systemRetries ?? 3
   let userUsed = 0
   let systemUsed = 0
-  let attempt = (o.attemptOffset ?? 0) - 1
   try {
-    const output = await pRetry(
-      async () => {
-        attempt++
-        return runAttempt(o, fn, inputs, { uri, attempt, timeoutMs, log })
-      },
-      {
-        retries: userBudget + systemBudget,
-        minTimeout: o.retryDelay?.minMs ?? 1000,
-        maxTimeout: o.retryDelay?.maxMs ?? 30_000,
-        randomize: true,
-        shouldRetry: ({ error }) => {
-          // Preemption is not retried here: the machine is going away; the engine restarts us.
-          if (error instanceof PreemptedError || o.preemption?.preempted) return false
-          if (error instanceof RecoverableError && userUsed < userBudget) return (userUsed++, true)
-          if (isSystemFault(error) && systemUsed < systemBudget) return (systemUsed++, true)
-          return false
-        },
-        onFailedAttempt: ({ error }) => {
-          if (error instanceof PreemptedError) log.info(`attempt ${attempt} stopped: ${error.message}`)
-          else log.warn(`attempt ${attempt} failed: ${error.message}`)
-        },
-      },
-    )
-    if (cache) await writeCache(cache.storage, cache.key, output)
-    return output
+    for (let attempt = o.attemptOffset ?? 0, retry = 0; ; attempt++) {
+      try {
+        const output = await runAttempt(o, fn, inputs, { uri, attempt, timeoutMs, log })
+        if (cache) await writeCache(cache.storage, cache.key, output)
+        return output
+      } catch (error) {
+        const message = (error as Error)?.message ?? String(error)
+        // Preemption is not retried here: the machine is going away; the engine restarts us.
+        if (error instanceof PreemptedError || o.preemption?.preempted) {
+          log.info(`attempt ${attempt} stopped: ${message}`)
+          throw error
+        }
+        let budget: string
+        if (error instanceof RecoverableError && userUsed < userBudget) budget = `retry ${++userUsed} of ${userBudget}`
+        else if (isSystemFault(error) && systemUsed < systemBudget) budget = `storage retry ${++systemUsed} of ${systemBudget}`
+        else {
+          const why = error instanceof RecoverableError || isSystemFault(error) ? 'no retries left' : 'not retried: only RecoverableError and timeouts are'
+          log.warn(`attempt ${attempt} failed (${why}): ${message}`)
+          throw error
+        }
+        const wait = retryDelayMs(o.retryDelay, retry++)
+        log.warn(`attempt ${attempt} failed: ${message}; retrying in ${formatDelay(wait)} (${budget})`)
+        // A referenced timer: the wait is the process's only work now, it must keep it alive.
+        await delay(wait)
+      }
+    }
   } finally {
     await cache?.storage.close()
   }
+}
+
+/**
+ * Exponential backoff with jitter: min·2^n, times a random factor in [1, 2), capped at max. The
+ * jitter comes from node:crypto, never Math.random, which a training loop may have seeded.
+ */
+export function retryDelayMs(o: TaskOptions['retryDelay'], retry: number): number {
+  const min = o?.minMs ?? DEFAULT_RETRY_DELAY.minMs
+  const max = Math.max(min, o?.maxMs ?? DEFAULT_RETRY_DELAY.maxMs)
+  return Math.round(Math.min(max, min * 2 ** Math.min(retry, 40) * (1 + randomInt(1_000_000) / 1_000_000)))
+}
+
+function formatDelay(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`
 }
 
 async function runAttempt<I, O>(
@@ -133,7 +174,14 @@ async function runAttempt<I, O>(
   a: { uri: string; attempt: number; timeoutMs: number | undefined; log: TaskLogger },
 ): Promise<O> {
   if (o.preemption?.preempted) throw new PreemptedError(o.preemption.preempted)
-  const cp = await Checkpointer.open(a.uri, { ...o.checkpointOptions, attempt: a.attempt })
+  const gc = o.checkpointOptions?.gc
+  const cp = await Checkpointer.open(a.uri, {
+    ...o.checkpointOptions,
+    keep: o.checkpointOptions?.keep ?? DEFAULT_TASK_KEEP,
+    // Collection runs on a timer instead (see collector.ts), unless asked for after every commit.
+    gc: { ...gc, enabled: gc?.enabled === true },
+    attempt: a.attempt,
+  })
   // Claim at once: an earlier attempt still running (abandoned after a timeout) is fenced from now on.
   await cp.claim()
   if (o.previousCheckpoint && !cp.prevExists()) {
@@ -145,6 +193,11 @@ async function runAttempt<I, O>(
       await prev.close()
     }
   }
+  const gcEveryMs = o.gcEveryMs ?? DEFAULT_TASK_GC_EVERY_MS
+  const collector =
+    gcEveryMs > 0 && gc?.enabled !== true && gc?.enabled !== false
+      ? startCollector(cp, { everyMs: gcEveryMs, ...(gc?.minAgeMs !== undefined ? { minAgeMs: gc.minAgeMs } : {}), ...(o.checkpointOptions?.locks ? { locks: o.checkpointOptions.locks } : {}), log: a.log })
+      : undefined
   const controller = new AbortController()
   const unhooks: (() => void)[] = []
   const onPreemptAbort = (): void => controller.abort(o.preemption!.signal.reason)
@@ -201,6 +254,7 @@ async function runAttempt<I, O>(
     // The final save a preemption hook started must land before the checkpointer closes.
     if (o.preemption?.preempted) await o.preemption.settled()
     for (const off of unhooks) off()
+    await collector?.stop()
     if (!abandoned) await cp.close()
   }
 }

@@ -46,5 +46,14 @@ export function makeS3Client(options: S3StorageOptions = {}): S3Client {
     ...options.clientConfig,
   }
   if (endpoint !== undefined) config.endpoint = endpoint
-  return new S3Client(config)
+  // The SDK's 8-line "Node 20 support ends" warning on every run is noise to our users: set the
+  // SDK's own switch for the client we build (it warns at most once per process), then undo it so
+  // child processes and the user's own clients see their environment unchanged.
+  const quiet = env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED
+  env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+  try {
+    return new S3Client(config)
+  } finally {
+    if (quiet === undefined) delete env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED
+  }
 }

@@ -140,12 +140,108 @@ describe('taskpoint CLI errors', () => {
       AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_REGION: 'us-east-1',
     })
     expect(noCreds.code).toBe(1)
-    expect(noCreds.stderr).toMatch(/no AWS credentials found/)
+    expect(noCreds.stderr).toMatch(/no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(or AWS_PROFILE\) in the environment/)
+    expect(noCreds.stderr).not.toMatch(/clientConfig|pass .* option/) // library advice means nothing at a shell
+    expect(noCreds.stderr).not.toMatch(/NodeVersionSupportWarning/)
     const down = await taskpoint(['ls', 's3://bucket/run'], { AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b', AWS_REGION: 'us-east-1' })
     expect(down.code).toBe(1)
     // Opening reads the latest-checkpoint hint first (then lists manifests): either names the operation and key.
     expect(down.stderr).toMatch(/s3 (list s3:\/\/bucket\/run\/manifests\/|get s3:\/\/bucket\/run\/hints\/latest\.json).*transient fault.*ECONNREFUSED/)
   }, 60_000)
+})
+
+describe('taskpoint CLI: what a new user runs into', () => {
+  it('a misspelt flag gets a suggestion; a missing value says so', async () => {
+    const typo = await taskpoint(['prune', '/tmp/x', '--keep-lst', '3'])
+    expect(typo.code).toBe(2)
+    expect(typo.stderr).toMatch(/^taskpoint prune: unknown option --keep-lst; did you mean --keep-last\?/)
+    const other = await taskpoint(['ls', '/tmp/x', '--frobnicate'])
+    expect(other.stderr).toMatch(/unknown option --frobnicate; this command takes --json/)
+    const missing = await taskpoint(['prune', '/tmp/x', '--keep-last'])
+    expect(missing.stderr).toMatch(/--keep-last needs a value/)
+  })
+
+  it('a missing directory or a file says so, rather than "no checkpoints"', async () => {
+    const gone = path.join(mkdtempSync(path.join(tmpdir(), 'tp-gone-')), 'typo')
+    const r = await taskpoint(['ls', gone])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toBe(`taskpoint ls: ${gone} does not exist\n`)
+    await expect(fs.stat(gone)).rejects.toMatchObject({ code: 'ENOENT' }) // and nothing was created
+    const file = path.join(path.dirname(gone), 'f')
+    await fs.writeFile(file, 'x')
+    expect((await taskpoint(['verify', file])).stderr).toMatch(/is a file, not a checkpoint directory/)
+  })
+
+  it('ls of a big tree that holds no checkpoints reads only its top directory', async () => {
+    // A full walk (what ls did: 14 s on /usr) reaches "a/deep/x" and names it; reading only the
+    // top directory names "a". No timing involved.
+    const dir = mkdtempSync(path.join(tmpdir(), 'tp-tree-'))
+    await fs.mkdir(path.join(dir, 'a', 'deep'), { recursive: true })
+    await fs.writeFile(path.join(dir, 'a', 'deep', 'x'), 'x')
+    await fs.mkdir(path.join(dir, 'b'))
+    const r = await taskpoint(['ls', dir])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/holds objects \(e\.g\. "a"\) but no taskpoint checkpoints/)
+  })
+
+  it('restore refuses a non-empty directory or a file; --clean replaces, --force overlays; a damaged checkpoint leaves DIR alone', async () => {
+    const uri = mkdtempSync(path.join(tmpdir(), 'tp-cli-src-'))
+    const src = mkdtempSync(path.join(tmpdir(), 'tp-cli-tree-'))
+    await fs.writeFile(path.join(src, 'model.bin'), 'new model')
+    await fs.mkdir(path.join(src, 'sub'))
+    await fs.writeFile(path.join(src, 'sub', 'opt.bin'), 'new opt')
+    const cp = await Checkpointer.open(uri, { repro: false })
+    await cp.save(src, { step: 1 })
+    await cp.close()
+    const fresh = async (): Promise<string> => {
+      const d = mkdtempSync(path.join(tmpdir(), 'tp-cli-dst-'))
+      await fs.writeFile(path.join(d, 'model.bin'), 'old model')
+      await fs.writeFile(path.join(d, 'stale.txt'), 'from another run')
+      return d
+    }
+    const tree = async (d: string): Promise<Record<string, string>> => {
+      const out: Record<string, string> = {}
+      for (const f of (await fs.readdir(d, { recursive: true, withFileTypes: true })).filter((e) => e.isFile())) {
+        out[path.relative(d, path.join(f.parentPath, f.name))] = await fs.readFile(path.join(f.parentPath, f.name), 'utf8')
+      }
+      return out
+    }
+
+    const d1 = await fresh()
+    const refused = await taskpoint(['restore', uri, d1])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/is not empty \(2 entries, e\.g\. "model\.bin"\): restoring would mix.*--clean.*--force/)
+    expect(await tree(d1)).toEqual({ 'model.bin': 'old model', 'stale.txt': 'from another run' })
+
+    const clean = await taskpoint(['restore', uri, d1, '--clean'])
+    expect(clean.code, clean.stderr).toBe(0)
+    expect(await tree(d1)).toEqual({ 'model.bin': 'new model', [path.join('sub', 'opt.bin')]: 'new opt' })
+
+    const d2 = await fresh()
+    expect((await taskpoint(['restore', uri, d2, '--force'])).code).toBe(0)
+    expect(await tree(d2)).toEqual({ 'model.bin': 'new model', 'stale.txt': 'from another run', [path.join('sub', 'opt.bin')]: 'new opt' })
+
+    const file = path.join(d2, 'stale.txt')
+    const onFile = await taskpoint(['restore', uri, file])
+    expect(onFile.code).toBe(1)
+    expect(onFile.stderr).toBe(`taskpoint restore: ${file} exists and is not a directory: restore into a directory\n`)
+    expect((await taskpoint(['restore', uri, d2, '--clean', '--force'])).code).toBe(2)
+
+    // Every chunk damaged: --clean must not have removed anything before the restore verified.
+    const storage = await openStorage(uri)
+    for await (const o of storage.list('chunks/')) await storage.put(o.key, Buffer.from('garbage'))
+    await storage.close()
+    const d3 = await fresh()
+    const damaged = await taskpoint(['restore', uri, d3, '--clean'])
+    expect(damaged.code).toBe(1)
+    expect(await tree(d3)).toEqual({ 'model.bin': 'old model', 'stale.txt': 'from another run' })
+  })
+
+  it('restore --help describes the layout it writes', async () => {
+    const r = await taskpoint(['restore', '--help'])
+    expect(r.stdout).toContain('DIR/state.bin')
+    expect(r.stdout).not.toMatch(/one file per array/)
+  })
 })
 
 describe('progress', () => {

@@ -1,4 +1,4 @@
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3'
+import { CreateBucketCommand } from '@aws-sdk/client-s3'
 import { Storage as GcsClient } from '@google-cloud/storage'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync } from 'node:fs'
@@ -7,7 +7,7 @@ import path from 'node:path'
 import { inject } from 'vitest'
 import { LocalStorage, type RetryOptions, type Storage } from '../../src/index.js'
 import { GcsStorage } from '../../src/storage/gcs.js'
-import { S3Storage } from '../../src/storage/s3.js'
+import { S3Storage, makeS3Client } from '../../src/storage/s3.js'
 import { startFaultProxy, type FaultProxy } from './fault-proxy.js'
 
 export const S3_BUCKET = 'taskpoint-test'
@@ -63,7 +63,7 @@ const unique = (): string => `t-${Date.now().toString(36)}-${randomBytes(4).toSt
 
 let bucketReady: Promise<unknown> | undefined
 async function ensureS3Bucket(endpoint: string): Promise<void> {
-  bucketReady ??= new S3Client(s3Config(endpoint))
+  bucketReady ??= makeS3Client({ clientConfig: s3Config(endpoint) })
     .send(new CreateBucketCommand({ Bucket: S3_BUCKET }))
     .catch((e: { name?: string }) => {
       if (e.name !== 'BucketAlreadyOwnedByYou' && e.name !== 'BucketAlreadyExists') throw e

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -9,9 +10,14 @@ import {
   RecoverableError,
   TaskConfigError,
   TaskTimeoutError,
+  cacheKey,
   canonicalJson,
   currentContext,
+  keepAll,
+  latest,
+  openStorage,
   parseDuration,
+  retryDelayMs,
   task,
   type TaskLogger,
 } from '../../src/index.js'
@@ -66,6 +72,86 @@ describe('retries', () => {
     })
     await expect(t(undefined)).rejects.toBeInstanceOf(TypeError)
     expect(calls).toBe(1)
+  })
+
+  it('says how long it waits before each retry, and why it stops', async () => {
+    const lines: string[] = []
+    const logger: TaskLogger = { info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m) }
+    const t = task({ name: 'flaky', retries: 2, checkpoint: dir(), ...fast, logger }, () => {
+      throw new RecoverableError('source down')
+    })
+    await expect(t(undefined)).rejects.toThrow('source down')
+    expect(lines).toHaveLength(3)
+    expect(lines[0]).toMatch(/^attempt 0 failed: source down; retrying in \d+ ms \(retry 1 of 2\)$/)
+    expect(lines[1]).toMatch(/^attempt 1 failed: source down; retrying in \d+ ms \(retry 2 of 2\)$/)
+    expect(lines[2]).toBe('attempt 2 failed (no retries left): source down')
+  })
+
+  it('backs off exponentially within retryDelay, jittered up to twice the base, and refuses bad delays', () => {
+    for (let n = 0; n < 6; n++) {
+      const d = retryDelayMs({ minMs: 100, maxMs: 1000 }, n)
+      expect(d).toBeGreaterThanOrEqual(Math.min(1000, 100 * 2 ** n))
+      expect(d).toBeLessThanOrEqual(Math.min(1000, 200 * 2 ** n))
+    }
+    expect(retryDelayMs(undefined, 0)).toBeGreaterThanOrEqual(1000)
+    expect(retryDelayMs({ minMs: 0 }, 3)).toBe(0)
+    expect(() => task({ name: 'x', retryDelay: { minMs: -1 } }, () => 1)).toThrow(/retryDelay.minMs/)
+    expect(() => task({ name: 'x', retryDelay: { maxMs: NaN } }, () => 1)).toThrow(/retryDelay.maxMs/)
+  })
+})
+
+describe('retention in tasks', () => {
+  const writeSix = async (): Promise<void> => {
+    const cp = currentContext().checkpoint
+    for (let i = 0; i < 6; i++) await cp.write(Buffer.from(String(i)), { step: i })
+  }
+
+  it('keeps the three newest checkpoints by default', async () => {
+    const uri = dir()
+    await task({ name: 'long', checkpoint: uri, ...fast }, writeSix)(undefined)
+    const cp = await Checkpointer.open(uri)
+    expect((await cp.list()).map((c) => c.step)).toEqual([3, 4, 5])
+    await cp.close()
+  })
+
+  it('collects the chunks of deleted checkpoints in the background, not after each commit', async () => {
+    const chunks = async (uri: string): Promise<number> => {
+      const s = await openStorage(uri)
+      let n = 0
+      for await (const _ of s.list('chunks/')) n++
+      await s.close()
+      return n
+    }
+    const distinctSix = async (): Promise<void> => {
+      const cp = currentContext().checkpoint
+      for (let i = 0; i < 6; i++) await cp.write(Buffer.alloc(2048, i), { step: i }) // one chunk each
+    }
+    const gcNow = { ...fast.checkpointOptions, gc: { minAgeMs: 0 } }
+    // No collector: the manifests are pruned, their chunks stay (no collection after commits).
+    const idle = dir()
+    await task({ name: 'long', checkpoint: idle, ...fast, gcEveryMs: 0, checkpointOptions: gcNow }, distinctSix)(undefined)
+    expect(await chunks(idle)).toBe(6)
+    // With one: the three unreferenced chunks go while the attempt runs.
+    const busy = dir()
+    await task({ name: 'long', checkpoint: busy, ...fast, gcEveryMs: 10, checkpointOptions: gcNow }, async () => {
+      await distinctSix()
+      for (let i = 0; (await chunks(busy)) > 3; i++) {
+        if (i > 3000) throw new Error('the background collector never ran')
+        await new Promise((r) => setTimeout(r, 10))
+      }
+    })(undefined)
+    expect(await chunks(busy)).toBe(3)
+    expect(() => task({ name: 'x', gcEveryMs: -1 }, () => 1)).toThrow(/gcEveryMs/)
+  })
+
+  it('takes any policy through checkpointOptions.keep', async () => {
+    for (const [keep, steps] of [[latest(1), [5]], [keepAll, [0, 1, 2, 3, 4, 5]]] as const) {
+      const uri = dir()
+      await task({ name: 'long', checkpoint: uri, ...fast, checkpointOptions: { ...fast.checkpointOptions, keep } }, writeSix)(undefined)
+      const cp = await Checkpointer.open(uri)
+      expect((await cp.list()).map((c) => c.step)).toEqual(steps)
+      await cp.close()
+    }
   })
 })
 
@@ -203,6 +289,14 @@ describe('caching', () => {
     expect(() => canonicalJson({ a: NaN })).toThrow(/NaN/)
     expect(() => canonicalJson({ f: () => 1 })).toThrow(/function/)
     expect(canonicalJson({ b: 1, a: [true, null, 's'] })).toBe('{"a":[true,null,"s"],"b":1}')
+  })
+
+  it("names the bad input by the user's own path, and keeps the key format of earlier versions", () => {
+    expect(() => cacheKey('t', '1', { d: new Date() })).toThrow(/^inputs\.d is a Date/)
+    // The key text is canonicalJson({ inputs, task, version }), as before, with and without inputs.
+    const sha = (text: string): string => createHash('sha256').update(text).digest('hex')
+    expect(cacheKey('t', '1', { b: 2, a: 1 })).toBe(`cache/t/1/${sha(canonicalJson({ inputs: { a: 1, b: 2 }, task: 't', version: '1' }))}.json`)
+    expect(cacheKey('t', '1', undefined)).toBe(`cache/t/1/${sha(canonicalJson({ task: 't', version: '1' }))}.json`)
   })
 })
 

@@ -5,13 +5,17 @@
 // demo, the benchmarks) owns its lifetime. `--only s3` / `--only gcs` starts one.
 // Why a child process: the GCS emulator lives in firebase-tools, a large CommonJS tree with global
 // state and its own temp dir; keeping it out of the test process keeps both clean.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
+const missing = (what) => {
+  console.error(`${what} missing: run \`node scripts/ensure-test-servers.mjs\` (npm test does it for you)`)
+  process.exit(3)
+}
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
 const out = {}
 const stops = []
@@ -27,7 +31,11 @@ if (!only || only === 's3') {
     const hooks = `export async function resolve(spec, ctx, next) { return spec === 'node:sqlite' ? { url: ${JSON.stringify(stub)}, shortCircuit: true } : next(spec, ctx) }`
     register(`data:text/javascript,${encodeURIComponent(hooks)}`)
   }
-  const { buildApp } = await import('fauxqs')
+  // fauxqs is installed apart, in test/servers/s3 (see scripts/ensure-test-servers.mjs); it is
+  // ESM-only, so it is imported by file rather than resolved with require.
+  const entry = path.join(here, 's3', 'node_modules', 'fauxqs', 'dist', 'app.js')
+  if (!existsSync(entry)) missing('S3 test server (fauxqs)')
+  const { buildApp } = await import(pathToFileURL(entry).href)
   const app = buildApp({ logger: false })
   await app.listen({ port: 0, host: '127.0.0.1' })
   out.s3 = `http://127.0.0.1:${app.server.address().port}`
@@ -43,8 +51,7 @@ if (!only || only === 'gcs') {
   try {
     fb = req.resolve('firebase-tools/package.json')
   } catch {
-    console.error('GCS emulator missing: run `node scripts/ensure-test-servers.mjs` (npm test does it for you)')
-    process.exit(3)
+    missing('GCS emulator')
   }
   const lib = path.join(path.dirname(fb), 'lib', 'emulator')
   const { StorageEmulator } = req(path.join(lib, 'storage', 'index.js'))

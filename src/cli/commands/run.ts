@@ -7,8 +7,10 @@ export const run: Command = {
 Runs COMMAND and runs it again when it exits with a retry status (75 recoverable, 143 preempted)
 or is killed by a signal, up to N times (default 3, at most 10). Each attempt gets
 TASKPOINT_ATTEMPT (0, 1, ...) and, with --checkpoint, TASKPOINT_CHECKPOINT in its environment.
-SIGTERM/SIGINT are passed to the running attempt and stop the retries.
-Exits with the last attempt's exit code.`,
+SIGTERM/SIGINT are passed to the running attempt's whole process group (so the trainer gets
+them even behind a wrapper that does not pass signals on, such as npx tsx train.ts or sh -c) and
+stop the retries. Each attempt runs in a process group of its own: it should not read from the
+terminal. Exits with the last attempt's exit code.`,
   async run(argv) {
     const dd = argv.indexOf('--')
     if (dd < 0 || dd === argv.length - 1) throw new UsageError('give the command after --, e.g. taskpoint run --retries 3 -- node train.js')
