@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     }
     await cp.close()
     let stored = 0
-    const { LocalStorage } = await import('../src/index.js')
+    const { LocalStorage } = await import('../src/storage/index.js')
     for await (const o of new LocalStorage(dir).list()) stored += o.size
     const ideal = SIZE + 9 * (SIZE - tail)
     row('bytes stored after 10 checkpoints, 90 % frozen, vs ideal (1 full + 10 % each after)', `${(stored / MiB).toFixed(1)} MiB`, `${(ideal / MiB).toFixed(1)} MiB`, stored / ideal, '≤ 1.2×')

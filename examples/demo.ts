@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { supervise } from '../src/index.js'
+import { supervise } from '../src/engines.js'
 import { lossChart, type ChartRun } from './chart.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))

@@ -10,7 +10,8 @@ import type { Storage } from './storage/types.js'
 export { collectGarbage, prune, type GcOptions, type GcResult, type PruneOptions, type PruneResult } from './checkpoint/gc.js'
 export { verifyCheckpoints, type VerifyOptions, type VerifyReport } from './checkpoint/verify.js'
 export type { LockOptions } from './checkpoint/locks.js'
-export type { Manifest, FileEntry, ChunkRef, ArrayEntry, CheckpointKind, DType } from './format/manifest.js'
+export { FORMAT_VERSION, type Manifest, type FileEntry, type ChunkRef, type ArrayEntry, type CheckpointKind, type DType } from './format/manifest.js'
+export { readInfos } from './checkpoint/gc.js'
 
 /**
  * Every committed checkpoint with its manifest, oldest first; damaged ones in `skipped`. An outage

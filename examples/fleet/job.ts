@@ -42,7 +42,7 @@ export interface TrainResult {
 
 const datasets = new Map<string, MnistData>()
 
-function dataFor(tf: TF, spec: TrainJob): MnistData {
+function dataFor(tf: TF, spec: Pick<TrainJob, 'trainPerDigit' | 'testPerDigit'>): MnistData {
   const key = `${spec.trainPerDigit}/${spec.testPerDigit}`
   let d = datasets.get(key)
   if (!d) datasets.set(key, (d = loadMnist(tf, spec.trainPerDigit, spec.testPerDigit)))
@@ -53,8 +53,26 @@ export interface RunInfo {
   job: string
   /** BullMQ's failed-attempt count for this run (0 for reference runs). */
   attemptsMade: number
-  /** Restart from zero: keep this run's checkpoints in a throwaway directory (the benchmark's baseline). */
+  /**
+   * Restart from zero (the benchmark's baseline): no periodic saves at all, and the one save a
+   * preemption makes goes to a throwaway directory of this run, so no run ever resumes.
+   */
   noCheckpoints?: boolean
+}
+
+/**
+ * Loads a job mix's data before the worker takes its first job. Parsing MNIST is ~0.5 s of
+ * synchronous work (several seconds on a loaded machine): done inside a job it blocks the event
+ * loop while BullMQ holds the job's lock, the lock is not renewed in time, the stalled checker
+ * hands the job to a second worker and the two runs race (the fenced one's work is thrown away).
+ */
+export function preloadData(tf: TF, spec: Pick<TrainJob, 'trainPerDigit' | 'testPerDigit'>): void {
+  dataFor(tf, spec)
+}
+
+/** Whether a job with this spec finds its data already loaded (no synchronous parse under its lock). */
+export function hasData(spec: Pick<TrainJob, 'trainPerDigit' | 'testPerDigit'>): boolean {
+  return datasets.has(`${spec.trainPerDigit}/${spec.testPerDigit}`)
 }
 
 /** Trains one job inside a task context (its checkpoint, signal and preemption hooks). */
@@ -79,7 +97,8 @@ export async function trainJob(tf: TF, spec: TrainJob, ctx: Pick<TaskContext, 'c
       {
         checkpoint: cp,
         signal: ctx.signal,
-        every: { batches: spec.saveEveryBatches },
+        // The baseline saves nothing on its way (an epoch count no run reaches turns epoch-end saves off).
+        every: info.noCheckpoints ? { epochs: Number.MAX_SAFE_INTEGER } : { batches: spec.saveEveryBatches },
         metadata: { seed: spec.seed, lr: spec.lr, units: spec.units },
         onResume: (f) => {
           resumedFrom = f.step

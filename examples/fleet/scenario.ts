@@ -1,7 +1,8 @@
 // One fleet run under a seeded preemption process, for the demo and the benchmark: start the
 // workers, enqueue the jobs, preempt busy workers at random (exponential gaps, SIGTERM with notice
 // or SIGKILL without), replace them, and wait until every job is completed or failed.
-import { Queue } from 'bullmq'
+import { Queue, QueueEvents } from 'bullmq'
+import { PreemptionPlan } from './chaos.js'
 import { Fleet, waitForJobs, type Event } from './fleet.js'
 import type { TrainJob } from './job.js'
 import { JOB_OPTIONS } from './producer.js'
@@ -15,6 +16,13 @@ export interface ScenarioOptions {
   workers: number
   /** Mean seconds between preemptions across the fleet (each hits one busy worker). */
   meanGapSeconds: number
+  /**
+   * Instead of seconds: mean batches trained by the whole fleet between preemptions. The same
+   * seed then gives the same preemption process per unit of work whatever the machine's load, so
+   * two fleets compared on a shared machine face the same odds (a slowed-down run is not
+   * preempted more). Default: off (wall-clock gaps).
+   */
+  meanGapBatches?: number
   /** Stop preempting after this many. */
   maxPreemptions: number
   /** Share of preemptions that come without notice (SIGKILL). */
@@ -23,6 +31,8 @@ export interface ScenarioOptions {
   noCheckpoints?: boolean
   workerArgs?: string[]
   log?: (line: string) => void
+  /** Every line a worker writes that is not an event (its warnings and log lines). */
+  onLine?: (worker: string, line: string) => void
   /** Give up (the no-checkpoint fleet may never finish under heavy preemption). */
   timeoutMs?: number
 }
@@ -32,20 +42,29 @@ export interface ScenarioResult {
   seconds: number
   states: Record<string, string>
   preemptions: { worker: string; signal: string; at: number }[]
+  /** Jobs BullMQ's stalled checker moved back to wait (a SIGKILLed worker, or a lock that lapsed). */
+  stalled: { job: string; at: number }[]
 }
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
-  let s = o.seed >>> 0 || 1
-  const random = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const byWork = o.meanGapBatches !== undefined
+  const plan = new PreemptionPlan(o.seed, byWork ? o.meanGapBatches! : o.meanGapSeconds * 1000, o.killShare)
   const url = new URL(o.redisUrl)
   const queue = new Queue<TrainJob>(o.queue, { connection: { host: url.hostname, port: Number(url.port), maxRetriesPerRequest: null } })
   const busy = new Map<string, string>() // worker → job
+  const signalled = new Set<string>() // a worker already told to go is not a candidate again
+  const preemptions: ScenarioResult['preemptions'] = []
+  let done = false
+  const preemptOne = (): void => {
+    const { victim, signal } = plan.pick([...busy.keys()].filter((w) => !signalled.has(w)))
+    if (done || victim === undefined || preemptions.length >= o.maxPreemptions) return
+    if (fleet.kill(victim, signal)) {
+      signalled.add(victim)
+      preemptions.push({ worker: victim, signal, at: Date.now() })
+    }
+  }
+  let batches = 0
+  let nextAt = byWork ? plan.gap() : Infinity
   const fleet = new Fleet({
     workers: o.workers,
     redisUrl: o.redisUrl,
@@ -53,26 +72,30 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     queue: o.queue,
     env: o.env ?? {},
     args: [...(o.workerArgs ?? []), ...(o.noCheckpoints ? ['--no-checkpoints'] : [])],
+    ...(o.onLine ? { onLine: o.onLine } : {}),
     onEvent: (e) => {
       if (e.ev === 'start') busy.set(e.worker, e.job!)
       if (e.ev === 'outcome' || e.ev === 'exit') busy.delete(e.worker)
+      if (e.ev === 'step' && byWork && ++batches >= nextAt) {
+        nextAt = batches + plan.gap()
+        preemptOne()
+      }
       if (o.log && ['start', 'resume', 'outcome', 'exit', 'kill'].includes(e.ev)) o.log(describe(e))
     },
   })
-  const preemptions: ScenarioResult['preemptions'] = []
-  let done = false
+  const stalled: ScenarioResult['stalled'] = []
+  const queueEvents = new QueueEvents(o.queue, { connection: { host: url.hostname, port: Number(url.port), maxRetriesPerRequest: null } })
+  queueEvents.on('stalled', ({ jobId }) => stalled.push({ job: jobId, at: Date.now() }))
+  await queueEvents.waitUntilReady()
   const started = Date.now()
   fleet.start()
   const ids = o.jobs.map((_, i) => `job-${i}`)
   await queue.addBulk(o.jobs.map((data, i) => ({ name: ids[i]!, data, opts: { ...JOB_OPTIONS, jobId: ids[i]! } })))
   const chaos = (async () => {
+    if (byWork) return
     while (!done && preemptions.length < o.maxPreemptions) {
-      await new Promise((r) => setTimeout(r, -Math.log(1 - random()) * o.meanGapSeconds * 1000))
-      const candidates = [...busy.keys()].sort()
-      if (done || candidates.length === 0) continue
-      const victim = candidates[Math.floor(random() * candidates.length)]!
-      const signal = random() < o.killShare ? 'SIGKILL' : 'SIGTERM'
-      if (fleet.kill(victim, signal)) preemptions.push({ worker: victim, signal, at: Date.now() })
+      await new Promise((r) => setTimeout(r, plan.gap()))
+      preemptOne()
     }
   })()
   try {
@@ -83,11 +106,12 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       return st
     })
     const seconds = (Date.now() - started) / 1000
-    return { events: fleet.events, seconds, states, preemptions }
+    return { events: fleet.events, seconds, states, preemptions, stalled }
   } finally {
     done = true
     await fleet.stop()
     await chaos
+    await queueEvents.close()
     await queue.obliterate({ force: true }).catch(() => {})
     await queue.close()
   }

@@ -1,10 +1,11 @@
 import type * as tfType from '@tensorflow/tfjs'
 import type { Checkpointer } from '../../src/checkpoint/checkpointer.js'
-import type { LoadedState } from '../../src/checkpoint/types.js'
 import { maybeContext } from '../../src/runtime/context.js'
-import { PreemptedError } from '../../src/runtime/errors.js'
-import { STATE_FORMAT, Tracker, createCheckpointCallback, type CheckpointCallbackOptions, type SavedTraining } from './callback.js'
-import { current as currentRandom } from './random.js'
+import { currentRandom } from '../../src/runtime/random.js'
+import { checkpointCallback } from './callback.js'
+import type { CheckpointCallbackOptions } from './options.js'
+import type { TrainingHistory } from './position.js'
+import { STATE_FORMAT, createRun, type Restored, type SavedTraining, type TrainingRun } from './run.js'
 import { TfStateError, restoreState, type LayersModel, type TF } from './state.js'
 
 type Tensor = tfType.Tensor
@@ -12,7 +13,7 @@ type Tensors = Tensor | Tensor[]
 
 export interface FitResult {
   /** Per-epoch mean logs of the whole run, including epochs trained by earlier attempts. */
-  history: { epoch: number[]; history: Record<string, number[]> }
+  history: TrainingHistory
   /** Where this run started: undefined for a fresh start. */
   resumedFrom?: { epoch: number; batch: number; step: number }
   /** Batches trained by this call. */
@@ -28,7 +29,7 @@ function checkpointOf(o: CheckpointCallbackOptions): Checkpointer {
 }
 
 /** Restores the newest tfjs checkpoint into the model (weights, optimizer, generator); undefined when there is none. */
-export async function resume(tf: TF, model: LayersModel, options: { checkpoint?: Checkpointer } = {}): Promise<{ saved: SavedTraining; arrays: LoadedState['arrays'] } | undefined> {
+export async function resume(tf: TF, model: LayersModel, options: { checkpoint?: Checkpointer } = {}): Promise<Restored | undefined> {
   const cp = checkpointOf(options)
   const st = await cp.readState()
   if (!st) return undefined
@@ -41,19 +42,6 @@ export async function resume(tf: TF, model: LayersModel, options: { checkpoint?:
   const rng = currentRandom()
   if (saved.rng && rng) rng.state = saved.rng
   return { saved, arrays: st.arrays }
-}
-
-function trackerFrom(saved: SavedTraining | undefined, arrays: LoadedState['arrays'] | undefined): Tracker {
-  const t = new Tracker()
-  if (!saved) return t
-  t.epoch = saved.epoch
-  t.batch = saved.batch
-  t.globalStep = saved.globalStep
-  t.history = saved.history
-  t.acc = saved.acc
-  const perm = arrays?.perm
-  if (perm) t.perm = new Int32Array(perm.data.buffer.slice(perm.data.byteOffset, perm.data.byteOffset + perm.data.byteLength) as ArrayBuffer)
-  return t
 }
 
 function gatherRows(tf: TF, x: Tensors, idx: Int32Array): Tensors {
@@ -94,42 +82,40 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
     owned.push(trainX, trainY, vx, vy)
     fitArgs = { ...fitArgs, validationSplit: undefined, validationData: [vx, vy] as never }
   }
-  const { restored, tracker, result, startStep } = await begin(tf, model, cp, options)
-  const opts = { ...options, checkpoint: cp, shuffle }
+  const { restored, run, result } = await begin(tf, model, cp, options)
+  const { position } = run
   const userCallbacks = callbacksOf(args)
   try {
-    let startEpoch = tracker.epoch
     if (restored && restored.saved.batch > 0) {
       // Finish the interrupted epoch first: the rows it had not reached yet, in its own order.
       const n = (Array.isArray(trainX) ? trainX[0]! : trainX).shape[0]!
       const from = restored.saved.batch * batchSize
-      if (shuffle && !tracker.perm) throw new TfStateError('the checkpoint was saved mid-epoch without the shuffle order (no seedRandom?); cannot resume mid-epoch exactly')
-      const idx = tracker.perm ? tracker.perm.slice(from) : Int32Array.from({ length: n - from }, (_, i) => from + i)
+      const order = run.shuffle.permutation
+      if (shuffle && !order) throw new TfStateError('the checkpoint was saved mid-epoch without the shuffle order (no seedRandom?); cannot resume mid-epoch exactly')
+      const idx = order ? order.slice(from) : Int32Array.from({ length: n - from }, (_, i) => from + i)
       if (idx.length > 0) {
         const rx = gatherRows(tf, trainX, idx)
         const ry = gatherRows(tf, trainY, idx)
-        tracker.partial = true
-        tracker.epochOffset = tracker.epoch
-        tracker.batchOffset = restored.saved.batch
-        const cb = createCheckpointCallback(tf, model, { ...opts, shuffle: false }, tracker, 'fit')
+        position.resumeInsideEpoch(true)
+        // Its rows are already in order: no shuffle to mirror, and user callbacks are not run.
+        const cb = checkpointCallback(tf, model, run, 'fit', false)
         try {
           await model.fit(rx, ry, { ...fitArgs, epochs: 1, initialEpoch: 0, shuffle: false, callbacks: [cb] })
         } finally {
           tf.dispose([rx, ry].flat())
         }
-        tracker.partial = false
-        tracker.epochOffset = 0
-        if (tracker.stopped) throw new PreemptedError(signalReason(options))
+        position.partialLoopDone()
+        run.preemption.throwIfStopped()
       }
-      startEpoch = tracker.epoch
     }
-    if (shuffle && startEpoch > 0) tracker.forceFrom = tracker.perm
+    const startEpoch = position.epoch
+    if (shuffle && startEpoch > 0) run.shuffle.resumeFromSaved()
     const epochs = args.epochs ?? 1
     if (startEpoch < epochs) {
-      const cb = createCheckpointCallback(tf, model, opts, tracker, 'fit')
+      const cb = checkpointCallback(tf, model, run, 'fit', shuffle)
       await model.fit(trainX, trainY, { ...fitArgs, initialEpoch: startEpoch, callbacks: [...userCallbacks, cb] as never })
     }
-    return await finish(cp, tracker, result, started, startStep, options)
+    return await finish(run, result, started)
   } finally {
     tf.dispose(owned.flat())
   }
@@ -143,12 +129,12 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
 export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer>(tf: TF, model: LayersModel, dataset: tfType.data.Dataset<T>, args: tfType.ModelFitDatasetArgs<T>, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
   const started = performance.now()
   const cp = checkpointOf(options)
-  const { restored, tracker, result, startStep } = await begin(tf, model, cp, options)
+  const { restored, run, result } = await begin(tf, model, cp, options)
+  const { position } = run
   const rng = currentRandom()
   const savedRng = restored?.saved.rng
-  if (restored) tracker.batchOffset = restored.saved.batch
   const userCallbacks = callbacksOf(args)
-  const cb = createCheckpointCallback(tf, model, { ...options, checkpoint: cp }, tracker, 'dataset')
+  const cb = checkpointCallback(tf, model, run, 'dataset', false)
   const skipBatches = async (it: { next(): Promise<{ done?: boolean; value: unknown }> }, n: number): Promise<void> => {
     for (let i = 0; i < n; i++) {
       const r = await it.next()
@@ -169,19 +155,21 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
     same.iterator = async () => it as never
     if (restored && restored.saved.batch > 0) {
       // Finish the interrupted epoch with just its remaining batches.
-      tracker.epochOffset = tracker.epoch
+      position.resumeInsideEpoch(true)
       await model.fitDataset(same, { ...args, epochs: 1, initialEpoch: 0, batchesPerEpoch: perEpoch - restored.saved.batch, callbacks: [cb] })
-      tracker.epochOffset = 0
+      position.partialLoopDone()
     }
-    if (!tracker.stopped && tracker.epoch < args.epochs) {
-      await model.fitDataset(same, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
+    if (!run.preemption.stopped && position.epoch < args.epochs) {
+      await model.fitDataset(same, { ...args, initialEpoch: position.epoch, callbacks: [...userCallbacks, cb] as never })
     }
-    return finish(cp, tracker, result, started, startStep, options)
+    return finish(run, result, started)
   }
   // Without it, fitDataset calls iterator() once up front and once per epoch; each call moves a
   // seeded dataset's generator on. Replay the calls made before the interrupted epoch's, then skip
   // the batches already trained from that epoch's iterator.
   if (restored) for (let i = 0; i < restored.saved.epoch; i++) await dataset.iterator()
+  // fitDataset numbers epochs from initialEpoch; only the resumed epoch's batches restart at 0.
+  if (restored) position.resumeInsideEpoch(false)
   const skip = restored?.saved.batch ?? 0
   let calls = 0
   // Every other property (size, ...) comes from the user's dataset.
@@ -197,40 +185,34 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
     }
     return it
   }
-  if (tracker.epoch < args.epochs) {
-    await model.fitDataset(proxy, { ...args, initialEpoch: tracker.epoch, callbacks: [...userCallbacks, cb] as never })
+  if (position.epoch < args.epochs) {
+    await model.fitDataset(proxy, { ...args, initialEpoch: position.epoch, callbacks: [...userCallbacks, cb] as never })
   }
-  return finish(cp, tracker, result, started, startStep, options)
+  return finish(run, result, started)
 }
 
 /** The common start of both wrappers: restore the newest checkpoint and the position it records. */
 async function begin(tf: TF, model: LayersModel, cp: Checkpointer, options: CheckpointCallbackOptions) {
   const restored = await resume(tf, model, { checkpoint: cp })
-  const tracker = trackerFrom(restored?.saved, restored?.arrays)
-  const result: FitResult = { history: tracker.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
+  const run = createRun(tf, model, cp, options, restored)
+  const result: FitResult = { history: run.position.history, trainedBatches: 0, timings: { trainMs: 0, flushMs: 0 } }
   if (restored) {
     result.resumedFrom = { epoch: restored.saved.epoch, batch: restored.saved.batch, step: restored.saved.globalStep }
     options.onResume?.(result.resumedFrom)
   }
-  return { restored, tracker, result, startStep: tracker.globalStep }
+  return { restored, run, result }
 }
 
 function callbacksOf(args: { callbacks?: unknown }): unknown[] {
   return args.callbacks === undefined ? [] : Array.isArray(args.callbacks) ? args.callbacks : [args.callbacks]
 }
 
-/** The common end of both wrappers: wait for the last save, then report or stop. */
-async function finish(cp: Checkpointer, tracker: Tracker, result: FitResult, started: number, startStep: number, options: CheckpointCallbackOptions): Promise<FitResult> {
+/** The common end of both wrappers: wait for the last save, then report, or stop with PreemptedError. */
+async function finish(run: TrainingRun, result: FitResult, started: number): Promise<FitResult> {
   result.timings.trainMs = performance.now() - started
-  await cp.flush()
+  await run.preemption.settle()
   result.timings.flushMs = performance.now() - started - result.timings.trainMs
-  if (tracker.stopped) throw new PreemptedError(signalReason(options))
-  result.trainedBatches = tracker.globalStep - startStep
+  result.history = run.position.history
+  result.trainedBatches = run.position.globalStep - (result.resumedFrom?.step ?? 0)
   return result
-}
-
-function signalReason(o: CheckpointCallbackOptions): string {
-  const s = o.signal ?? maybeContext()?.signal
-  const r = s?.reason as { message?: string } | undefined
-  return r?.message?.replace(/^preempted: /, '') ?? 'training stopped by preemption'
 }

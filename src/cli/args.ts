@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { parseDuration } from '../runtime/errors.js'
+import { parseDuration } from '../engines.js'
 
 /** Exit codes of the CLI itself (`taskpoint run` exits with its task's code instead). */
 export const CLI_EXIT = { ok: 0, failed: 1, usage: 2, corrupt: 3 } as const

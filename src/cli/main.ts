@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { TaskpointError } from '../errors.js'
+import { TaskpointError } from '../index.js'
 import { UsageError } from './args.js'
 import { commands, usage } from './commands.js'
 import { forShell } from './messages.js'

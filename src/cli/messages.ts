@@ -1,4 +1,4 @@
-import { StorageError } from '../errors.js'
+import { StorageError } from '../index.js'
 
 /**
  * Library errors tell a programmer which option to pass; at a shell the same fault is fixed in the

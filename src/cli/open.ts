@@ -1,12 +1,8 @@
 import { readdir, stat } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
-import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
-import { TaskpointError } from '../errors.js'
-import { MANIFEST_DIR } from '../format/manifest.js'
-import { LocalStorage } from '../storage/local.js'
-import { openStorage } from '../storage/resolve.js'
-import type { Storage } from '../storage/types.js'
-import type { CheckpointInfo } from '../checkpoint/types.js'
+import { isCheckpointKey } from '../admin.js'
+import { Checkpointer, TaskpointError, openStorage, type CheckpointInfo, type CheckpointerOptions, type Storage } from '../index.js'
+import { LocalStorage } from '../storage/index.js'
 import { UsageError } from './args.js'
 
 /** The CLI gives up on an unreachable store after a few seconds rather than the library's longer budget. */
@@ -44,10 +40,10 @@ async function requireDirectory(root: string): Promise<void> {
  */
 async function someOtherObject(storage: Storage): Promise<string | undefined> {
   if (storage instanceof LocalStorage) {
-    const names = (await readdir(storage.root)).filter((n) => `${n}/` !== MANIFEST_DIR).sort()
+    const names = (await readdir(storage.root)).filter((n) => !isCheckpointKey(`${n}/`)).sort()
     return names[0]
   }
-  for await (const o of storage.list()) if (!o.key.startsWith(MANIFEST_DIR)) return o.key
+  for await (const o of storage.list()) if (!isCheckpointKey(o.key)) return o.key
   return undefined
 }
 

@@ -38,7 +38,8 @@ const specs: TrainJob[] = [
   { ...base, seed: 5, lr: 0.001, units: 16 },
   { ...base, seed: 6, lr: 0.002, units: 16, failPermanentlyAtStep: 7 },
 ]
-const workerArgs = ['--lock-ms', '3000', '--stalled-ms', '1000', '--max-stalled', '50', '--grace-ms', '20000', '--on-completed', 'keep']
+// --preload: the workers load the jobs' data before taking any job (see the lock assertion below).
+const workerArgs = ['--lock-ms', '3000', '--stalled-ms', '1000', '--max-stalled', '50', '--grace-ms', '20000', '--on-completed', 'keep', '--preload', '20/5']
 
 let redis: TestRedis
 let s3: S3Client
@@ -158,6 +159,9 @@ describe('a BullMQ fleet of preemptible workers (3 processes, Redis, S3)', () =>
 
       // No run restarts from zero (or from anything older than the newest checkpoint) once one exists.
       const events = fleet.events
+      // No run parses its data while BullMQ holds its lock: that blocked the event loop for seconds
+      // on a loaded machine, the lock lapsed and the job ran twice (issue 13's benchmark).
+      expect(events.filter((e) => e.ev === 'start' && e.dataReady !== true).map((e) => `${e.job} on ${e.worker}`)).toEqual([])
       let resumedRuns = 0
       for (const [i] of specs.entries()) {
         const job = `job-${i}`
@@ -192,6 +196,27 @@ describe('a BullMQ fleet of preemptible workers (3 processes, Redis, S3)', () =>
       }
       expect(resumedRuns).toBeGreaterThanOrEqual(1)
       expect(events.some((e) => e.ev === 'outcome' && e.outcome === 'preempted')).toBe(true)
+    } finally {
+      await fleet.stop()
+      await queue.close()
+    }
+  }, 300_000)
+  it('the benchmark baseline (--no-checkpoints) saves nothing and shares nothing, and trains the same result', async () => {
+    const queueName = `zero-${seed}`
+    const connection = { host: redis.host, port: redis.port, maxRetriesPerRequest: null }
+    const queue = new Queue<TrainJob>(queueName, { connection })
+    const fleet: FleetT = new Fleet({ workers: 1, redisUrl: redis.url, checkpoint: `s3://${bucket}/zero-${seed}`, queue: queueName, env, args: [...workerArgs, '--no-checkpoints'] })
+    try {
+      fleet.start()
+      await queue.add('z', specs[0]!, { jobId: 'job-z', attempts: ATTEMPTS })
+      const states = await waitForJobs(queue, ['job-z'], 120_000)
+      expect(states['job-z']).toBe('completed')
+      expect(((await queue.getJob('job-z'))!.returnvalue as TrainResult).weights).toBe(refs[0]!.weights)
+      // Nothing saved on the way, nothing written where the fleet's checkpoints live.
+      expect(fleet.events.filter((e) => e.ev === 'save')).toEqual([])
+      expect(fleet.events.filter((e) => e.ev === 'step').length).toBeGreaterThan(0)
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `zero-${seed}/` }))
+      expect(listed.Contents ?? []).toEqual([])
     } finally {
       await fleet.stop()
       await queue.close()

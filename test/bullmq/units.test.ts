@@ -2,7 +2,8 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { Checkpointer, FencedError, PreemptedError, RecoverableError, TransientStorageError } from '../../src/index.js'
+import { Checkpointer, FencedError, PreemptedError, RecoverableError } from '../../src/index.js'
+import { TransientStorageError } from '../../src/storage/index.js'
 import { BullmqConfigError, classifyJobError, cleanupCompleted, jobCheckpointUri } from '../../integrations/bullmq/index.js'
 
 describe('taskpoint/bullmq pieces', () => {

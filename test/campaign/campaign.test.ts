@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { LocalStorage } from '../../src/index.js'
+import { LocalStorage } from '../../src/storage/index.js'
 import { Expectations, bars, type Tally } from './expect.js'
 
 // A short, bounded run of the hostile campaign (`npm run test:campaign` is the long one) on local

@@ -5,7 +5,8 @@
 //   err <name> <code> <msg>    it failed
 import { spawn } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { collectGarbage, latest, prune } from '../../src/index.js'
+import { latest } from '../../src/index.js'
+import { collectGarbage, prune } from '../../src/admin.js'
 import { Rng, codeOf, openChildStorage, say, type ChildConfig } from './common.js'
 
 const c = JSON.parse(process.argv[2]!) as ChildConfig

@@ -3,17 +3,8 @@ import { mkdtempSync, promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import {
-  Checkpointer,
-  CheckpointKindError,
-  FencedError,
-  anyOf,
-  best,
-  collectGarbage,
-  everyNSteps,
-  latest,
-  type Storage,
-} from '../../src/index.js'
+import { Checkpointer, CheckpointKindError, FencedError, anyOf, best, everyNSteps, latest, type Storage } from '../../src/index.js'
+import { collectGarbage } from '../../src/admin.js'
 import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
 

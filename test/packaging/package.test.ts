@@ -59,3 +59,34 @@ describe('published files', () => {
     }
   })
 })
+
+describe('public surface', () => {
+  it('the root exports only what a job writes (at most 30 runtime values); the rest lives under subpaths', async () => {
+    const root = await import('../../src/index.js')
+    expect(Object.keys(root).length).toBeLessThanOrEqual(30)
+    for (const [sub, names] of [
+      ['admin', ['listCheckpoints', 'inspectCheckpoint', 'verifyCheckpoints', 'prune', 'collectGarbage']],
+      ['storage', ['LocalStorage', 'openStorage', 'defineDriver', 'NotFoundError', 'DEFAULT_RETRY']],
+      ['engines', ['supervise', 'detectEngine', 'encodeErrorDocument', 'DEFAULT_EXIT_CODES']],
+    ] as const) {
+      const r = node(['--input-type=module', '-e', `import('taskpoint/${sub}').then((m) => console.log(JSON.stringify(Object.keys(m))))`])
+      expect(r.stderr, sub).toBe('')
+      expect(JSON.parse(r.stdout), sub).toEqual(expect.arrayContaining([...names]))
+    }
+  })
+
+  it('the CLI imports only the public entry points (root and subpaths), never internals', () => {
+    const cli = path.join(root, 'src', 'cli')
+    const files = readdirSync(cli, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'))
+    const publicEntries = new Set(['index.js', 'admin.js', 'engines.js', 'storage/index.js'])
+    const offenders: string[] = []
+    for (const f of files) {
+      const text = readFileSync(path.join(cli, f), 'utf8')
+      for (const m of text.matchAll(/from '(\.[^']+)'/g)) {
+        const target = path.relative(path.join(root, 'src'), path.resolve(path.dirname(path.join(cli, f)), m[1]!))
+        if (!target.startsWith('cli') && !publicEntries.has(target)) offenders.push(`${f} → ${m[1]}`)
+      }
+    }
+    expect(offenders).toEqual([])
+  })
+})

@@ -7,7 +7,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import protobuf from 'protobufjs'
 import { describe, expect, it } from 'vitest'
-import { Checkpointer, PreemptionWatcher, detectEngine, encodeErrorDocument, ErrorKind, ErrorOrigin } from '../../src/index.js'
+import { Checkpointer, PreemptionWatcher } from '../../src/index.js'
+import { detectEngine, encodeErrorDocument, ErrorKind, ErrorOrigin } from '../../src/engines.js'
 import { expected } from '../fixtures/loop-math.js'
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')

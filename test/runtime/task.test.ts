@@ -3,24 +3,8 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import {
-  Checkpointer,
-  FencedError,
-  NoTaskContextError,
-  RecoverableError,
-  TaskConfigError,
-  TaskTimeoutError,
-  cacheKey,
-  canonicalJson,
-  currentContext,
-  keepAll,
-  latest,
-  openStorage,
-  parseDuration,
-  retryDelayMs,
-  task,
-  type TaskLogger,
-} from '../../src/index.js'
+import { Checkpointer, FencedError, NoTaskContextError, RecoverableError, TaskConfigError, TaskTimeoutError, currentContext, keepAll, latest, openStorage, task, type TaskLogger } from '../../src/index.js'
+import { cacheKey, canonicalJson, parseDuration, retryDelayMs } from '../../src/engines.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
 
 const dir = (): string => mkdtempSync(path.join(tmpdir(), 'tp-task-'))
@@ -271,7 +255,7 @@ describe('caching', () => {
     let runs = 0
     const t = task({ name: 'cube', checkpoint: uri, cache: { version: '1' }, ...fast }, (x: number) => (runs++, x ** 3))
     expect(await t(2)).toBe(8)
-    const { LocalStorage } = await import('../../src/index.js')
+    const { LocalStorage } = await import('../../src/storage/index.js')
     const s = new LocalStorage(uri)
     const keys: string[] = []
     for await (const o of s.list('cache/')) keys.push(o.key)

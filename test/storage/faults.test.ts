@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { StorageError, openStorage, parseStorageUri, type Storage } from '../../src/index.js'
+import { StorageError, openStorage, type Storage } from '../../src/index.js'
+import { parseStorageUri } from '../../src/storage/index.js'
 import { S3Storage } from '../../src/storage/s3.js'
 import { gcsBackend, s3Backend, type Backend } from '../helpers/backends.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js'

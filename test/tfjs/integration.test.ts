@@ -5,7 +5,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Checkpointer } from '../../src/index.js'
 import { TfStateError, Xoshiro128, createCheckpointCallback, resume, seedRandom } from '../../integrations/tfjs/index.js'
-import { drawsProducing, fisherYates } from '../../integrations/tfjs/random.js'
+import { drawsProducing, fisherYates } from '../../integrations/tfjs/shuffle.js'
 
 const quiet = { repro: false as const, onWarning: () => {} }
 const open = () => Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-tfi-')), quiet)

@@ -1,4 +1,4 @@
-import { supervise } from '../../runtime/supervisor.js'
+import { supervise } from '../../engines.js'
 import { UsageError, intFlag, parse, type Command } from '../args.js'
 
 export const run: Command = {

@@ -1,8 +1,10 @@
-import { inIoScope } from '../../src/io-scope.js'
+import { inIoScope } from '../io-scope.js'
 
-// A seeded, checkpointable Math.random. tfjs draws on Math.random for the per-epoch shuffle of
-// `fit`, for Dropout masks and for unseeded initialisers: exact resume needs the generator's
-// state saved with the weights and put back at the right instant.
+// A seeded, checkpointable Math.random, for any training integration. Frameworks draw on
+// Math.random behind the user's back (tfjs: the per-epoch shuffle of `fit`, Dropout masks,
+// unseeded initialisers): exact resume needs the generator's state saved with the weights and put
+// back at the right instant. What a framework does with the draws (tfjs's shuffle mirroring) stays
+// in its integration.
 
 /** xoshiro128** (Blackman & Vigna): small, fast, and its whole state is four 32-bit words. */
 export class Xoshiro128 {
@@ -73,7 +75,7 @@ export class SeededRandom {
   }
 
   static install(seed: number): SeededRandom {
-    const existing = current()
+    const existing = currentRandom()
     if (existing) existing.uninstall()
     const r = new SeededRandom(seed)
     // Calls made on taskpoint's behalf (storage SDKs during a background upload) get the original
@@ -103,14 +105,14 @@ export class SeededRandom {
   }
 
   uninstall(): void {
-    if (current() === this) Math.random = this.original
+    if (currentRandom() === this) Math.random = this.original
   }
 }
 
 const TAG = Symbol.for('taskpoint.seededRandom')
 
 /** The SeededRandom behind Math.random, if one is installed. */
-export function current(): SeededRandom | undefined {
+export function currentRandom(): SeededRandom | undefined {
   return (Math.random as unknown as Record<symbol, SeededRandom | undefined>)[TAG]
 }
 
@@ -120,39 +122,4 @@ export function current(): SeededRandom | undefined {
  */
 export function seedRandom(seed: number): SeededRandom {
   return SeededRandom.install(seed)
-}
-
-/** tfjs's util.shuffle, run on `perm` in place with `rand` (the same draws, in the same order). */
-export function fisherYates(perm: Int32Array, rand: () => number): void {
-  let counter = perm.length
-  while (counter > 0) {
-    const index = (rand() * counter) | 0
-    counter--
-    const t = perm[counter]!
-    perm[counter] = perm[index]!
-    perm[index] = t
-  }
-}
-
-/**
- * The values that make tfjs's Fisher–Yates shuffle of range(N) produce `target`: at each step it
- * must pick the current position of the value that belongs at the end.
- */
-export function drawsProducing(target: Int32Array): number[] {
-  const n = target.length
-  const arr = Int32Array.from({ length: n }, (_, i) => i)
-  const pos = Int32Array.from({ length: n }, (_, i) => i)
-  const draws: number[] = []
-  for (let counter = n; counter > 0; ) {
-    const want = target[counter - 1]!
-    const index = pos[want]!
-    draws.push((index + 0.5) / counter)
-    counter--
-    const a = arr[counter]!
-    arr[counter] = arr[index]!
-    arr[index] = a
-    pos[arr[counter]!] = counter
-    pos[arr[index]!] = index
-  }
-  return draws
 }
