@@ -6,11 +6,13 @@ import { STATE_FILE, WRITER_ID, type Manifest } from '../format/manifest.js'
 import { openStorage } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
 import type { UploadStats } from './commit.js'
+import { ChunkCache } from './chunk-cache.js'
 import { Committer } from './committer.js'
 import { fileEntries } from './files.js'
 import { readInfos, retainAfterCommit } from './gc.js'
 import { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
-import { ManifestCache, listManifestNames, readEntry } from './reader.js'
+import { ManifestCache, readEntry } from './reader.js'
+import { recentManifestNames } from './recent.js'
 import { reproInfo } from './repro.js'
 import { resolveNewest } from './resolve.js'
 import { restoreFiles } from './restore.js'
@@ -39,6 +41,8 @@ export class Checkpointer {
   private readonly o: Required<Pick<CheckpointerOptions, 'chunkSize' | 'concurrency' | 'keep'>> & CheckpointerOptions
   private readonly cache: ManifestCache
   private readonly committer: Committer
+  /** Local copies of chunks read before (the `chunkCache` option), or undefined when off. */
+  readonly chunkCache: ChunkCache | undefined
   private readonly pool = new BufferPool(2)
   private seenAny = false
   /** Commits run one after another on this chain, in the order they were asked for. */
@@ -61,6 +65,7 @@ export class Checkpointer {
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
     if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
+    this.chunkCache = options.chunkCache ? new ChunkCache(options.chunkCache === true ? {} : options.chunkCache) : undefined
     this.committer = new Committer(storage, {
       writerId: this.writerId,
       chunkSize: this.o.chunkSize,
@@ -85,7 +90,7 @@ export class Checkpointer {
     const cp = new Checkpointer(storage, owns, options)
     if (options.repro !== false) void reproInfo() // start it now; the first commit awaits it
     try {
-      const names = await listManifestNames(storage)
+      const { names } = await recentManifestNames(storage)
       cp.seenAny = names.length > 0
       cp.committer.lastStep = names.at(-1)?.step
     } catch (e) {
@@ -122,11 +127,18 @@ export class Checkpointer {
   /** The newest checkpoint `load` reads back (or the pinned `id`), passing over damaged ones. */
   private async resolve<T>(id: string | undefined, load: (m: Manifest, key: string) => Promise<T>, warnSkips = true): Promise<{ value: T; info: CheckpointInfo } | undefined> {
     this.lastSkipped = []
-    const { found, names } = await resolveNewest(this.storage, this.cache, id, load, (s) => {
-      this.lastSkipped.push(s)
-      if (warnSkips) this.warn(`skipping damaged checkpoint: ${s.reason}`)
-    })
-    if (names) this.seenAny ||= names.length > 0
+    let r: Awaited<ReturnType<typeof resolveNewest<T>>>
+    try {
+      r = await resolveNewest(this.storage, this.cache, id, load, (s) => {
+        this.lastSkipped.push(s)
+        if (warnSkips) this.warn(`skipping damaged checkpoint: ${s.reason}`)
+      })
+    } finally {
+      // Chunks fetched by this read are in the cache before it returns (written while it downloaded).
+      await this.chunkCache?.settle()
+    }
+    const { found, seen } = r
+    if (seen) this.seenAny = true
     return found
   }
 
@@ -141,7 +153,7 @@ export class Checkpointer {
           done += n
           this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
         }
-        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.committer.ledger))
+        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.committer.ledger, this.chunkCache))
       }
       return { files, json: m.json }
     })
@@ -204,6 +216,7 @@ export class Checkpointer {
       restoreFiles(this.storage, key, m, root, {
         concurrency: Math.min(this.o.concurrency, 8),
         witness: this.committer.ledger,
+        ...(this.chunkCache ? { cache: this.chunkCache } : {}),
         onBytes: (n) => {
           done += n
           this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })

@@ -1,10 +1,24 @@
 import { TaskpointError } from '../errors.js'
-import { FORMAT_VERSION, WRITER_DIR, encodeManifest, manifestKey, type Manifest, type ManifestName } from '../format/manifest.js'
+import {
+  FORMAT_VERSION,
+  MANIFEST_DIR,
+  WRITER_DIR,
+  encodeManifest,
+  epochStartKey,
+  manifestKey,
+  parseManifestKey,
+  parseWriterMarker,
+  sortsInKeyOrder,
+  writerMarkerKey,
+  type Manifest,
+  type ManifestName,
+} from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { uploadChunks, type UploadStats } from './commit.js'
 import { ChunkLedger } from './ledger.js'
 import { acquireShared, type LockOptions } from './locks.js'
-import { infoOf, listManifestNames } from './reader.js'
+import { infoOf } from './reader.js'
+import { recentManifestNames, writeHint } from './recent.js'
 import { reproInfo } from './repro.js'
 import { packState, snapshotSize, type Snapshot } from './snapshot.js'
 import type { CheckpointInfo, CheckpointProgress } from './types.js'
@@ -45,6 +59,8 @@ export class Committer {
   lastStep: number | undefined
   lastUpload: UploadStats | undefined
   private epoch: number | undefined
+  /** Seq of this writer's last commit (0 before the first). */
+  private lastSeq = 0
   private registering: Promise<void> | undefined
 
   constructor(
@@ -67,26 +83,50 @@ export class Committer {
   }
 
   private async register(): Promise<void> {
-    const names = await listManifestNames(this.storage)
-    const markers = await this.markers()
-    const top = [...names, ...markers].reduce((mx, n) => Math.max(mx, n.epoch), 0)
+    // The newest manifest has the highest manifest epoch; markers below it cannot matter.
+    const newest = (await recentManifestNames(this.storage)).names.at(-1)
+    const markers = await this.markersFrom(newest?.epoch ?? 0)
+    const top = [...(newest ? [newest] : []), ...markers].reduce((mx, n) => Math.max(mx, n.epoch), 0)
     if (top >= Number.MAX_SAFE_INTEGER) {
       throw new TaskpointError('EpochExhausted', `${this.storage.uri}: a stored manifest or writer marker claims epoch ${top}, the largest there can be, so no writer can ever take over; remove it (see \`taskpoint ls\`)`)
     }
     const epoch = top + 1
-    const key = `${WRITER_DIR}${String(epoch).padStart(8, '0')}-${this.o.writerId}.json`
+    const key = writerMarkerKey(epoch, this.o.writerId)
     const marker = { writer: this.o.writerId, epoch, attempt: this.o.attempt, at: new Date().toISOString(), pid: process.pid }
     await this.storage.put(key, Buffer.from(JSON.stringify(marker)), { ifAbsent: true })
     this.epoch = epoch
+    this.lastSeq = 0
     // Leftovers of killed writers: only ones far older than any live write could be.
     void this.storage.sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) }).catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
   }
 
-  private async markers(): Promise<{ epoch: number; writer: string }[]> {
+  /**
+   * Writer markers of epoch `from` and above. Listed from that epoch's first key while keys sort
+   * in numeric order (see sortsInKeyOrder), so the cost follows the writers since, not all of history.
+   */
+  private async markersFrom(from: number): Promise<{ epoch: number; writer: string }[]> {
     const out: { epoch: number; writer: string }[] = []
-    for await (const o of this.storage.list(WRITER_DIR)) {
-      const m = /^writers\/(\d{8,16})-([0-9a-z]{1,40})\.json$/.exec(o.key)
-      if (m && Number.isSafeInteger(Number(m[1]))) out.push({ epoch: Number(m[1]), writer: m[2]! })
+    const startAfter = from > 0 && sortsInKeyOrder({ epoch: from, seq: 0 }) ? writerMarkerKey(from, '').slice(0, -'.json'.length) : undefined
+    for await (const o of this.storage.list(WRITER_DIR, startAfter === undefined ? {} : { startAfter })) {
+      const m = parseWriterMarker(o.key)
+      if (m && m.epoch >= from) out.push(m)
+    }
+    return out
+  }
+
+  /**
+   * The manifests a commit must know about: those of this writer's epoch after its own last one
+   * (their seqs must be exceeded) and every one of a later epoch (they fence it). Listed after this
+   * writer's last key, so the cost does not grow with history; the whole listing past the ordered
+   * bounds.
+   */
+  private async manifestsSince(): Promise<ManifestName[]> {
+    const mine = { epoch: this.epoch!, seq: this.lastSeq }
+    const startAfter = sortsInKeyOrder(mine) ? `${epochStartKey(mine.epoch)}${String(mine.seq).padStart(12, '0')}` : undefined
+    const out: ManifestName[] = []
+    for await (const o of this.storage.list(MANIFEST_DIR, startAfter === undefined ? {} : { startAfter })) {
+      const n = parseManifestKey(o.key)
+      if (n && (n.epoch > mine.epoch || (n.epoch === mine.epoch && n.seq >= mine.seq))) out.push(n)
     }
     return out
   }
@@ -94,7 +134,7 @@ export class Committer {
   /** Throws FencedError when a writer of a higher epoch (or the same epoch, higher id) exists. */
   private async checkFence(names: ManifestName[]): Promise<void> {
     const mine = { epoch: this.epoch!, writer: this.o.writerId }
-    const newer = [...(await this.markers()), ...names].find((o) => o.epoch > mine.epoch || (o.epoch === mine.epoch && o.writer > mine.writer))
+    const newer = [...(await this.markersFrom(mine.epoch)), ...names].find((o) => o.epoch > mine.epoch || (o.epoch === mine.epoch && o.writer > mine.writer))
     if (newer) throw new FencedError(this.o.writerId, `writer ${newer.writer}, epoch ${newer.epoch}`)
   }
 
@@ -119,7 +159,7 @@ export class Committer {
         for (const a of this.ledger.anchors()) if (!(await this.storage.head(a))) this.ledger.dropAnchor(a)
         const { files, stats } = await upload(this.ledger)
         // All chunks are durable. Now the manifest: its existence is the commit.
-        const names = await listManifestNames(this.storage)
+        const names = await this.manifestsSince()
         await this.checkFence(names)
         if (lock.lost !== undefined) {
           // Not refreshed in time (a paused process): a collector may have taken us for dead and
@@ -142,6 +182,9 @@ export class Committer {
           }
         }
         this.ledger.committed(files, key)
+        this.lastSeq = m.seq
+        // Readers find this commit from here without listing the history (see recent.ts).
+        await writeHint(this.storage, key).catch((e: unknown) => this.o.onWarning(`writing the latest-checkpoint hint failed (readers list all checkpoints instead): ${(e as Error).message}`))
         this.lastStep = step
         this.lastUpload = stats
         return infoOf(key, m)
@@ -152,7 +195,8 @@ export class Committer {
   }
 
   private async manifest(snap: Snapshot, names: ManifestName[], step: number, files: Manifest['files'], arrays: Manifest['arrays']): Promise<Manifest> {
-    const seq = names.reduce((mx, n) => Math.max(mx, n.seq), 0) + 1
+    // Order is (epoch, seq, writer): seq only has to exceed the seqs of this writer's epoch.
+    const seq = names.filter((n) => n.epoch === this.epoch).reduce((mx, n) => Math.max(mx, n.seq), this.lastSeq) + 1
     if (!Number.isSafeInteger(seq)) throw new TaskpointError('SeqExhausted', `${this.storage.uri}: a stored manifest has seq ${seq - 1}, the largest there can be; remove it`)
     const m: Manifest = {
       format: FORMAT_VERSION,

@@ -4,3 +4,4 @@ export { collectGarbage, prune, readInfos, type GcOptions, type GcResult, type P
 export { verifyCheckpoints, type VerifyOptions, type VerifyReport } from './verify.js'
 export type { LockOptions } from './locks.js'
 export type * from './types.js'
+export { ChunkCache, defaultCacheDir, type ChunkCacheOptions, type ChunkCacheStats } from './chunk-cache.js'

@@ -1,6 +1,7 @@
 import { TaskpointError } from '../errors.js'
 import type { CheckpointKind } from '../format/manifest.js'
 import type { OpenStorageOptions } from '../storage/resolve.js'
+import type { ChunkCacheOptions } from './chunk-cache.js'
 import type { LockOptions } from './locks.js'
 import type { RetentionPolicy } from './retention.js'
 import type { CheckpointInfo, CheckpointProgress } from './types.js'
@@ -24,6 +25,13 @@ export interface CheckpointerOptions {
   locks?: LockOptions
   /** Extra reproducibility fields, or false to record none. Default: versions, platform, git commit, entry hash. */
   repro?: boolean | Record<string, unknown>
+  /**
+   * Keep verified copies of chunks read from the store on this machine, so reading an unchanged
+   * checkpoint again downloads nothing. `true` for the defaults (directory `$TASKPOINT_CACHE_DIR`,
+   * else `$XDG_CACHE_HOME/taskpoint/chunks`, else `~/.cache/taskpoint/chunks`; at most 10 GiB).
+   * Default: off.
+   */
+  chunkCache?: boolean | ChunkCacheOptions
   onProgress?: (p: CheckpointProgress) => void
   /** Where skipped (corrupt) checkpoints and other non-fatal problems are reported. Default: console.warn. */
   onWarning?: (message: string) => void

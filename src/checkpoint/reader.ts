@@ -13,6 +13,7 @@ import {
   type ManifestName,
 } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
+import type { ChunkCache } from './chunk-cache.js'
 import { sha256, sharedBytes } from './hash.js'
 import type { CheckpointInfo } from './types.js'
 
@@ -81,7 +82,10 @@ export interface ChunkWitness {
  * returned, whatever the store says. A missing, short, long or altered chunk is damage to the
  * checkpoint that references it.
  */
-export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number, into?: Uint8Array, witness?: ChunkWitness): Promise<Uint8Array> {
+export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number, into?: Uint8Array, witness?: ChunkWitness, cache?: ChunkCache): Promise<Uint8Array> {
+  // A cached copy is verified by the cache itself; it vouches for nothing stored, so no witness.
+  const cached = await cache?.read(hash, size, into)
+  if (cached) return cached
   let why = ''
   // A mismatch may be a fault in transit that slipped past the transport's own checks: the chunk
   // is read again before it is called damaged (which makes a reader fall back to an older checkpoint).
@@ -104,6 +108,7 @@ export async function fetchChunk(storage: Storage, checkpoint: string, hash: str
     else if ((await sha256(bytes)) !== hash) why = 'fails its sha256 check'
     else {
       witness?.verified(hash, size, checkpoint)
+      await cache?.keep(hash, bytes)
       return bytes
     }
   }
@@ -134,11 +139,12 @@ export async function readEntry(
   concurrency: number,
   onBytes?: (n: number) => void,
   witness?: ChunkWitness,
+  cache?: ChunkCache,
 ): Promise<Uint8Array> {
   // Shared memory: chunks land in place and worker threads verify them without a copy.
   const out = sharedBytes(entry.size)
   await pLimit(concurrency).map(chunksWithOffsets(entry), async ({ chunk: c, at }) => {
-    const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size), witness)
+    const bytes = await fetchChunk(storage, checkpoint, c.hash, c.size, out.subarray(at, at + c.size), witness, cache)
     if (bytes.byteOffset !== out.byteOffset + at || bytes.buffer !== out.buffer) out.set(bytes, at)
     onBytes?.(c.size)
   })

@@ -1,6 +1,7 @@
-import { CorruptCheckpointError, type Manifest, type ManifestName } from '../format/manifest.js'
+import { CorruptCheckpointError, compareNames, type Manifest } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { type ManifestCache, infoOf, listManifestNames } from './reader.js'
+import { recentManifestNames } from './recent.js'
 import type { CheckpointInfo, SkippedCheckpoint } from './types.js'
 
 export interface Resolved<T> {
@@ -13,7 +14,7 @@ export interface Resolved<T> {
  * (each passed to `onSkip`). `id` pins one checkpoint (no fallback). Retention in another process
  * may delete what this walk was about to read: when a checkpoint vanished underneath, the walk
  * starts again from a fresh listing instead of falling back to older (also deleted) ones and
- * reporting that there is nothing.
+ * reporting that there is nothing. `seen` tells whether any manifest was found at all.
  */
 export async function resolveNewest<T>(
   storage: Storage,
@@ -21,23 +22,34 @@ export async function resolveNewest<T>(
   id: string | undefined,
   load: (m: Manifest, key: string) => Promise<T>,
   onSkip: (s: SkippedCheckpoint) => void,
-): Promise<{ found: Resolved<T> | undefined; names: ManifestName[] | undefined }> {
+): Promise<{ found: Resolved<T> | undefined; seen: boolean | undefined }> {
   if (id !== undefined) {
     const m = await cache.get(id)
-    return { found: { value: await load(m, id), info: infoOf(id, m) }, names: undefined }
+    return { found: { value: await load(m, id), info: infoOf(id, m) }, seen: undefined }
   }
   const skipped: SkippedCheckpoint[] = []
   for (let round = 0; ; round++) {
-    const names = await listManifestNames(storage)
+    // From the hint on first (cost independent of history); only a walk that falls back past
+    // every recent checkpoint needs the older ones, and lists them all.
+    let { names, complete } = await recentManifestNames(storage)
+    const seen = names.length
     let vanished = false
     skipped.length = 0
-    for (let i = names.length - 1; i >= 0; i--) {
+    for (let i = names.length - 1; ; i--) {
+      if (i < 0) {
+        if (complete) break
+        const oldest = names[0]
+        names = (await listManifestNames(storage)).filter((n) => oldest === undefined || compareNames(n, oldest) < 0)
+        complete = true
+        i = names.length
+        continue
+      }
       const key = names[i]!.key
       try {
         const m = await cache.get(key)
         const found = { value: await load(m, key), info: infoOf(key, m) }
         skipped.forEach(onSkip)
-        return { found, names }
+        return { found, seen: true }
       } catch (e) {
         if (!(e instanceof CorruptCheckpointError)) throw e
         if (e.vanished || !(await storage.head(key))) {
@@ -49,7 +61,7 @@ export async function resolveNewest<T>(
     }
     if (!vanished || round >= 4) {
       skipped.forEach(onSkip)
-      return { found: undefined, names }
+      return { found: undefined, seen: seen + names.length > 0 }
     }
   }
 }

@@ -6,6 +6,7 @@ import { TaskpointError } from '../errors.js'
 import { CorruptCheckpointError, validateEntryPath, type Manifest } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { sharedBytes } from './hash.js'
+import type { ChunkCache } from './chunk-cache.js'
 import { fetchChunk, type ChunkWitness } from './reader.js'
 
 /**
@@ -20,6 +21,8 @@ export interface RestoreOptions {
   /** Files restored at once (each holds one descriptor and one chunk buffer). Default 8. */
   concurrency: number
   witness?: ChunkWitness
+  /** Local copies of chunks to read before the store (see ChunkCache). */
+  cache?: ChunkCache
   onBytes?: (n: number) => void
 }
 
@@ -62,7 +65,7 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
             for (const c of f.chunks) {
               const buf = free.pop() ?? sharedBytes(bufSize + 1)
               try {
-                const bytes = await fetchChunk(storage, key, c.hash, c.size, buf, o.witness)
+                const bytes = await fetchChunk(storage, key, c.hash, c.size, buf, o.witness, o.cache)
                 let w = 0
                 while (w < bytes.byteLength) w += (await fh.write(bytes, w, bytes.byteLength - w, at + w)).bytesWritten
               } finally {

@@ -129,7 +129,43 @@ export function parseManifestKey(key: string): ManifestName | undefined {
   const [epoch, seq, step] = [Number(m[1]), Number(m[2]), Number(m[4])]
   // Past 2^53 - 1 a number no longer round-trips: such a key cannot be ordered or trusted.
   if (![epoch, seq, step].every(Number.isSafeInteger)) return undefined
-  return { key, epoch, seq, writer: m[3]!, step }
+  const name = { key, epoch, seq, writer: m[3]!, step }
+  // Only the one spelling this version writes: "000000005" for epoch 5 would sort apart from its
+  // number, and listings that start after a known key rely on byte order (see sortsInKeyOrder).
+  return manifestKey(name) === key ? name : undefined
+}
+
+/**
+ * Bounds under which a name's key sorts, byte for byte, before every key that is newer by
+ * (epoch, seq, writer): its padded epoch and seq start with '0', while a wider number (more digits
+ * than the padding) starts with '1'-'9' and so sorts after it. Past these bounds (10 million
+ * writer epochs, 100 billion commits in one epoch: reachable only through forged objects) a reader
+ * lists everything instead.
+ */
+export const ORDERED_EPOCH_LIMIT = 10_000_000
+export const ORDERED_SEQ_LIMIT = 100_000_000_000
+
+export function sortsInKeyOrder(n: Pick<ManifestName, 'epoch' | 'seq'>): boolean {
+  return n.epoch < ORDERED_EPOCH_LIMIT && n.seq < ORDERED_SEQ_LIMIT
+}
+
+/** A key that sorts before every manifest of `epoch` and after every manifest of a lower epoch. */
+export function epochStartKey(epoch: number): string {
+  return `${MANIFEST_DIR}${pad(epoch, 8)}-`
+}
+
+/** `writers/<epoch:8+>-<writer>.json`: the fencing marker of one writer. */
+export function writerMarkerKey(epoch: number, writer: string): string {
+  return `${WRITER_DIR}${pad(epoch, 8)}-${writer}.json`
+}
+
+/** The epoch and writer of a marker key, or undefined for any other spelling. */
+export function parseWriterMarker(key: string): { epoch: number; writer: string } | undefined {
+  const m = /^writers\/(\d{8,16})-([0-9a-z]{1,40})\.json$/.exec(key)
+  if (!m) return undefined
+  const epoch = Number(m[1])
+  if (!Number.isSafeInteger(epoch) || writerMarkerKey(epoch, m[2]!) !== key) return undefined
+  return { epoch, writer: m[2]! }
 }
 
 export function compareNames(a: ManifestName, b: ManifestName): number {

@@ -11,7 +11,7 @@ import { makeGcsClient, type GcsStorageOptions } from './gcs-client.js'
 import { gcsStatus, isGcsNotFound, mapGcsError } from './gcs-errors.js'
 import { ObjectRoot } from './object-root.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepResult } from './types.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepResult } from './types.js'
 
 export { makeGcsClient, type GcsStorageOptions } from './gcs-client.js'
 
@@ -227,12 +227,13 @@ export class GcsStorage implements Storage {
     })
   }
 
-  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const full = this.root.listPrefix(prefix)
+    const after = options.startAfter === undefined ? undefined : this.root.listPrefix('') + options.startAfter
     let pageToken: string | undefined
     do {
       const [files, next] = await this.run('list', prefix || undefined, async () => {
-        const res = await this.gcsBucket.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}) })
+        const res = await this.gcsBucket.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}), ...(after !== undefined ? { startOffset: after } : {}) })
         // A JSON body cut short arrives as a string when the content type is not exactly what the
         // HTTP layer parses, and the SDK then reports an empty page: refuse it rather than list nothing.
         const body = (res as unknown[])[2]
@@ -241,7 +242,8 @@ export class GcsStorage implements Storage {
         }
         return res
       })
-      for (const f of files) yield infoOf(this.root.keyOf(f.name), f.metadata)
+      // startOffset is inclusive (and an emulator may ignore it): the bound is applied here too.
+      for (const f of files) if (after === undefined || f.name > after) yield infoOf(this.root.keyOf(f.name), f.metadata)
       pageToken = (next as { pageToken?: string } | null)?.pageToken
     } while (pageToken)
   }

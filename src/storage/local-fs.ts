@@ -49,7 +49,7 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-export async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[]): Promise<void> {
+export async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[], startAfter?: string): Promise<void> {
   let entries: import('node:fs').Dirent[]
   try {
     entries = await fs.readdir(dir, { withFileTypes: true })
@@ -63,8 +63,9 @@ export async function walk(dir: string, dirKey: string, prefix: string, out: Obj
     const key = dirKey ? `${dirKey}/${ent.name}` : ent.name
     if (ent.isDirectory()) {
       // Descend only where keys below could still match the prefix.
-      if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) await walk(path.join(dir, ent.name), key, prefix, out)
-    } else if (ent.isFile() && key.startsWith(prefix)) {
+      if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
+    } else if (ent.isFile() && key.startsWith(prefix) && (startAfter === undefined || key > startAfter)) {
+      // Filtered before the stat: a listing after a recent key costs one readdir, not a stat per file.
       const st = await fs.stat(path.join(dir, ent.name)).catch(() => undefined)
       if (st) out.push({ key, size: st.size, etag: tagOf(st), lastModified: st.mtime })
     }

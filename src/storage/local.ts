@@ -8,7 +8,7 @@ import { tempName, validateKey, validatePrefix } from './keys.js'
 import { mapLocalError } from './local-errors.js'
 import { sweepTempFiles, syncDir, tagOf, walk, writeBody } from './local-fs.js'
 import { operationRunner, type Runner } from './retry.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
 export interface LocalStorageOptions extends DriverOptionsBase {
   /**
@@ -173,7 +173,7 @@ export class LocalStorage implements Storage {
     })
   }
 
-  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     validatePrefix(prefix, 'local')
     // Walk only the directory the prefix lives in; keys are filtered by string prefix afterwards,
     // and sorted as whole strings so the order matches S3/GCS listings.
@@ -182,7 +182,7 @@ export class LocalStorage implements Storage {
     const baseDir = baseKey ? path.join(this.root, ...baseKey.split('/')) : this.root
     const found: ObjectInfo[] = await this.run('list', prefix || undefined, async () => {
       const out: ObjectInfo[] = []
-      await walk(baseDir, baseKey, prefix, out)
+      await walk(baseDir, baseKey, prefix, out, options.startAfter)
       return out
     })
     found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))

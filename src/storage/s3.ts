@@ -21,7 +21,7 @@ import { ObjectRoot } from './object-root.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
 import { makeS3Client, type S3StorageOptions } from './s3-client.js'
 import { checkLength, isPreconditionFailed, isS3NotFound, mapS3Error, s3Status } from './s3-errors.js'
-import type { Body, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
+import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
 export { makeS3Client, type S3StorageOptions } from './s3-client.js'
 
@@ -230,17 +230,19 @@ export class S3Storage implements Storage {
     })
   }
 
-  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const full = this.root.listPrefix(prefix)
+    const after = options.startAfter === undefined ? undefined : this.root.listPrefix('') + options.startAfter
     let token: string | undefined
     do {
       const page = await this.run('list', prefix || undefined, (a) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.sizes.pageSize }), {
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.sizes.pageSize, ...(after !== undefined && !token ? { StartAfter: after } : {}) }), {
           abortSignal: a.signal,
         }),
       )
       for (const object of page.Contents ?? []) {
-        if (!object.Key) continue
+        // A server that ignores StartAfter costs time, never correctness.
+        if (!object.Key || (after !== undefined && object.Key <= after)) continue
         const info: ObjectInfo = { key: this.root.keyOf(object.Key), size: object.Size ?? 0 }
         if (object.ETag) info.etag = object.ETag
         if (object.LastModified) info.lastModified = object.LastModified

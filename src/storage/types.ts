@@ -61,6 +61,15 @@ export interface GetOptions {
   signal?: AbortSignal
 }
 
+export interface ListOptions {
+  /**
+   * Only keys that sort strictly after this one (byte order, like S3 `StartAfter`; GCS
+   * `startOffset`; local disk filters its sorted directory listing before touching any file).
+   * Lets a reader that knows a recent key list only what came after it. Default: from the start.
+   */
+  startAfter?: string
+}
+
 export interface SweepOptions {
   /**
    * Only leftovers older than this are removed, so a writer still at work is left alone (its temp
@@ -106,8 +115,8 @@ export interface Storage {
   get(key: string, options?: GetOptions): Promise<Uint8Array>
   /** `undefined` when the object does not exist. */
   head(key: string): Promise<ObjectInfo | undefined>
-  /** Every object whose key starts with `prefix`, in ascending key order, page by page. */
-  list(prefix?: string): AsyncIterable<ObjectInfo>
+  /** Every object whose key starts with `prefix` (and sorts after `startAfter`), in ascending key order, page by page. */
+  list(prefix?: string, options?: ListOptions): AsyncIterable<ObjectInfo>
   /** Idempotent: deleting a missing object succeeds. */
   delete(key: string): Promise<void>
   deleteMany(keys: readonly string[]): Promise<void>
