@@ -43,7 +43,7 @@ export interface Row {
 }
 const rows: Row[] = []
 const fmtMs = (ms: number): string => `${ms.toFixed(1)} ms`
-const fmtRate = (ms: number): string => `${((SIZE / MiB) / (ms / 1000)).toFixed(0)} MiB/s`
+const fmtRate = (ms: number): string => `${(SIZE / MiB / (ms / 1000)).toFixed(0)} MiB/s`
 function row(what: string, ours: string, baseline: string, ratio: number, goal: string): void {
   rows.push({ what, ours, baseline, ratio: `${ratio.toFixed(2)}×`, goal })
   console.log(`  ${what}: ours ${ours}, baseline ${baseline} → ${ratio.toFixed(2)}× (goal ${goal})`)
@@ -146,7 +146,13 @@ async function main(): Promise<void> {
     const { LocalStorage } = await import('../src/storage/index.js')
     for await (const o of new LocalStorage(dir).list()) stored += o.size
     const ideal = SIZE + 9 * (SIZE - tail)
-    row('bytes stored after 10 checkpoints, 90 % frozen, vs ideal (1 full + 10 % each after)', `${(stored / MiB).toFixed(1)} MiB`, `${(ideal / MiB).toFixed(1)} MiB`, stored / ideal, '≤ 1.2×')
+    row(
+      'bytes stored after 10 checkpoints, 90 % frozen, vs ideal (1 full + 10 % each after)',
+      `${(stored / MiB).toFixed(1)} MiB`,
+      `${(ideal / MiB).toFixed(1)} MiB`,
+      stored / ideal,
+      '≤ 1.2×',
+    )
   }
 
   // 4. S3 and GCS uploads vs the SDK's default large-object path and the server's ceiling
@@ -177,8 +183,22 @@ async function main(): Promise<void> {
       await cp.close()
       return t
     })
-    const gcsSdk = await best(REPS, () => time(() => gcs.bucket('bench').file(`sdk-${n++}`).save(Buffer.from(data.buffer, data.byteOffset, data.byteLength))))
-    const gcsCeiling = await ceiling((key, body) => gcs.bucket('bench').file(key).save(Buffer.from(body.buffer, body.byteOffset, body.byteLength), { resumable: false }), data)
+    const gcsSdk = await best(REPS, () =>
+      time(() =>
+        gcs
+          .bucket('bench')
+          .file(`sdk-${n++}`)
+          .save(Buffer.from(data.buffer, data.byteOffset, data.byteLength)),
+      ),
+    )
+    const gcsCeiling = await ceiling(
+      (key, body) =>
+        gcs
+          .bucket('bench')
+          .file(key)
+          .save(Buffer.from(body.buffer, body.byteOffset, body.byteLength), { resumable: false }),
+      data,
+    )
     row('gcs: checkpoint upload vs file.save (defaults: resumable)', fmtRate(gcsOurs), fmtRate(gcsSdk), gcsSdk / gcsOurs, '> 1×')
     row(`gcs: checkpoint upload vs server ceiling (best raw parallel puts: ${gcsCeiling.how})`, fmtRate(gcsOurs), fmtRate(gcsCeiling.ms), gcsCeiling.ms / gcsOurs, '≥ 0.9×')
   } finally {

@@ -66,7 +66,9 @@ const rows: Row[] = []
 const env = await fleetEnvironment(String(values.backend))
 const say = (s: string): void => console.log(s)
 const condition = every > 0 ? `a preemption per ${every} fleet batches (${Math.round(killShare * 100)} % SIGKILL)` : 'no preemptions'
-say(`fleet of ${workers} workers, ${jobs.length} jobs of ${jobLength(jobs[0]!)} batches saving every ${jobs[0]!.saveEveryBatches}, ${condition} on average, ${reps} repetitions, checkpoints at ${env.checkpoint('')}`)
+say(
+  `fleet of ${workers} workers, ${jobs.length} jobs of ${jobLength(jobs[0]!)} batches saving every ${jobs[0]!.saveEveryBatches}, ${condition} on average, ${reps} repetitions, checkpoints at ${env.checkpoint('')}`,
+)
 try {
   for (let rep = 0; rep < reps; rep++) {
     const seed = Number(values.seed) + rep
@@ -119,11 +121,28 @@ const range = (xs: number[], digits = 0): string => {
   return lo === hi ? lo : `${lo}–${hi}`
 }
 const of = (v: 'ckpt' | 'zero'): Row[] => rows.filter((r) => r.variant === v)
-say(`\n| ${workers} workers, ${jobs.length} jobs × ${jobLength(jobs[0]!)} batches, save every ${jobs[0]!.saveEveryBatches}, ${condition}, min–max of ${reps} | jobs/hour | wall s | CPU s per job | preemptions | batches trained | double runs | save pauses s |`)
+say(
+  `\n| ${workers} workers, ${jobs.length} jobs × ${jobLength(jobs[0]!)} batches, save every ${jobs[0]!.saveEveryBatches}, ${condition}, min–max of ${reps} | jobs/hour | wall s | CPU s per job | preemptions | batches trained | double runs | save pauses s |`,
+)
 say('|---|---|---|---|---|---|---|---|')
 for (const v of ['ckpt', 'zero'] as const) {
   const rs = of(v)
-  say(`| ${NAMES[v]} | ${range(rs.map((r) => r.perHour))} | ${range(rs.map((r) => r.seconds), 1)} | ${rs.every((r) => r.cpuPerJob !== undefined) ? range(rs.map((r) => r.cpuPerJob!), 1) : '?'} | ${range(rs.map((r) => r.sigterms + r.sigkills))} | ${range(rs.map((r) => r.batches))} | ${range(rs.map((r) => r.doubleRuns))} | ${range(rs.map((r) => r.saveS), 1)} |`)
+  say(
+    `| ${NAMES[v]} | ${range(rs.map((r) => r.perHour))} | ${range(
+      rs.map((r) => r.seconds),
+      1,
+    )} | ${
+      rs.every((r) => r.cpuPerJob !== undefined)
+        ? range(
+            rs.map((r) => r.cpuPerJob!),
+            1,
+          )
+        : '?'
+    } | ${range(rs.map((r) => r.sigterms + r.sigkills))} | ${range(rs.map((r) => r.batches))} | ${range(rs.map((r) => r.doubleRuns))} | ${range(
+      rs.map((r) => r.saveS),
+      1,
+    )} |`,
+  )
 }
 const ratios = of('ckpt').map((c) => c.perHour / Math.max(1e-9, of('zero').find((z) => z.rep === c.rep)!.perHour))
 say(`| checkpoints ÷ zero, same repetition | ${range(ratios, 2)}× | | | | | | |`)

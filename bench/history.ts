@@ -75,11 +75,26 @@ async function backend(name: string, open: (size: number) => Storage): Promise<v
     }
   }
   const small = SIZES[0]!
-  console.log(`\n  ${name}: median (min–max) of ${REPS}; ratio = median over median at ${small} checkpoints, with the min–max of the ratios paired per repetition (goal ≤ 1.5× for open, commit, latest())`)
-  console.log(`  | operation | ${SIZES.map((n) => `${n} stored`).join(' | ')} | ${SIZES.slice(1).map((n) => `${n} / ${small}`).join(' | ')} |`)
-  console.log(`  |---|${SIZES.map(() => '---').join('|')}|${SIZES.slice(1).map(() => '---').join('|')}|`)
+  console.log(
+    `\n  ${name}: median (min–max) of ${REPS}; ratio = median over median at ${small} checkpoints, with the min–max of the ratios paired per repetition (goal ≤ 1.5× for open, commit, latest())`,
+  )
+  console.log(
+    `  | operation | ${SIZES.map((n) => `${n} stored`).join(' | ')} | ${SIZES.slice(1)
+      .map((n) => `${n} / ${small}`)
+      .join(' | ')} |`,
+  )
+  console.log(
+    `  |---|${SIZES.map(() => '---').join('|')}|${SIZES.slice(1)
+      .map(() => '---')
+      .join('|')}|`,
+  )
   for (const op of OPS) {
-    const cells = SIZES.map((n) => range(runs.get(n)!.map((x) => x[op]), ms))
+    const cells = SIZES.map((n) =>
+      range(
+        runs.get(n)!.map((x) => x[op]),
+        ms,
+      ),
+    )
     const med = (n: number): number => median(runs.get(n)!.map((x) => x[op]))
     const paired = (n: number): number[] => runs.get(n)!.map((x, i) => x[op] / runs.get(small)![i]![op])
     const ratios = SIZES.slice(1).map((n) => `${ratio(med(n) / med(small))} (paired ${ratio(Math.min(...paired(n)))}–${ratio(Math.max(...paired(n)))})`)
@@ -115,7 +130,9 @@ async function cacheRuns(storage: Storage): Promise<void> {
     rmSync(cacheDir, { recursive: true, force: true })
     rmSync(out, { recursive: true, force: true })
   }
-  console.log(`\n  s3: restore of a 64 MiB checkpoint through the local chunk cache (chunkCache option)\n  | restore | time | downloaded from the store |\n  |---|---|---|\n${rows.join('\n')}`)
+  console.log(
+    `\n  s3: restore of a 64 MiB checkpoint through the local chunk cache (chunkCache option)\n  | restore | time | downloaded from the store |\n  |---|---|---|\n${rows.join('\n')}`,
+  )
 }
 
 async function main(): Promise<void> {

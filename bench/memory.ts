@@ -32,7 +32,7 @@ function sampler(): { peakRss: () => number; peakFds: () => number; stop: () => 
 }
 
 async function writeLoop(kind: string): Promise<void> {
-  const largest = Number(arg("mib") ?? 8) * MiB
+  const largest = Number(arg('mib') ?? 8) * MiB
   const state = new Uint8Array(largest).fill(1)
   const dir = mkdtempSync(path.join(tmpdir(), 'tp-bench-mem-'))
   const cp = await Checkpointer.open(dir, { repro: false, onWarning: () => {} })
@@ -44,7 +44,12 @@ async function writeLoop(kind: string): Promise<void> {
   const s = sampler()
   const calls = 3000
   for (let i = 0; i < calls; i++) {
-    const size = kind === 'fixed' ? largest : kind === 'varying' ? Math.floor(MiB / 2 + (((i * 7919) % 1000) / 1000) * (largest - MiB / 2)) : Math.floor(MiB / 2 + (i / (calls - 1)) * (largest - MiB / 2))
+    const size =
+      kind === 'fixed'
+        ? largest
+        : kind === 'varying'
+          ? Math.floor(MiB / 2 + (((i * 7919) % 1000) / 1000) * (largest - MiB / 2))
+          : Math.floor(MiB / 2 + (i / (calls - 1)) * (largest - MiB / 2))
     state[i % size] = i & 255
     cp.writeAsync(state.subarray(0, size), { step: i + 1 })
     // A tight loop: the commit pump gets a turn only every 20 calls.
@@ -95,11 +100,15 @@ else {
     const o = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>
     if ('boundMiB' in o) {
       const extra = o.extraMiB as number
-      console.log(`  ${o.case}: peak RSS +${extra.toFixed(0)} MiB over one committed write (bound: 2 snapshot buffers = ${o.boundMiB} MiB) ${extra <= (o.boundMiB as number) ? 'within' : 'OVER'}`)
+      console.log(
+        `  ${o.case}: peak RSS +${extra.toFixed(0)} MiB over one committed write (bound: 2 snapshot buffers = ${o.boundMiB} MiB) ${extra <= (o.boundMiB as number) ? 'within' : 'OVER'}`,
+      )
     } else {
       const sv = o.save as { ms: number; fds: number; extraMiB: number }
       const rs = o.restore as { ms: number; fds: number; extraMiB: number }
-      console.log(`  ${o.case}: save ${(sv.ms / 1000).toFixed(1)} s, peak ${sv.fds} fds, +${sv.extraMiB.toFixed(0)} MiB; restore ${(rs.ms / 1000).toFixed(1)} s, peak ${rs.fds} fds, +${rs.extraMiB.toFixed(0)} MiB`)
+      console.log(
+        `  ${o.case}: save ${(sv.ms / 1000).toFixed(1)} s, peak ${sv.fds} fds, +${sv.extraMiB.toFixed(0)} MiB; restore ${(rs.ms / 1000).toFixed(1)} s, peak ${rs.fds} fds, +${rs.extraMiB.toFixed(0)} MiB`,
+      )
     }
   }
 }

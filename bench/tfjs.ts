@@ -56,7 +56,9 @@ async function main(): Promise<void> {
   const rows: string[] = []
   for (const v of variants.slice(1)) {
     const c = median(times[v.name]!)
-    rows.push(`| fit time, async save every epoch (${v.name === 'disk' ? 'local disk' : 'tmpfs'}) vs none (demo model) | ${c.toFixed(2)} s | ${p.toFixed(2)} s | ${(((c - p) / p) * 100).toFixed(1)} % overhead | ≤ 2 % |`)
+    rows.push(
+      `| fit time, async save every epoch (${v.name === 'disk' ? 'local disk' : 'tmpfs'}) vs none (demo model) | ${c.toFixed(2)} s | ${p.toFixed(2)} s | ${(((c - p) / p) * 100).toFixed(1)} % overhead | ≤ 2 % |`,
+    )
   }
   rows.push(`| then waiting for the last save to be durable (once, at the end) | ${(median(flush) * 1000).toFixed(0)} ms | | | |`)
   for (const [k, xs] of Object.entries(times)) console.log(`  ${k}: ${xs.map((x) => x.toFixed(2)).join(', ')} s`)

@@ -31,7 +31,7 @@ const { values } = parseArgs({
 const epochs = Number(values.epochs)
 const preemptions = Number(values.preemptions)
 let chaos = Number(values.seed)
-const random = (): number => ((chaos = (Math.imul(chaos ^ (chaos >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 4294967296)
+const random = (): number => (chaos = (Math.imul(chaos ^ (chaos >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 4294967296
 
 interface Result {
   weights: string
@@ -161,7 +161,11 @@ function report(ref: Result, run: Result, marks: ChartRun['marks']): void {
   say('\n3) result')
   say(`   uninterrupted: test accuracy ${ref.testAccuracy.toFixed(4)}, final weights sha256 ${ref.weights.slice(0, 16)}...`)
   say(`   preempted:     test accuracy ${run.testAccuracy.toFixed(4)}, final weights sha256 ${run.weights.slice(0, 16)}...`)
-  say(same && sameHistory ? '   bit-identical final weights and loss history: the preemptions cost only the time to resume' : '   the final weights DIFFER from the uninterrupted run')
+  say(
+    same && sameHistory
+      ? '   bit-identical final weights and loss history: the preemptions cost only the time to resume'
+      : '   the final weights DIFFER from the uninterrupted run',
+  )
   const svg = lossChart([
     { name: 'uninterrupted', history: ref.history.history.loss ?? [], marks: [] },
     { name: 'preempted and resumed', history: run.history.history.loss ?? [], marks },

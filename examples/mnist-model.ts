@@ -31,7 +31,18 @@ export function loadMnist(tf: TF, trainPerDigit: number, testPerDigit: number): 
     const idx = order(s.y.length)
     const xs = new Float32Array(idx.length * 784)
     idx.forEach((j, k) => void xs.set(s.x.slice(j * 784, j * 784 + 784), k * 784))
-    return { x: tf.tensor2d(xs, [idx.length, 784]), y: tf.oneHot(tf.tensor1d(idx.map((j) => s.y[j]!), 'int32'), 10).toFloat() }
+    return {
+      x: tf.tensor2d(xs, [idx.length, 784]),
+      y: tf
+        .oneHot(
+          tf.tensor1d(
+            idx.map((j) => s.y[j]!),
+            'int32',
+          ),
+          10,
+        )
+        .toFloat(),
+    }
   }
   return { train: pack(train), test: pack(test) }
 }

@@ -33,12 +33,18 @@ export function ensureRedis() {
   const found = findRedisServer()
   if (found) return found
   if (!onPath('apt-get')) {
-    throw new Error('redis-server is not installed and apt-get is not available: install Redis ≥ 6.2 (e.g. `brew install redis`, `dnf install redis`) so that `redis-server` is on PATH, then rerun the tests')
+    throw new Error(
+      'redis-server is not installed and apt-get is not available: install Redis ≥ 6.2 (e.g. `brew install redis`, `dnf install redis`) so that `redis-server` is on PATH, then rerun the tests',
+    )
   }
   // Root runs apt-get directly; anyone else needs sudo without a password prompt.
   const asRoot = process.getuid?.() === 0
   if (!asRoot && !onPath('sudo')) throw new Error('redis-server is missing and installing it needs root: run `apt-get install -y redis-server` as root')
-  const apt = (args) => execFileSync(asRoot ? 'apt-get' : 'sudo', asRoot ? args : ['-n', 'apt-get', ...args], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+  const apt = (args) =>
+    execFileSync(asRoot ? 'apt-get' : 'sudo', asRoot ? args : ['-n', 'apt-get', ...args], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    })
   console.error('[taskpoint] installing redis-server for the BullMQ tests (Debian package, once)...')
   try {
     apt(['update', '-qq'])

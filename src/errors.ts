@@ -109,7 +109,10 @@ export class NotFoundError extends StorageError {
 }
 
 export class AlreadyExistsError extends StorageError {
-  constructor(details: StorageErrorDetails, message = 'object already exists and the write asked for create-if-absent: another writer got there first; read it or write under a new key') {
+  constructor(
+    details: StorageErrorDetails,
+    message = 'object already exists and the write asked for create-if-absent: another writer got there first; read it or write under a new key',
+  ) {
     super('AlreadyExists', message, details)
   }
 }

@@ -90,7 +90,20 @@ export interface FleetStats {
 }
 
 export function fleetStats(events: Event[], jobLengths: Record<string, number>): FleetStats {
-  const st: FleetStats = { sigterms: 0, sigkills: 0, batches: 0, redone: 0, resumed: 0, doubleRuns: 0, superseded: 0, extraCompletions: 0, trainS: 0, saveS: 0, startS: 0, termS: 0 }
+  const st: FleetStats = {
+    sigterms: 0,
+    sigkills: 0,
+    batches: 0,
+    redone: 0,
+    resumed: 0,
+    doubleRuns: 0,
+    superseded: 0,
+    extraCompletions: 0,
+    trainS: 0,
+    saveS: 0,
+    startS: 0,
+    termS: 0,
+  }
   const jobOf = new Map<string, string>() // worker → job it runs
   const alive = new Map<string, number>() // job → live runs
   const lastStep = new Map<string, number>() // worker → time of its last batch (or job start)

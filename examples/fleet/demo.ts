@@ -35,7 +35,9 @@ async function main(): Promise<void> {
   try {
     const jobs = jobMix(6, { epochs: Number(values.epochs) })
     say(`taskpoint fleet demo: 3 workers, 6 MNIST training jobs on a BullMQ queue (real Redis on 127.0.0.1), checkpoints at ${env.checkpoint('')}`)
-    say(`preempting busy workers at random: ${values.preemptions} times, ~${values.gap} s apart, ${Math.round(Number(values['kill-share']) * 100)} % without notice (seed ${seed})\n`)
+    say(
+      `preempting busy workers at random: ${values.preemptions} times, ~${values.gap} s apart, ${Math.round(Number(values['kill-share']) * 100)} % without notice (seed ${seed})\n`,
+    )
     const r = await runScenario({
       redisUrl: env.redisUrl,
       checkpoint: env.checkpoint(`demo-${seed}`),
@@ -51,7 +53,11 @@ async function main(): Promise<void> {
       log: say,
     })
     const figs = figures(r.events)
-    say(`\nall jobs finished in ${r.seconds.toFixed(1)} s: ${Object.entries(r.states).map(([j, s]) => `${j} ${s}`).join(', ')}\n`)
+    say(
+      `\nall jobs finished in ${r.seconds.toFixed(1)} s: ${Object.entries(r.states)
+        .map(([j, s]) => `${j} ${s}`)
+        .join(', ')}\n`,
+    )
     say('job     preemptions  work redone after each (batches)   batches trained   from zero would be   saved')
     let trained = 0
     let fromZero = 0
@@ -59,9 +65,13 @@ async function main(): Promise<void> {
       trained += f.trained
       fromZero += f.fromZero
       const saved = f.fromZero > 0 ? (1 - f.trained / f.fromZero) * 100 : 0
-      say(`${f.job.padEnd(8)}${String(f.preemptions).padStart(11)}  ${(f.redone.join(', ') || '-').padEnd(34)}${String(f.trained).padStart(16)}${String(f.fromZero).padStart(21)}${`${saved.toFixed(0)} %`.padStart(8)}`)
+      say(
+        `${f.job.padEnd(8)}${String(f.preemptions).padStart(11)}  ${(f.redone.join(', ') || '-').padEnd(34)}${String(f.trained).padStart(16)}${String(f.fromZero).padStart(21)}${`${saved.toFixed(0)} %`.padStart(8)}`,
+      )
     }
-    say(`total: ${trained} batches trained; restarting from zero after each preemption would have trained ${fromZero}: ${fromZero - trained} batches (${((1 - trained / Math.max(1, fromZero)) * 100).toFixed(0)} % of the compute) saved`)
+    say(
+      `total: ${trained} batches trained; restarting from zero after each preemption would have trained ${fromZero}: ${fromZero - trained} batches (${((1 - trained / Math.max(1, fromZero)) * 100).toFixed(0)} % of the compute) saved`,
+    )
     const file = path.resolve(String(values.out), 'fleet.svg')
     mkdirSync(path.dirname(file), { recursive: true })
     writeFileSync(file, timelineSvg(runsOf(r.events), `6 jobs on 3 spot workers: ${r.preemptions.length} preemptions, every job resumed from its checkpoint`))

@@ -4,7 +4,9 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 
-export async function fleetEnvironment(backend: string): Promise<{ redisUrl: string; checkpoint: (name: string) => string; env: Record<string, string>; stop: () => Promise<void> }> {
+export async function fleetEnvironment(
+  backend: string,
+): Promise<{ redisUrl: string; checkpoint: (name: string) => string; env: Record<string, string>; stop: () => Promise<void> }> {
   const { startRedis } = await import('../../test/helpers/redis.js')
   const redis = await startRedis()
   if (backend === 'local') {

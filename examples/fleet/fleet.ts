@@ -76,10 +76,14 @@ export class Fleet {
   private spawn(s: Slot): void {
     s.generation++
     s.name = `w${s.index + 1}.${s.generation}`
-    const child = spawn(process.execPath, [workerScript, '--redis', this.o.redisUrl, '--checkpoint', this.o.checkpoint, '--queue', this.o.queue, '--name', s.name, ...(this.o.args ?? [])], {
-      env: { ...process.env, ...this.o.env, FLEET_WORKER_NAME: s.name },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      [workerScript, '--redis', this.o.redisUrl, '--checkpoint', this.o.checkpoint, '--queue', this.o.queue, '--name', s.name, ...(this.o.args ?? [])],
+      {
+        env: { ...process.env, ...this.o.env, FLEET_WORKER_NAME: s.name },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
     s.child = child
     const name = s.name
     createInterface({ input: child.stderr! }).on('line', (line) => {
@@ -99,7 +103,11 @@ export class Fleet {
 }
 
 /** Resolves when every job in `ids` is completed or failed (polled; nothing is inferred from timing). */
-export async function waitForJobs(queue: { getJob(id: string): Promise<{ getState(): Promise<string> } | undefined> }, ids: string[], timeoutMs = 10 * 60_000): Promise<Record<string, string>> {
+export async function waitForJobs(
+  queue: { getJob(id: string): Promise<{ getState(): Promise<string> } | undefined> },
+  ids: string[],
+  timeoutMs = 10 * 60_000,
+): Promise<Record<string, string>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const states: Record<string, string> = {}

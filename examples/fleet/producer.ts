@@ -41,7 +41,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const queue = new Queue<TrainJob>(values.queue!, { connection })
   const events = new QueueEvents(values.queue!, { connection })
   await events.waitUntilReady()
-  const jobs = await queue.addBulk(jobMix(Number(values.jobs), { epochs: Number(values.epochs) }).map((data, i) => ({ name: `mnist-${i}`, data, opts: { ...JOB_OPTIONS, jobId: `mnist-${data.seed}` } })))
+  const jobs = await queue.addBulk(
+    jobMix(Number(values.jobs), { epochs: Number(values.epochs) }).map((data, i) => ({ name: `mnist-${i}`, data, opts: { ...JOB_OPTIONS, jobId: `mnist-${data.seed}` } })),
+  )
   console.log(`enqueued ${jobs.map((j) => j.id).join(', ')}`)
   if (values.wait) {
     for (const j of jobs) {

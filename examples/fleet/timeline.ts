@@ -30,14 +30,23 @@ export function timelineSvg(runs: Run[], title: string): string {
     const y = m.t + row * rowH + 5
     const color = COLORS[jobs.indexOf(r.job) % COLORS.length]
     const w = Math.max(2, x(r.end) - x(r.start))
-    parts.push(`<rect x="${x(r.start)}" y="${y}" width="${w}" height="${rowH - 10}" fill="${color}" opacity="0.85"><title>${esc(`${r.job} on ${r.worker}: steps ${r.fromStep}→${r.reachedStep}, ${r.how}`)}</title></rect>`)
+    parts.push(
+      `<rect x="${x(r.start)}" y="${y}" width="${w}" height="${rowH - 10}" fill="${color}" opacity="0.85"><title>${esc(`${r.job} on ${r.worker}: steps ${r.fromStep}→${r.reachedStep}, ${r.how}`)}</title></rect>`,
+    )
     if (w > 40) parts.push(`<text x="${x(r.start) + 4}" y="${y + rowH / 2}" fill="white" font-size="11">${esc(r.job)}</text>`)
     const mark = r.how === 'killed' ? '✕' : r.how === 'preempted' ? '⏸' : r.how === 'completed' ? '✓' : r.how === 'failed' || r.how === 'permanent' ? '!' : ''
     if (mark) parts.push(`<text x="${x(r.end) + 2}" y="${y + rowH / 2 + 2}" font-size="13" fill="${r.how === 'killed' ? '#c00' : '#333'}">${mark}</text>`)
   }
   const ly = H - 30
-  jobs.forEach((j, i) => void parts.push(`<rect x="${m.l + i * 110}" y="${ly}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/><text x="${m.l + i * 110 + 16}" y="${ly + 10}">${esc(j)}</text>`))
-  parts.push(`<text x="${W - m.r}" y="${H - 8}" text-anchor="end" fill="#555">⏸ SIGTERM: saved, back to the queue   ✕ SIGKILL: recovered by the stalled checker   ✓ completed</text>`)
+  jobs.forEach(
+    (j, i) =>
+      void parts.push(
+        `<rect x="${m.l + i * 110}" y="${ly}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/><text x="${m.l + i * 110 + 16}" y="${ly + 10}">${esc(j)}</text>`,
+      ),
+  )
+  parts.push(
+    `<text x="${W - m.r}" y="${H - 8}" text-anchor="end" fill="#555">⏸ SIGTERM: saved, back to the queue   ✕ SIGKILL: recovered by the stalled checker   ✓ completed</text>`,
+  )
   parts.push('</svg>')
   return parts.join('\n')
 }

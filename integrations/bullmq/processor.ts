@@ -66,7 +66,8 @@ export function checkpointed<D = unknown, R = unknown>(handler: JobHandler<D, R>
     throw new BullmqConfigError('checkpointed(handler, { checkpoint }) needs a checkpoint base (s3://bucket/fleet, gs://…, or a path all workers share)')
   }
   const co = options.checkpointOptions ?? {}
-  const uriOf = (job: Job<D, R>): string => (typeof options.checkpoint === 'function' ? options.checkpoint(job as Job) : jobCheckpointUri(options.checkpoint, job.queueName, job.id))
+  const uriOf = (job: Job<D, R>): string =>
+    typeof options.checkpoint === 'function' ? options.checkpoint(job as Job) : jobCheckpointUri(options.checkpoint, job.queueName, job.id)
 
   const processor = async (job: Job<D, R>, token?: string): Promise<R> => {
     const log = options.logger ?? consoleLogger(`taskpoint:${job.queueName}:${job.id}`)

@@ -41,8 +41,10 @@ export interface FleetWorker<D = unknown, R = unknown> {
  * spending an attempt, the worker closes cleanly and the process exits with 143.
  */
 export function runFleetWorker<D = unknown, R = unknown>(handler: JobHandler<D, R>, options: FleetWorkerOptions): FleetWorker<D, R> {
-  if (!options || typeof options.queue !== 'string' || options.queue === '') throw new BullmqConfigError('runFleetWorker(handler, { queue, connection, checkpoint }) needs a queue name')
-  if (!options.connection) throw new BullmqConfigError('runFleetWorker needs a Redis connection, e.g. { connection: { host: "127.0.0.1", port: 6379, maxRetriesPerRequest: null } }')
+  if (!options || typeof options.queue !== 'string' || options.queue === '')
+    throw new BullmqConfigError('runFleetWorker(handler, { queue, connection, checkpoint }) needs a queue name')
+  if (!options.connection)
+    throw new BullmqConfigError('runFleetWorker needs a Redis connection, e.g. { connection: { host: "127.0.0.1", port: 6379, maxRetriesPerRequest: null } }')
   const log = options.logger ?? consoleLogger(`taskpoint:worker:${options.queue}`)
   const watcher = options.preemption instanceof PreemptionWatcher ? options.preemption : new PreemptionWatcher(options.preemption ?? preemptionFromEnv()).start()
   const processor = checkpointed<D, R>(handler, { ...options, preemption: watcher, logger: options.logger ?? log })

@@ -67,7 +67,11 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
 
     override async onBatchEnd(batch: number, logs?: tfType.Logs): Promise<void> {
       const size = num((logs as Record<string, unknown> | undefined)?.size) ?? batchSize ?? 1
-      position.endBatch(batch, numbers(logs, (k) => k !== 'batch' && k !== 'size'), size)
+      position.endBatch(
+        batch,
+        numbers(logs, (k) => k !== 'batch' && k !== 'size'),
+        size,
+      )
       // A fit loop of tf.Callback subclasses never yields to the event loop: without this a
       // SIGTERM handler would only run after fit() returns.
       await new Promise((r) => setImmediate(r))
@@ -81,7 +85,10 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
 
     override async onEpochEnd(epoch: number, logs?: tfType.Logs): Promise<void> {
       if (preemption.stopped) return // a partial epoch cut by preemption is not an epoch
-      const ended = position.endEpoch(epoch, numbers(logs, (k) => k.startsWith('val_')))
+      const ended = position.endEpoch(
+        epoch,
+        numbers(logs, (k) => k.startsWith('val_')),
+      )
       options.onEpoch?.(ended.epoch, ended.means)
       if (await preemption.atEpochEnd()) return
       if (epochSaveDue(every, ended.epoch)) await run.save('epoch')

@@ -34,7 +34,8 @@ export async function resume(tf: TF, model: LayersModel, options: { checkpoint?:
   const st = await cp.readState()
   if (!st) return undefined
   const saved = st.json as SavedTraining
-  if (!saved || saved.format !== STATE_FORMAT) throw new TfStateError(`the newest checkpoint at ${cp.uri} is not a tfjs training checkpoint (format ${String((saved as { format?: unknown })?.format)})`)
+  if (!saved || saved.format !== STATE_FORMAT)
+    throw new TfStateError(`the newest checkpoint at ${cp.uri} is not a tfjs training checkpoint (format ${String((saved as { format?: unknown })?.format)})`)
   if (saved.backend !== tf.getBackend()) {
     console.warn(`[taskpoint] resuming a ${saved.backend} checkpoint on the ${tf.getBackend()} backend: training goes on, but not bit-identically (backends round differently)`)
   }
@@ -62,7 +63,14 @@ function sliceRows(tf: TF, x: Tensors, start: number, end?: number): Tensors {
  * preemption makes one last save and throws PreemptedError. With `seedRandom(seed)` called before
  * the model was built, a resumed run ends bit-identical to an uninterrupted one on the same backend.
  */
-export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors, y: Tensors, args: tfType.ModelFitArgs, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
+export async function fitWithCheckpoints(
+  tf: TF,
+  model: LayersModel,
+  x: Tensors,
+  y: Tensors,
+  args: tfType.ModelFitArgs,
+  options: CheckpointCallbackOptions = {},
+): Promise<FitResult> {
   const started = performance.now()
   const cp = checkpointOf(options)
   const shuffle = args.shuffle ?? true
@@ -126,7 +134,13 @@ export async function fitWithCheckpoints(tf: TF, model: LayersModel, x: Tensors,
  * replays the dataset's iterator() calls and skips the batches already trained, so a dataset
  * shuffled with a seed (`dataset.shuffle(n, seed)`) yields the same batches in the same order.
  */
-export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer>(tf: TF, model: LayersModel, dataset: tfType.data.Dataset<T>, args: tfType.ModelFitDatasetArgs<T>, options: CheckpointCallbackOptions = {}): Promise<FitResult> {
+export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer>(
+  tf: TF,
+  model: LayersModel,
+  dataset: tfType.data.Dataset<T>,
+  args: tfType.ModelFitDatasetArgs<T>,
+  options: CheckpointCallbackOptions = {},
+): Promise<FitResult> {
   const started = performance.now()
   const cp = checkpointOf(options)
   const { restored, run, result } = await begin(tf, model, cp, options)

@@ -78,7 +78,12 @@ function toTensor(tf: TF, a: StateArray, what: string): Tensor {
 }
 
 /** Puts weights and optimizer state back; checks the checkpoint fits this model first. */
-export async function restoreState(tf: TF, model: LayersModel, arrays: Record<string, StateArray>, info: { weights: string[]; optimizer: string; optimizerSlots: string[] }): Promise<void> {
+export async function restoreState(
+  tf: TF,
+  model: LayersModel,
+  arrays: Record<string, StateArray>,
+  info: { weights: string[]; optimizer: string; optimizerSlots: string[] },
+): Promise<void> {
   const current = model.getWeights().map((w) => w.shape.join('x'))
   if (current.length !== info.weights.length || current.some((s, i) => s !== info.weights[i])) {
     throw new TfStateError(

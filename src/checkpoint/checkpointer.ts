@@ -357,7 +357,12 @@ export class Checkpointer {
 
   private async applyRetention(intact: string): Promise<void> {
     // Retention problems never fail the commit that already succeeded; they are reported.
-    const problem = await retainAfterCommit(this.storage, this.o.keep, this.cache, { intact, owner: this.writerId, ...(this.o.gc ? { gc: this.o.gc } : {}), ...(this.o.locks ? { locks: this.o.locks } : {}) })
+    const problem = await retainAfterCommit(this.storage, this.o.keep, this.cache, {
+      intact,
+      owner: this.writerId,
+      ...(this.o.gc ? { gc: this.o.gc } : {}),
+      ...(this.o.locks ? { locks: this.o.locks } : {}),
+    })
     if (problem) this.warn(problem)
   }
 

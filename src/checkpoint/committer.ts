@@ -29,10 +29,7 @@ export class FencedError extends TaskpointError {
     readonly writer: string,
     readonly by: string,
   ) {
-    super(
-      'Fenced',
-      `writer ${writer} was superseded by a newer attempt (${by}) writing the same checkpoint location; this process is a leftover (zombie) and must stop writing`,
-    )
+    super('Fenced', `writer ${writer} was superseded by a newer attempt (${by}) writing the same checkpoint location; this process is a leftover (zombie) and must stop writing`)
   }
 }
 
@@ -88,7 +85,10 @@ export class Committer {
     const markers = await this.markersFrom(newest?.epoch ?? 0)
     const top = [...(newest ? [newest] : []), ...markers].reduce((mx, n) => Math.max(mx, n.epoch), 0)
     if (top >= Number.MAX_SAFE_INTEGER) {
-      throw new TaskpointError('EpochExhausted', `${this.storage.uri}: a stored manifest or writer marker claims epoch ${top}, the largest there can be, so no writer can ever take over; remove it (see \`taskpoint ls\`)`)
+      throw new TaskpointError(
+        'EpochExhausted',
+        `${this.storage.uri}: a stored manifest or writer marker claims epoch ${top}, the largest there can be, so no writer can ever take over; remove it (see \`taskpoint ls\`)`,
+      )
     }
     const epoch = top + 1
     const key = writerMarkerKey(epoch, this.o.writerId)
@@ -97,7 +97,9 @@ export class Committer {
     this.epoch = epoch
     this.lastSeq = 0
     // Leftovers of killed writers: only ones far older than any live write could be.
-    void this.storage.sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) }).catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
+    void this.storage
+      .sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) })
+      .catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
   }
 
   /**
@@ -166,7 +168,10 @@ export class Committer {
           // deleted chunks we rely on. Start over trusting nothing stored.
           this.ledger.clear()
           if (round < 2) continue
-          throw new TaskpointError('LockLost', `${this.storage.uri}: commit abandoned, its lock could not be kept (${lock.lost}); the checkpoint was not written. Check the connection to the store and that the process is not paused for minutes`)
+          throw new TaskpointError(
+            'LockLost',
+            `${this.storage.uri}: commit abandoned, its lock could not be kept (${lock.lost}); the checkpoint was not written. Check the connection to the store and that the process is not paused for minutes`,
+          )
         }
         const m = await this.manifest(snap, names, step, files, arrays)
         const key = manifestKey(m)
@@ -184,7 +189,9 @@ export class Committer {
         this.ledger.committed(files, key)
         this.lastSeq = m.seq
         // Readers find this commit from here without listing the history (see recent.ts).
-        await writeHint(this.storage, key).catch((e: unknown) => this.o.onWarning(`writing the latest-checkpoint hint failed (readers list all checkpoints instead): ${(e as Error).message}`))
+        await writeHint(this.storage, key).catch((e: unknown) =>
+          this.o.onWarning(`writing the latest-checkpoint hint failed (readers list all checkpoints instead): ${(e as Error).message}`),
+        )
         this.lastStep = step
         this.lastUpload = stats
         return infoOf(key, m)

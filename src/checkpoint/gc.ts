@@ -1,6 +1,16 @@
 import pLimit from 'p-limit'
 import { randomBytes } from 'node:crypto'
-import { CHUNK_DIR, MANIFEST_DIR, WRITER_DIR, CorruptCheckpointError, chunkHashFromKey, isManifestLike, parseManifestKey, type Manifest, type ManifestName } from '../format/manifest.js'
+import {
+  CHUNK_DIR,
+  MANIFEST_DIR,
+  WRITER_DIR,
+  CorruptCheckpointError,
+  chunkHashFromKey,
+  isManifestLike,
+  parseManifestKey,
+  type Manifest,
+  type ManifestName,
+} from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { acquireExclusive, type LockOptions } from './locks.js'
 import { ManifestCache, fetchChunk, infoOf, listManifestNames } from './reader.js'
@@ -70,10 +80,12 @@ export async function verifyManifestChunks(storage: Storage, id: string, m: Mani
     for (const c of f.chunks) {
       if (seen.has(c.hash)) continue
       seen.add(c.hash)
-      jobs.push(limit(async () => {
-        await fetchChunk(storage, id, c.hash, c.size)
-        onBytes?.(c.size)
-      }))
+      jobs.push(
+        limit(async () => {
+          await fetchChunk(storage, id, c.hash, c.size)
+          onBytes?.(c.size)
+        }),
+      )
     }
   }
   const settled = await Promise.allSettled(jobs)

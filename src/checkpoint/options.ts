@@ -53,4 +53,3 @@ export interface LoadedFiles {
   files: Map<string, Uint8Array>
   json: unknown
 }
-

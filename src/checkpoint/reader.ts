@@ -82,7 +82,15 @@ export interface ChunkWitness {
  * returned, whatever the store says. A missing, short, long or altered chunk is damage to the
  * checkpoint that references it.
  */
-export async function fetchChunk(storage: Storage, checkpoint: string, hash: string, size: number, into?: Uint8Array, witness?: ChunkWitness, cache?: ChunkCache): Promise<Uint8Array> {
+export async function fetchChunk(
+  storage: Storage,
+  checkpoint: string,
+  hash: string,
+  size: number,
+  into?: Uint8Array,
+  witness?: ChunkWitness,
+  cache?: ChunkCache,
+): Promise<Uint8Array> {
   // A cached copy is verified by the cache itself; it vouches for nothing stored, so no witness.
   const cached = await cache?.read(hash, size, into)
   if (cached) return cached

@@ -40,7 +40,9 @@ async function collect(): Promise<Record<string, unknown>> {
   const entry = process.argv[1]
   if (entry) {
     try {
-      info.entrySha256 = createHash('sha256').update(await readFile(entry)).digest('hex')
+      info.entrySha256 = createHash('sha256')
+        .update(await readFile(entry))
+        .digest('hex')
       info.entryScript = entry
     } catch {
       // entry is not a readable file (REPL, -e)

@@ -95,7 +95,10 @@ async function makeDir(dir: string, root: string): Promise<void> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'EEXIST' || code === 'ENOTDIR') {
-      throw new TaskpointError('RestoreConflict', `cannot restore into ${dir}: ${path.relative(root, dir) || dir} or one of its parents exists and is not a directory; move it away or restore elsewhere`)
+      throw new TaskpointError(
+        'RestoreConflict',
+        `cannot restore into ${dir}: ${path.relative(root, dir) || dir} or one of its parents exists and is not a directory; move it away or restore elsewhere`,
+      )
     }
     throw e
   }

@@ -194,7 +194,13 @@ export function packState(entries: PendingEntry[]): { entries: PendingEntry[]; a
 export function entriesOf(m: Manifest, files: Map<string, Uint8Array>): PendingEntry[] {
   const packed = files.get(STATE_FILE)
   if (m.kind === 'state' && packed) {
-    return (m.arrays ?? []).map((a) => ({ path: a.name, size: a.size, dtype: a.dtype, ...(a.shape ? { shape: a.shape } : {}), source: packed.subarray(a.offset, a.offset + a.size) }))
+    return (m.arrays ?? []).map((a) => ({
+      path: a.name,
+      size: a.size,
+      dtype: a.dtype,
+      ...(a.shape ? { shape: a.shape } : {}),
+      source: packed.subarray(a.offset, a.offset + a.size),
+    }))
   }
   return m.files.map((f) => {
     const e: PendingEntry = { path: f.path, size: f.size, source: files.get(f.path)! }

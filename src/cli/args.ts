@@ -12,7 +12,10 @@ export interface Command {
   run(argv: string[]): Promise<number>
 }
 
-export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+export function parse<T extends NonNullable<ParseArgsConfig['options']>>(
+  argv: string[],
+  options: T,
+): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true }) as { values: Record<string, string | boolean | undefined>; positionals: string[] }
   } catch (e) {

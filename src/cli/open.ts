@@ -55,7 +55,8 @@ export async function requireCheckpoints(storage: Storage, cp: Checkpointer): Pr
   if (other !== undefined) {
     throw new TaskpointError('NotACheckpoint', `${storage.uri} holds objects (e.g. "${other}") but no taskpoint checkpoints: is this the right prefix?`)
   }
-  if (cp.lastSkipped.length > 0) throw new TaskpointError('NoIntactCheckpoint', `${storage.uri}: every checkpoint is damaged (${cp.lastSkipped.length}); see \`taskpoint verify ${storage.uri} --all\``)
+  if (cp.lastSkipped.length > 0)
+    throw new TaskpointError('NoIntactCheckpoint', `${storage.uri}: every checkpoint is damaged (${cp.lastSkipped.length}); see \`taskpoint verify ${storage.uri} --all\``)
   throw new TaskpointError('NoCheckpoints', `no checkpoints at ${storage.uri}`)
 }
 

@@ -113,7 +113,11 @@ export const WRITER_ID = /^[0-9a-z]{1,40}$/
  * create-if-absent; ties between writers of one epoch are broken by writer id, deterministically.
  */
 export function manifestKey(m: Pick<Manifest, 'epoch' | 'seq' | 'step' | 'writer'>): string {
-  for (const [field, v] of [['epoch', m.epoch], ['seq', m.seq], ['step', m.step]] as const) {
+  for (const [field, v] of [
+    ['epoch', m.epoch],
+    ['seq', m.seq],
+    ['step', m.step],
+  ] as const) {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`manifest ${field} must be a safe whole number >= 0, got ${v}`)
   }
   if (!WRITER_ID.test(m.writer)) throw new RangeError(`writer id must be 1-40 characters of [0-9a-z], got ${JSON.stringify(m.writer)}`)

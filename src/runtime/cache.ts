@@ -17,7 +17,9 @@ export function canonicalJson(value: unknown, where = 'inputs'): string {
   if (typeof value === 'object') {
     const proto = Object.getPrototypeOf(value)
     if (proto !== Object.prototype && proto !== null) {
-      throw new TaskConfigError(`${where} is a ${proto?.constructor?.name ?? 'non-plain object'}; cached tasks need plain JSON inputs (objects, arrays, strings, finite numbers, booleans, null)`)
+      throw new TaskConfigError(
+        `${where} is a ${proto?.constructor?.name ?? 'non-plain object'}; cached tasks need plain JSON inputs (objects, arrays, strings, finite numbers, booleans, null)`,
+      )
     }
     const keys = Object.keys(value as object).sort()
     return `{${keys
@@ -33,7 +35,9 @@ export function cacheKey(task: string, version: string, inputs: unknown): string
   // (`inputs.d`), not one inside this wrapper object (`inputs.inputs.d`).
   // Same text as canonicalJson({ inputs, task, version }), so existing cache keys stay valid.
   const input = inputs === undefined ? '' : `"inputs":${canonicalJson(inputs)},`
-  const h = createHash('sha256').update(`{${input}"task":${JSON.stringify(task)},"version":${JSON.stringify(version)}}`).digest('hex')
+  const h = createHash('sha256')
+    .update(`{${input}"task":${JSON.stringify(task)},"version":${JSON.stringify(version)}}`)
+    .digest('hex')
   const safe = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100) || '_'
   return `cache/${safe(task)}/${safe(version)}/${h}.json`
 }

@@ -140,7 +140,10 @@ function watchGce(o: MetadataPollOptions, fire: (r: string) => void): () => void
 function pollAzure(o: MetadataPollOptions, fire: (r: string) => void): () => void {
   const base = (o.baseUrl ?? 'http://169.254.169.254').replace(/\/$/, '')
   return every(o.intervalMs ?? 5000, async (signal) => {
-    const res = await fetch(`${base}/metadata/scheduledevents?api-version=2020-07-01`, { headers: { Metadata: 'true' }, signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) })
+    const res = await fetch(`${base}/metadata/scheduledevents?api-version=2020-07-01`, {
+      headers: { Metadata: 'true' },
+      signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]),
+    })
     if (!res.ok) return false
     const body = (await res.json()) as { Events?: { EventType?: string; NotBefore?: string }[] }
     const ev = body.Events?.find((e) => e.EventType === 'Preempt')

@@ -45,7 +45,7 @@ export interface TaskOptions {
   /** How often the attempt collects unreferenced chunks in the background. Default 10 minutes; 0 never. */
   gcEveryMs?: number
   /** Memoize: same name, version and inputs return the stored output without running. */
-  cache?: { version: string; /** Where outputs are stored (under `cache/`). Default: the checkpoint location. */ store?: string }
+  cache?: { version: string /** Where outputs are stored (under `cache/`). Default: the checkpoint location. */; store?: string }
   /**
    * Pause before each retry: `minMs`·2^n, jittered up to twice that, capped at `maxMs`.
    * Default `{ minMs: 1000, maxMs: 30_000 }` (1–2 s, then 2–4 s, ...), which gives a flaky data
@@ -90,8 +90,10 @@ function validate(o: TaskOptions): void {
     const v = o.retryDelay?.[k]
     if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new TaskConfigError(`task ${o.name}: retryDelay.${k} must be a number of ms >= 0, got ${v}`)
   }
-  if (o.gcEveryMs !== undefined && !(Number.isFinite(o.gcEveryMs) && o.gcEveryMs >= 0)) throw new TaskConfigError(`task ${o.name}: gcEveryMs must be a number of ms >= 0, got ${o.gcEveryMs}`)
-  if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === '')) throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
+  if (o.gcEveryMs !== undefined && !(Number.isFinite(o.gcEveryMs) && o.gcEveryMs >= 0))
+    throw new TaskConfigError(`task ${o.name}: gcEveryMs must be a number of ms >= 0, got ${o.gcEveryMs}`)
+  if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === ''))
+    throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
 }
 
 /** A storage fault that outlived its retries: the system's fault, not the task's. */
@@ -196,7 +198,12 @@ async function runAttempt<I, O>(
   const gcEveryMs = o.gcEveryMs ?? DEFAULT_TASK_GC_EVERY_MS
   const collector =
     gcEveryMs > 0 && gc?.enabled !== true && gc?.enabled !== false
-      ? startCollector(cp, { everyMs: gcEveryMs, ...(gc?.minAgeMs !== undefined ? { minAgeMs: gc.minAgeMs } : {}), ...(o.checkpointOptions?.locks ? { locks: o.checkpointOptions.locks } : {}), log: a.log })
+      ? startCollector(cp, {
+          everyMs: gcEveryMs,
+          ...(gc?.minAgeMs !== undefined ? { minAgeMs: gc.minAgeMs } : {}),
+          ...(o.checkpointOptions?.locks ? { locks: o.checkpointOptions.locks } : {}),
+          log: a.log,
+        })
       : undefined
   const controller = new AbortController()
   const unhooks: (() => void)[] = []
@@ -240,7 +247,13 @@ async function runAttempt<I, O>(
         controller.abort(e)
         // Give the attempt a moment to notice its signal; past that it is abandoned. Its
         // checkpointer is fenced by the next attempt's, so a zombie cannot interleave commits.
-        const settled = await Promise.race([work.then(() => true, () => true), sleep(o.abandonAfterMs ?? 5000).then(() => false)])
+        const settled = await Promise.race([
+          work.then(
+            () => true,
+            () => true,
+          ),
+          sleep(o.abandonAfterMs ?? 5000).then(() => false),
+        ])
         if (!settled) {
           abandoned = true
           a.log.warn(`attempt ${a.attempt} ignored its abort signal after the timeout and was abandoned`)

@@ -14,7 +14,10 @@ export function infoOf(key: string, md: { size?: string | number; etag?: string;
 }
 
 /** Metadata that arrived cut short is a string (or lacks the object's name): transient, never an object of size 0. */
-export function checkMetadata(md: unknown, d: StorageErrorDetails): asserts md is { name: string; size?: string | number; generation?: string | number; crc32c?: string; metadata?: unknown } {
+export function checkMetadata(
+  md: unknown,
+  d: StorageErrorDetails,
+): asserts md is { name: string; size?: string | number; generation?: string | number; crc32c?: string; metadata?: unknown } {
   if (typeof md !== 'object' || md === null || typeof (md as { name?: unknown }).name !== 'string') {
     throw new TransientStorageError(d, 'unreadable object metadata (truncated or garbled in transit); retried')
   }

@@ -233,7 +233,13 @@ export class GcsStorage implements Storage {
     let pageToken: string | undefined
     do {
       const [files, next] = await this.run('list', prefix || undefined, async () => {
-        const res = await this.gcsBucket.getFiles({ prefix: full, autoPaginate: false, maxResults: this.pageSize, ...(pageToken ? { pageToken } : {}), ...(after !== undefined ? { startOffset: after } : {}) })
+        const res = await this.gcsBucket.getFiles({
+          prefix: full,
+          autoPaginate: false,
+          maxResults: this.pageSize,
+          ...(pageToken ? { pageToken } : {}),
+          ...(after !== undefined ? { startOffset: after } : {}),
+        })
         // A JSON body cut short arrives as a string when the content type is not exactly what the
         // HTTP layer parses, and the SDK then reports an empty page: refuse it rather than list nothing.
         const body = (res as unknown[])[2]

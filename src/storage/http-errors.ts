@@ -1,12 +1,4 @@
-import {
-  AccessDeniedError,
-  AlreadyExistsError,
-  BucketNotFoundError,
-  NotFoundError,
-  StorageError,
-  TransientStorageError,
-  type StorageErrorDetails,
-} from '../errors.js'
+import { AccessDeniedError, AlreadyExistsError, BucketNotFoundError, NotFoundError, StorageError, TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import { isTransientNetworkError } from './retry.js'
 
 /** What a driver reads from one failed SDK call, in HTTP terms, before the shared ladder decides. */

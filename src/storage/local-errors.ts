@@ -1,13 +1,4 @@
-import {
-  AccessDeniedError,
-  AlreadyExistsError,
-  InvalidKeyError,
-  NoSpaceError,
-  NotFoundError,
-  StorageError,
-  TransientStorageError,
-  type StorageErrorDetails,
-} from '../errors.js'
+import { AccessDeniedError, AlreadyExistsError, InvalidKeyError, NoSpaceError, NotFoundError, StorageError, TransientStorageError, type StorageErrorDetails } from '../errors.js'
 
 /** A file-system error (errno code) as a typed StorageError. ENOSPC and EDQUOT are NoSpace, never retried. */
 export function mapLocalError(e: unknown, d: StorageErrorDetails): unknown {

@@ -227,12 +227,14 @@ export class LocalStorage implements Storage {
     for (const d of this.unsyncedDirs) for (const c of this.chainOf(d)) dirs.add(c)
     this.unsyncedDirs.clear()
     await this.run('sync', undefined, () =>
-      pLimit(16).map([...dirs], (d) =>
-        // A directory deleted since (its objects deleted too) has nothing left to make durable.
-        syncDir(d).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== 'ENOENT') throw e
-        }),
-      ).then(() => undefined),
+      pLimit(16)
+        .map([...dirs], (d) =>
+          // A directory deleted since (its objects deleted too) has nothing left to make durable.
+          syncDir(d).catch((e: NodeJS.ErrnoException) => {
+            if (e.code !== 'ENOENT') throw e
+          }),
+        )
+        .then(() => undefined),
     )
   }
 

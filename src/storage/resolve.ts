@@ -24,7 +24,9 @@ export interface ParsedUri {
 
 /** What a storage URI may look like, from the registry: a path, or one of its schemes. */
 function examples(): string {
-  return `a path or ${knownSchemes().map((scheme) => (scheme === 'file' ? 'file:///dir' : `${scheme}://bucket/prefix`)).join(', ')}`
+  return `a path or ${knownSchemes()
+    .map((scheme) => (scheme === 'file' ? 'file:///dir' : `${scheme}://bucket/prefix`))
+    .join(', ')}`
 }
 
 /** `/path`, `./path`, `file:///path` → local; `<scheme>://bucket/prefix` → the driver registered for the scheme. */

@@ -74,7 +74,13 @@ export function operationRunner(runner: RunnerOptions): Runner {
       const overall = new AbortController()
       let attempts = 0
       const deadline = setTimeout(
-        () => overall.abort(new TransientStorageError(details, `did not finish within the operation deadline of ${policy.deadlineMs} ms (${attempts} attempt(s)); try again later or raise retry.deadlineMs`)),
+        () =>
+          overall.abort(
+            new TransientStorageError(
+              details,
+              `did not finish within the operation deadline of ${policy.deadlineMs} ms (${attempts} attempt(s)); try again later or raise retry.deadlineMs`,
+            ),
+          ),
         policy.deadlineMs,
       )
       const onCaller = (): void => overall.abort(signal!.reason)
@@ -138,9 +144,20 @@ export function operationRunner(runner: RunnerOptions): Runner {
 }
 
 const TRANSIENT_NET_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND',
-  'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT',
-  'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET_BY_PEER',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'ECONNRESET_BY_PEER',
 ])
 
 /** Network-level failures (no HTTP status) that a retry may cure. */

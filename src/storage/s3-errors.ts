@@ -11,7 +11,17 @@ interface SdkError {
 }
 
 const DENIED = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'AccessDenied', 'AllAccessDisabled'])
-const TRANSIENT = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestTimeout', 'RequestTimeTooSkewed', 'InternalError', 'ServiceUnavailable', 'TimeoutError', 'ConditionalRequestConflict'])
+const TRANSIENT = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestTimeout',
+  'RequestTimeTooSkewed',
+  'InternalError',
+  'ServiceUnavailable',
+  'TimeoutError',
+  'ConditionalRequestConflict',
+])
 
 export function s3Status(e: unknown): number | undefined {
   return (e as SdkError | undefined)?.$metadata?.httpStatusCode

@@ -130,10 +130,7 @@ export class S3Storage implements Storage {
   ): Promise<ObjectInfo> {
     if (size !== undefined && size <= this.sizes.multipartThreshold) {
       const bytes = body instanceof Uint8Array ? body : await buffer(Readable.from(body.open()))
-      const out = await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.byteLength, ...extra }),
-        { abortSignal: a.signal },
-      )
+      const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.byteLength, ...extra }), { abortSignal: a.signal })
       options.onProgress?.({ key, loaded: bytes.byteLength, total: bytes.byteLength })
       const info: ObjectInfo = { key, size: bytes.byteLength }
       if (out.ETag) info.etag = out.ETag
@@ -236,9 +233,18 @@ export class S3Storage implements Storage {
     let token: string | undefined
     do {
       const page = await this.run('list', prefix || undefined, (a) =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: full, ContinuationToken: token, MaxKeys: this.sizes.pageSize, ...(after !== undefined && !token ? { StartAfter: after } : {}) }), {
-          abortSignal: a.signal,
-        }),
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: full,
+            ContinuationToken: token,
+            MaxKeys: this.sizes.pageSize,
+            ...(after !== undefined && !token ? { StartAfter: after } : {}),
+          }),
+          {
+            abortSignal: a.signal,
+          },
+        ),
       )
       for (const object of page.Contents ?? []) {
         // A server that ignores StartAfter costs time, never correctness.
@@ -269,10 +275,9 @@ export class S3Storage implements Storage {
     for (let i = 0; i < full.length; i += 1000) {
       const batch = full.slice(i, i + 1000)
       await this.run('deleteMany', this.root.keyOf(batch[0] ?? ''), async (a) => {
-        const out = await this.client.send(
-          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
-          { abortSignal: a.signal },
-        )
+        const out = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }), {
+          abortSignal: a.signal,
+        })
         const errs = (out.Errors ?? []).filter((e) => e.Code !== 'NoSuchKey')
         if (errs.length > 0) {
           const first = errs[0]!

@@ -135,7 +135,11 @@ describe('a BullMQ fleet of preemptible workers (3 processes, Redis, S3)', () =>
     try {
       fleet.start()
       await queue.addBulk(specs.map((data, i) => ({ name: `job-${i}`, data, opts: { jobId: `job-${i}`, attempts: ATTEMPTS, backoff: { type: 'fixed', delay: 200 } } })))
-      const states = await waitForJobs(queue, specs.map((_, i) => `job-${i}`), 240_000)
+      const states = await waitForJobs(
+        queue,
+        specs.map((_, i) => `job-${i}`),
+        240_000,
+      )
       if (process.env.FLEET_DEBUG) (await import('node:fs')).writeFileSync(process.env.FLEET_DEBUG, fleet.events.map((e) => JSON.stringify(e)).join('\n'))
       console.log(`kills: ${kills.map((k) => `${k.signal} ${k.worker} (${k.job} at step ${k.step})`).join('; ') || 'none'}`)
 
@@ -207,7 +211,14 @@ describe('a BullMQ fleet of preemptible workers (3 processes, Redis, S3)', () =>
     const queueName = `zero-${seed}`
     const connection = { host: redis.host, port: redis.port, maxRetriesPerRequest: null }
     const queue = new Queue<TrainJob>(queueName, { connection })
-    const fleet: FleetT = new Fleet({ workers: 1, redisUrl: redis.url, checkpoint: `s3://${bucket}/zero-${seed}`, queue: queueName, env, args: [...workerArgs, '--no-checkpoints'] })
+    const fleet: FleetT = new Fleet({
+      workers: 1,
+      redisUrl: redis.url,
+      checkpoint: `s3://${bucket}/zero-${seed}`,
+      queue: queueName,
+      env,
+      args: [...workerArgs, '--no-checkpoints'],
+    })
     try {
       fleet.start()
       await queue.add('z', specs[0]!, { jobId: 'job-z', attempts: ATTEMPTS })

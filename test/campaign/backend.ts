@@ -190,7 +190,8 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
     // Mostly whatever request comes next; sometimes only downloads (GET) or only uploads (PUT/POST).
     const which = rng.weighted({ any: 3, get: 2, put: 2 })
     for (let n = count; n > 0; n--) {
-      const m = which === 'any' ? undefined : which === 'get' ? (r: { method?: string }) => r.method === 'GET' : (r: { method?: string }) => r.method === 'PUT' || r.method === 'POST'
+      const m =
+        which === 'any' ? undefined : which === 'get' ? (r: { method?: string }) => r.method === 'GET' : (r: { method?: string }) => r.method === 'PUT' || r.method === 'POST'
       ;(proxy.inject as (f: InjectFault, m?: unknown) => void)([kind] as InjectFault, m)
       if (!burst) kind = rng.weighted(faultWeights)
     }
@@ -201,8 +202,18 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
   }
 
   const childConfig = (seed: number, stepBase: number, workDir: string): ChildConfig => ({
-    uri, seed, payloadSeed: mix(o.seed, name, 'payload'), stepBase, workDir, restoreDir, retry, requestTimeoutMs, locks, conditionalCreate,
-    cli: o.cli, cliTimeoutMs: 6000,
+    uri,
+    seed,
+    payloadSeed: mix(o.seed, name, 'payload'),
+    stepBase,
+    workDir,
+    restoreDir,
+    retry,
+    requestTimeoutMs,
+    locks,
+    conditionalCreate,
+    cli: o.cli,
+    cliTimeoutMs: 6000,
   })
 
   // ------------------------------------------------------------------ maintenance beside the writers
@@ -286,7 +297,9 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
       if (got) judge(got.info.step, contentHash(got.files), `${where}: newest`)
       if (floor !== undefined && (!got || got.info.step < floor)) {
         t.resolvedLost++
-        note(`RESOLVED WRITE LOST (${where}): step ${floor} resolved and not damaged by us, but the newest readable is ${got ? got.info.step : 'nothing'}; skipped: ${cp.lastSkipped.map((s) => `${s.id} (${s.reason})`).join('; ') || 'none'}`)
+        note(
+          `RESOLVED WRITE LOST (${where}): step ${floor} resolved and not damaged by us, but the newest readable is ${got ? got.info.step : 'nothing'}; skipped: ${cp.lastSkipped.map((s) => `${s.id} (${s.reason})`).join('; ') || 'none'}`,
+        )
       }
       await cp.close()
     } catch (e) {
@@ -416,7 +429,10 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
       const at = rng.int(0, killAt)
       const hold = rng.int(locks.staleMs / 2, locks.staleMs * 2)
       t.pauses++
-      timers.push(setTimeout(() => victim.signal('SIGSTOP'), at), setTimeout(() => victim.signal('SIGCONT'), at + hold))
+      timers.push(
+        setTimeout(() => victim.signal('SIGSTOP'), at),
+        setTimeout(() => victim.signal('SIGCONT'), at + hold),
+      )
       // Let the frozen process go on for a while before the kill, so what it does after waking is seen.
       waitFor = at + hold + rng.int(0, o.killMaxMs)
     }
@@ -495,7 +511,13 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
   const left = await leftovers(name === 'local' ? [base] : [restoreDir, base])
   t.leftoverTempBytes = left.bytes
   t.leftoverTempFiles = left.files.length
-  if (left.files.length > 0) note(`leftover temp files after the final gc: ${left.files.length} (${left.bytes} bytes), e.g. ${left.files.slice(0, 3).map((f) => path.relative(base, f)).join(', ')}`)
+  if (left.files.length > 0)
+    note(
+      `leftover temp files after the final gc: ${left.files.length} (${left.bytes} bytes), e.g. ${left.files
+        .slice(0, 3)
+        .map((f) => path.relative(base, f))
+        .join(', ')}`,
+    )
   if (name === 's3') {
     try {
       const s3 = new S3Client(s3Config(o.endpoint!))

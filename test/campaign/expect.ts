@@ -47,10 +47,33 @@ export interface Tally {
 
 export function newTally(backend: string, seconds: number): Tally {
   return {
-    backend, seconds, kills: 0, pauses: 0, writerStops: 0, startFailures: 0, crashes: 0, damages: 0, damageKinds: {}, faultsInjected: 0, faultKinds: {},
-    operations: 0, maintenance: {}, resolvedWrites: 0, wrongBytes: 0, resolvedLost: 0, damagedByLibrary: 0, hangs: 0, committedButReportedFailed: 0,
-    ambiguousFailures: 0, readErrorsUnderFaults: 0, fallbacksUnderFaults: 0, untypedErrors: 0, leftoverTempBytes: 0, leftoverTempFiles: 0,
-    unfinishedUploads: undefined, findings: [],
+    backend,
+    seconds,
+    kills: 0,
+    pauses: 0,
+    writerStops: 0,
+    startFailures: 0,
+    crashes: 0,
+    damages: 0,
+    damageKinds: {},
+    faultsInjected: 0,
+    faultKinds: {},
+    operations: 0,
+    maintenance: {},
+    resolvedWrites: 0,
+    wrongBytes: 0,
+    resolvedLost: 0,
+    damagedByLibrary: 0,
+    hangs: 0,
+    committedButReportedFailed: 0,
+    ambiguousFailures: 0,
+    readErrorsUnderFaults: 0,
+    fallbacksUnderFaults: 0,
+    untypedErrors: 0,
+    leftoverTempBytes: 0,
+    leftoverTempFiles: 0,
+    unfinishedUploads: undefined,
+    findings: [],
   }
 }
 

@@ -46,7 +46,9 @@ for (const b of backends) {
 }
 const log = (line: string): void => void (json ? process.stderr : process.stdout).write(`${line}\n`)
 
-log(`[campaign] seed ${seed}, ${seconds} s per backend: ${backends.join(', ')}   (replay: npm run test:campaign -- --seed ${seed} --seconds ${seconds} --backends ${backends.join(',')})`)
+log(
+  `[campaign] seed ${seed}, ${seconds} s per backend: ${backends.join(', ')}   (replay: npm run test:campaign -- --seed ${seed} --seconds ${seconds} --backends ${backends.join(',')})`,
+)
 
 let servers: TestServers | undefined
 const remote = backends.filter((b) => b !== 'local')
@@ -76,7 +78,10 @@ try {
 }
 
 function summary(t: Tally, took: number): string {
-  const kinds = (r: Record<string, number>): string => Object.entries(r).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'
+  const kinds = (r: Record<string, number>): string =>
+    Object.entries(r)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ') || 'none'
   const lines = [
     `[campaign] ${t.backend}: ${took.toFixed(0)} s, seed ${seed}`,
     `  kills ${t.kills}${t.pauses ? ` (and ${t.pauses} freezes past the lock stale time)` : ''}, writers stopped by a failed write ${t.writerStops}, writers that could not start ${t.startFailures}, crashes ${t.crashes}`,

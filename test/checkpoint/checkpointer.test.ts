@@ -89,7 +89,13 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     const a = new Float32Array(3000).map((_, i) => i / 7)
     const b = new Int32Array([7, 8, 9])
     const info = await cp.write({ arrays: { a, 'opt/b': { data: b, shape: [3] } }, json: { k: 1 } }, { step: 5 })
-    const m = JSON.parse(Buffer.from(await s.get(info.id)).toString().split('\n').slice(1).join('\n')) as Manifest
+    const m = JSON.parse(
+      Buffer.from(await s.get(info.id))
+        .toString()
+        .split('\n')
+        .slice(1)
+        .join('\n'),
+    ) as Manifest
     expect(m.files.map((f) => f.path)).toEqual(['state.bin'])
     expect(m.arrays).toEqual([
       { name: 'a', dtype: 'float32', offset: 0, size: 12000 },
@@ -160,7 +166,14 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     expect(newChunks).toContain(victim)
     const original = await s.get(victim)
     const damages: [string, () => Promise<unknown>][] = [
-      ['bit flip', () => s.put(victim, Uint8Array.from(original, (v, i) => (i === 100 ? v ^ 1 : v)))],
+      [
+        'bit flip',
+        () =>
+          s.put(
+            victim,
+            Uint8Array.from(original, (v, i) => (i === 100 ? v ^ 1 : v)),
+          ),
+      ],
       ['truncation', () => s.put(victim, original.subarray(0, 1000))],
       ['missing', () => s.delete(victim)],
     ]
@@ -169,7 +182,10 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
       const reader = await Checkpointer.open(s, { repro: false, onWarning: (m) => warnings.push(m) })
       const got = await reader.read()
       expect(sha(got!), what).toBe(sha(good))
-      expect(reader.lastSkipped.map((x) => x.id), what).toEqual([info.id])
+      expect(
+        reader.lastSkipped.map((x) => x.id),
+        what,
+      ).toEqual([info.id])
       await s.put(victim, original)
       expect(sha((await reader.read())!), `${what} repaired`).toBe(sha(bad))
     }
@@ -191,8 +207,18 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     const cp = await Checkpointer.open(s, quiet)
     const ok = await cp.write(Buffer.from('fine'), { step: 1 })
     const evil: Manifest = {
-      format: 1, kind: 'files', seq: 99, epoch: 99, writer: 'zzz', step: 2, createdAt: new Date().toISOString(),
-      chunkSize: 1024, totalSize: 0, metadata: {}, repro: {}, files: [{ path: '../../etc/owned', size: 0, chunks: [] }],
+      format: 1,
+      kind: 'files',
+      seq: 99,
+      epoch: 99,
+      writer: 'zzz',
+      step: 2,
+      createdAt: new Date().toISOString(),
+      chunkSize: 1024,
+      totalSize: 0,
+      metadata: {},
+      repro: {},
+      files: [{ path: '../../etc/owned', size: 0, chunks: [] }],
     }
     await s.put('manifests/00000099-000000000099-zzz-s000000000002.tpm', encodeManifest(evil))
     const dst = mkdtempSync(path.join(tmpdir(), 'tp-evil-'))
@@ -239,7 +265,18 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
 })
 
 describe('retention policies', () => {
-  const cps = [1, 2, 3, 4, 5, 6].map((step) => ({ id: `m${step}`, step, seq: step, epoch: 1, writer: 'w', kind: 'bytes' as const, createdAt: new Date(), size: 1, files: 1, metadata: { loss: [5, 1, 4, 2, 6, 3][step - 1] } }))
+  const cps = [1, 2, 3, 4, 5, 6].map((step) => ({
+    id: `m${step}`,
+    step,
+    seq: step,
+    epoch: 1,
+    writer: 'w',
+    kind: 'bytes' as const,
+    createdAt: new Date(),
+    size: 1,
+    files: 1,
+    metadata: { loss: [5, 1, 4, 2, 6, 3][step - 1] },
+  }))
   it('latest, everyNSteps, best and anyOf pick the right checkpoints', () => {
     expect([...latest(2)(cps)]).toEqual(['m5', 'm6'])
     expect([...everyNSteps(3)(cps)]).toEqual(['m3', 'm6'])

@@ -130,7 +130,12 @@ describe('chunk cache bounds and sharing', () => {
     // Last uses set explicitly (no reliance on clock granularity): 1 oldest, then 2, then 0; then
     // reading 0 makes it the most recent, so evictions take 1 and 2.
     const ago = (s: number): Date => new Date(Date.now() - s * 1000)
-    for (const [i, s] of [[0, 30], [1, 60], [2, 40]] as const) await fs.utimes(path.join(dir, sha(chunks[i]!).slice(0, 2), sha(chunks[i]!)), ago(s), ago(s))
+    for (const [i, s] of [
+      [0, 30],
+      [1, 60],
+      [2, 40],
+    ] as const)
+      await fs.utimes(path.join(dir, sha(chunks[i]!).slice(0, 2), sha(chunks[i]!)), ago(s), ago(s))
     expect(await cache.read(sha(chunks[0]!), CHUNK)).toBeDefined()
     for (const c of chunks.slice(3)) await cache.write(sha(c), c)
     await cache.trim()

@@ -204,7 +204,10 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('history on %s', (
     expect((await readHint(s))?.key).toBe(bad.id)
     const damage = async (key: string): Promise<void> => {
       const b = await s.get(key)
-      await s.put(key, Uint8Array.from(b, (v, i) => (i === 80 ? v ^ 1 : v)))
+      await s.put(
+        key,
+        Uint8Array.from(b, (v, i) => (i === 80 ? v ^ 1 : v)),
+      )
     }
     await damage(bad.id)
     const r1 = await Checkpointer.open(s, quiet)

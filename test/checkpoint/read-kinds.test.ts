@@ -14,7 +14,9 @@ describe('readState()', () => {
     const odd = new Uint8Array([1, 2, 3]) // puts everything after it off a 4/8-byte boundary
     const f64 = new Float64Array([Math.PI, -0, Number.MAX_VALUE])
     const i16 = new Int16Array([-32768, 32767])
-    await cp.write({ arrays: { kernel: { data: kernel, shape: [2, 3] }, odd, f64, i16, flag: { data: new Uint8Array([1, 0]), dtype: 'bool' }, iter: { data: new Int32Array([42]), shape: [] } } })
+    await cp.write({
+      arrays: { kernel: { data: kernel, shape: [2, 3] }, odd, f64, i16, flag: { data: new Uint8Array([1, 0]), dtype: 'bool' }, iter: { data: new Int32Array([42]), shape: [] } },
+    })
     const st = (await cp.readState())!
     expect(st.arrays.kernel!.data).toBeInstanceOf(Float32Array)
     expect(st.arrays.kernel!.data).toEqual(kernel)

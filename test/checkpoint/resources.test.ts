@@ -29,7 +29,7 @@ describe('bounded resources', () => {
     let pending: Uint8Array | undefined
     let inflight: Uint8Array | undefined
     let x = 12345
-    const rnd = (): number => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    const rnd = (): number => (x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
     for (let i = 0; i < 5000; i++) {
       const r = rnd()
       if (r < 0.6) {

@@ -33,7 +33,10 @@ async function manifestOf(s: Storage, id: string): Promise<Manifest> {
 
 async function flip(s: Storage, key: string, at = 100): Promise<void> {
   const b = await s.get(key)
-  await s.put(key, Uint8Array.from(b, (v, i) => (i === at ? v ^ 1 : v)))
+  await s.put(
+    key,
+    Uint8Array.from(b, (v, i) => (i === at ? v ^ 1 : v)),
+  )
 }
 
 /** A store whose puts under one prefix wait at a gate the test opens: a commit frozen mid-way. */
@@ -161,7 +164,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('trust on %s', (_n
     const g2 = await collectGarbage(s, { minAgeMs: 0 })
     expect(g2.skipped).toBeUndefined()
     expect(g2.deletedChunks).toBeGreaterThanOrEqual(1)
-    expect((await (await Checkpointer.open(s, quiet)).read())).toBeDefined()
+    expect(await (await Checkpointer.open(s, quiet)).read()).toBeDefined()
   })
 
   it('GC beside a commit in flight deletes none of its chunks, whatever minAgeMs', async () => {
@@ -238,7 +241,10 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('trust on %s', (_n
       await s.put(key, encodeManifest(m))
       const reader = await Checkpointer.open(s, quiet)
       expect(sha((await reader.read())!), why).toBe(sha(good))
-      expect(reader.lastSkipped.map((x) => x.id), why).toEqual([key])
+      expect(
+        reader.lastSkipped.map((x) => x.id),
+        why,
+      ).toEqual([key])
       const dst = mkdtempSync(path.join(tmpdir(), 'tp-craft-'))
       expect((await reader.restore(dst))!.info.id, why).toBe(c1.id)
       await s.delete(key)

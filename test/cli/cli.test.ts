@@ -134,10 +134,18 @@ describe('taskpoint CLI errors', () => {
   it('missing S3 credentials and an unreachable endpoint say so', async () => {
     const home = mkdtempSync(path.join(tmpdir(), 'tp-home-'))
     const noCreds = await taskpoint(['ls', 's3://bucket/run'], {
-      AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_PROFILE: undefined, AWS_SESSION_TOKEN: undefined,
-      AWS_WEB_IDENTITY_TOKEN_FILE: undefined, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: undefined, AWS_CONTAINER_CREDENTIALS_FULL_URI: undefined,
-      HOME: home, AWS_CONFIG_FILE: path.join(home, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(home, 'none'),
-      AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: undefined,
+      AWS_SECRET_ACCESS_KEY: undefined,
+      AWS_PROFILE: undefined,
+      AWS_SESSION_TOKEN: undefined,
+      AWS_WEB_IDENTITY_TOKEN_FILE: undefined,
+      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: undefined,
+      AWS_CONTAINER_CREDENTIALS_FULL_URI: undefined,
+      HOME: home,
+      AWS_CONFIG_FILE: path.join(home, 'none'),
+      AWS_SHARED_CREDENTIALS_FILE: path.join(home, 'none'),
+      AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
+      AWS_REGION: 'us-east-1',
     })
     expect(noCreds.code).toBe(1)
     expect(noCreds.stderr).toMatch(/no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(or AWS_PROFILE\) in the environment/)
@@ -250,7 +258,14 @@ describe('progress', () => {
     const { progress } = await import('../../src/cli/progress.js')
     vi.useFakeTimers()
     try {
-      const tty = { isTTY: true, out: '', write(s: string) { this.out += s; return true } }
+      const tty = {
+        isTTY: true,
+        out: '',
+        write(s: string) {
+          this.out += s
+          return true
+        },
+      }
       const quick = progress('up', 100, tty as unknown as NodeJS.WriteStream)
       quick.update(100)
       quick.finish()
@@ -263,7 +278,14 @@ describe('progress', () => {
       slow.finish()
       expect(tty.out).toMatch(/\rup \[#{12}\.{12}\] {2}50% 512\.0 KiB\/1\.0 MiB/)
       expect(tty.out.endsWith('\n')).toBe(true)
-      const pipe = { isTTY: false, out: '', write(s: string) { this.out += s; return true } }
+      const pipe = {
+        isTTY: false,
+        out: '',
+        write(s: string) {
+          this.out += s
+          return true
+        },
+      }
       const p = progress('down', 2048, pipe as unknown as NodeJS.WriteStream)
       vi.advanceTimersByTime(3000)
       p.update(1024)

@@ -35,35 +35,39 @@ async function runAndKill(uri: string, env: Record<string, string>, seed: string
 }
 
 describe.each(allBackends().map((b) => [b.name, b] as const))('crash consistency on %s', (_n, backend: Backend) => {
-  it(`${KILLS} SIGKILLs while writing: latest always exact, nothing committed lost`, async () => {
-    const { uri, env } = await backend.freshUri()
-    const seed = randomBytes(4).toString('hex')
-    let confirmed = -1
-    let kills = 0
-    const resumedFrom: number[] = []
-    for (let i = 0; i < KILLS; i++) {
-      const mode = i % 2 === 0 ? 'sync' : 'async'
-      const reported = await runAndKill(uri, env, seed, mode, Math.random() * 400, i % 4 < 2)
-      kills++
-      confirmed = Math.max(confirmed, reported)
-      const cp = await Checkpointer.open(uri, { repro: false, onWarning: () => {}, storage: storageOptions(env) })
-      const info = await cp.latest()
-      if (confirmed >= 0) {
-        expect(info, `kill ${i}: a confirmed checkpoint must exist`).toBeDefined()
-        expect(info!.step, `kill ${i}: confirmed step ${confirmed} lost`).toBeGreaterThanOrEqual(confirmed)
+  it(
+    `${KILLS} SIGKILLs while writing: latest always exact, nothing committed lost`,
+    async () => {
+      const { uri, env } = await backend.freshUri()
+      const seed = randomBytes(4).toString('hex')
+      let confirmed = -1
+      let kills = 0
+      const resumedFrom: number[] = []
+      for (let i = 0; i < KILLS; i++) {
+        const mode = i % 2 === 0 ? 'sync' : 'async'
+        const reported = await runAndKill(uri, env, seed, mode, Math.random() * 400, i % 4 < 2)
+        kills++
+        confirmed = Math.max(confirmed, reported)
+        const cp = await Checkpointer.open(uri, { repro: false, onWarning: () => {}, storage: storageOptions(env) })
+        const info = await cp.latest()
+        if (confirmed >= 0) {
+          expect(info, `kill ${i}: a confirmed checkpoint must exist`).toBeDefined()
+          expect(info!.step, `kill ${i}: confirmed step ${confirmed} lost`).toBeGreaterThanOrEqual(confirmed)
+        }
+        if (info) {
+          const bytes = await cp.read()
+          expect(Buffer.from(bytes!).equals(Buffer.from(payload(seed, info.step))), `kill ${i}: bytes of step ${info.step}`).toBe(true)
+          expect(cp.lastSkipped, `kill ${i}: no committed checkpoint may be damaged`).toEqual([])
+          resumedFrom.push(info.step)
+        }
+        await cp.close()
       }
-      if (info) {
-        const bytes = await cp.read()
-        expect(Buffer.from(bytes!).equals(Buffer.from(payload(seed, info.step))), `kill ${i}: bytes of step ${info.step}`).toBe(true)
-        expect(cp.lastSkipped, `kill ${i}: no committed checkpoint may be damaged`).toEqual([])
-        resumedFrom.push(info.step)
-      }
-      await cp.close()
-    }
-    console.log(`[crash] ${backend.name}: ${kills} kills, last confirmed step ${confirmed}, resumed from ${resumedFrom.length} checkpoints`)
-    expect(kills).toBe(KILLS)
-    expect(confirmed).toBeGreaterThan(0)
-  }, 60_000 + KILLS * 4000)
+      console.log(`[crash] ${backend.name}: ${kills} kills, last confirmed step ${confirmed}, resumed from ${resumedFrom.length} checkpoints`)
+      expect(kills).toBe(KILLS)
+      expect(confirmed).toBeGreaterThan(0)
+    },
+    60_000 + KILLS * 4000,
+  )
 })
 
 function storageOptions(env: Record<string, string>) {

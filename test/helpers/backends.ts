@@ -106,8 +106,8 @@ export function s3Backend(): Backend {
     freshUri: async () => {
       await ensureS3Bucket(endpoint)
       return {
-      uri: `s3://${S3_BUCKET}/${unique()}`,
-      env: { AWS_ENDPOINT_URL: endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' },
+        uri: `s3://${S3_BUCKET}/${unique()}`,
+        env: { AWS_ENDPOINT_URL: endpoint, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' },
       }
     },
   }

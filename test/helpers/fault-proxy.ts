@@ -68,8 +68,14 @@ function urlOf(req: http.IncomingMessage): URL {
 
 /** Common matchers; combine with `&&` in a lambda. */
 export const match = {
-  method: (m: string): Matcher => (req) => req.method === m,
-  pathIncludes: (s: string): Matcher => (req) => decodeURIComponent(urlOf(req).pathname + urlOf(req).search).includes(s),
+  method:
+    (m: string): Matcher =>
+    (req) =>
+      req.method === m,
+  pathIncludes:
+    (s: string): Matcher =>
+    (req) =>
+      decodeURIComponent(urlOf(req).pathname + urlOf(req).search).includes(s),
   /** An object download: S3 GET of an object, GCS `alt=media`. */
   download: ((req) => {
     const u = urlOf(req)
@@ -192,9 +198,17 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     req.on('end', () => {
       if (flavor === 's3') {
         res.writeHead(412, { 'content-type': 'application/xml' })
-        res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition></Error>')
+        res.end(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition></Error>',
+        )
       } else {
-        const body = { error: { code: 412, message: 'At least one of the pre-conditions you specified did not hold.', errors: [{ reason: 'conditionNotMet', message: 'At least one of the pre-conditions you specified did not hold.' }] } }
+        const body = {
+          error: {
+            code: 412,
+            message: 'At least one of the pre-conditions you specified did not hold.',
+            errors: [{ reason: 'conditionNotMet', message: 'At least one of the pre-conditions you specified did not hold.' }],
+          },
+        }
         res.writeHead(412, { 'content-type': 'application/json; charset=UTF-8' })
         res.end(JSON.stringify(body))
       }

@@ -32,7 +32,11 @@ export async function startRedis(): Promise<TestRedis> {
   for (let i = 0; i < 5; i++) {
     const port = await freePort()
     const dir = mkdtempSync(path.join(tmpdir(), 'tp-redis-'))
-    const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child: ChildProcess = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
     try {
       await new Promise<void>((resolve, reject) => {
         let out = ''
@@ -42,7 +46,9 @@ export async function startRedis(): Promise<TestRedis> {
         }
         child.stdout!.on('data', onData)
         child.once('error', (e: NodeJS.ErrnoException) =>
-          reject(e.code === 'ENOENT' ? new Error('redis-server is not installed: run `node scripts/ensure-redis.mjs` (npm test does it through scripts/ensure-test-servers.mjs)') : e),
+          reject(
+            e.code === 'ENOENT' ? new Error('redis-server is not installed: run `node scripts/ensure-redis.mjs` (npm test does it through scripts/ensure-test-servers.mjs)') : e,
+          ),
         )
         child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${out.slice(-400)}`)))
       })

@@ -55,7 +55,10 @@ describe('published files', () => {
     for (const m of maps) {
       const map = JSON.parse(readFileSync(m, 'utf8')) as { sources: string[]; sourcesContent?: (string | null)[] }
       expect(map.sourcesContent?.length, m).toBe(map.sources.length)
-      expect(map.sourcesContent!.every((s) => typeof s === 'string' && s.length > 0), m).toBe(true)
+      expect(
+        map.sourcesContent!.every((s) => typeof s === 'string' && s.length > 0),
+        m,
+      ).toBe(true)
     }
   })
 })

@@ -84,7 +84,17 @@ function compileAll(): { errors: string[]; status: number | null } {
   writeFileSync(
     path.join(work, 'tsconfig.json'),
     JSON.stringify({
-      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2023'], types: ['node'], strict: true, skipLibCheck: true, outDir: 'out', rootDir: '.' },
+      compilerOptions: {
+        target: 'ES2022',
+        module: 'NodeNext',
+        moduleResolution: 'NodeNext',
+        lib: ['ES2023'],
+        types: ['node'],
+        strict: true,
+        skipLibCheck: true,
+        outDir: 'out',
+        rootDir: '.',
+      },
       include: ['block-*.ts'],
     }),
   )
@@ -119,43 +129,47 @@ describe('README', () => {
   })
 
   const programs = all.filter((b) => !b.fragment)
-  it.each(programs.map((b) => [b.line, b] as const))('the program at README line %i runs as written', async (_line, b) => {
-    const js = path.join(work, 'out', `block-${b.index}.js`)
-    const s3 = inject('s3Endpoint')
-    // The example host of the own-client block becomes the test server; nothing else is changed.
-    writeFileSync(js, readFileSync(js, 'utf8').replaceAll('https://minio.internal:9000', s3))
-    const buckets = [...new Set([...b.code.matchAll(/s3:\/\/([a-z0-9.-]+)\//g)].map((m) => m[1]!))]
-    if (buckets.length > 0) {
-      const c = makeS3Client({ clientConfig: { endpoint: s3, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } } })
-      for (const Bucket of buckets) await c.send(new CreateBucketCommand({ Bucket })).catch(() => {})
-      c.destroy()
-    }
-    const env: NodeJS.ProcessEnv = {}
-    for (const [k, v] of Object.entries(process.env)) if (!/^(AWS_|TASKPOINT_|GOOGLE_|STORAGE_EMULATOR_HOST)/.test(k)) env[k] = v
-    Object.assign(env, { AWS_ENDPOINT_URL: s3, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true' })
-    const cwd = mkdtempSync(path.join(tmpdir(), 'tp-readme-run-'))
-    env.TASKPOINT_CHECKPOINT = path.join(cwd, 'engine-checkpoint') // what an engine (or the user) sets for runMain
-    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, [js], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
-      let stdout = ''
-      let stderr = ''
-      p.stdout.on('data', (d) => (stdout += d))
-      p.stderr.on('data', (d) => (stderr += d))
-      p.on('exit', (code) => resolve({ code, stdout, stderr }))
-    })
-    expect(r.code, `README line ${b.line}\n${r.stderr}`).toBe(0)
-    expect(r.stderr).not.toMatch(/ExperimentalWarning|UnhandledPromiseRejection/)
-    // taskpoint's own clients never print the AWS SDK's Node 20 notice; a client the user builds
-    // does (AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true silences it, see the README).
-    if (!b.code.includes('new S3Client(')) expect(r.stderr).not.toMatch(/NodeVersionSupportWarning/)
-    // `console.log(...)  // 9, after ...`: the README says what the line prints; it must.
-    const lines = r.stdout.split('\n')
-    for (const m of b.code.matchAll(/console\.log\(.*\)\s*\/\/\s*([^,\s]+)/g)) expect(lines, `README line ${b.line}`).toContain(m[1])
-    // runMain prints the task's output as JSON: the README's own programs keep it one short line.
-    if (b.code.includes('runMain(')) {
-      const last = lines.filter((l) => l.startsWith('{')).at(-1)!
-      expect(last.length).toBeLessThan(200)
-      expect(JSON.parse(last)).toEqual({ loss: expect.any(Number) })
-    }
-  }, 120_000)
+  it.each(programs.map((b) => [b.line, b] as const))(
+    'the program at README line %i runs as written',
+    async (_line, b) => {
+      const js = path.join(work, 'out', `block-${b.index}.js`)
+      const s3 = inject('s3Endpoint')
+      // The example host of the own-client block becomes the test server; nothing else is changed.
+      writeFileSync(js, readFileSync(js, 'utf8').replaceAll('https://minio.internal:9000', s3))
+      const buckets = [...new Set([...b.code.matchAll(/s3:\/\/([a-z0-9.-]+)\//g)].map((m) => m[1]!))]
+      if (buckets.length > 0) {
+        const c = makeS3Client({ clientConfig: { endpoint: s3, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } } })
+        for (const Bucket of buckets) await c.send(new CreateBucketCommand({ Bucket })).catch(() => {})
+        c.destroy()
+      }
+      const env: NodeJS.ProcessEnv = {}
+      for (const [k, v] of Object.entries(process.env)) if (!/^(AWS_|TASKPOINT_|GOOGLE_|STORAGE_EMULATOR_HOST)/.test(k)) env[k] = v
+      Object.assign(env, { AWS_ENDPOINT_URL: s3, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_EC2_METADATA_DISABLED: 'true' })
+      const cwd = mkdtempSync(path.join(tmpdir(), 'tp-readme-run-'))
+      env.TASKPOINT_CHECKPOINT = path.join(cwd, 'engine-checkpoint') // what an engine (or the user) sets for runMain
+      const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, [js], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+        let stdout = ''
+        let stderr = ''
+        p.stdout.on('data', (d) => (stdout += d))
+        p.stderr.on('data', (d) => (stderr += d))
+        p.on('exit', (code) => resolve({ code, stdout, stderr }))
+      })
+      expect(r.code, `README line ${b.line}\n${r.stderr}`).toBe(0)
+      expect(r.stderr).not.toMatch(/ExperimentalWarning|UnhandledPromiseRejection/)
+      // taskpoint's own clients never print the AWS SDK's Node 20 notice; a client the user builds
+      // does (AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true silences it, see the README).
+      if (!b.code.includes('new S3Client(')) expect(r.stderr).not.toMatch(/NodeVersionSupportWarning/)
+      // `console.log(...)  // 9, after ...`: the README says what the line prints; it must.
+      const lines = r.stdout.split('\n')
+      for (const m of b.code.matchAll(/console\.log\(.*\)\s*\/\/\s*([^,\s]+)/g)) expect(lines, `README line ${b.line}`).toContain(m[1])
+      // runMain prints the task's output as JSON: the README's own programs keep it one short line.
+      if (b.code.includes('runMain(')) {
+        const last = lines.filter((l) => l.startsWith('{')).at(-1)!
+        expect(last.length).toBeLessThan(200)
+        expect(JSON.parse(last)).toEqual({ loss: expect.any(Number) })
+      }
+    },
+    120_000,
+  )
 })

@@ -117,9 +117,23 @@ describe('Flyte', () => {
   })
 
   it('error.pb decodes against the flyteidl schema', () => {
-    const bytes = encodeErrorDocument({ code: 'Preempted', message: 'preempted: received SIGTERM', kind: ErrorKind.RECOVERABLE, origin: ErrorOrigin.SYSTEM, timestamp: new Date(1_700_000_000_123), worker: 'pod-1' })
+    const bytes = encodeErrorDocument({
+      code: 'Preempted',
+      message: 'preempted: received SIGTERM',
+      kind: ErrorKind.RECOVERABLE,
+      origin: ErrorOrigin.SYSTEM,
+      timestamp: new Date(1_700_000_000_123),
+      worker: 'pod-1',
+    })
     const doc = ErrorDocument.toObject(ErrorDocument.decode(bytes), { enums: String, longs: Number }) as { error: Record<string, unknown> }
-    expect(doc.error).toEqual({ code: 'Preempted', message: 'preempted: received SIGTERM', kind: 'RECOVERABLE', origin: 'SYSTEM', timestamp: { seconds: 1_700_000_000, nanos: 123_000_000 }, worker: 'pod-1' })
+    expect(doc.error).toEqual({
+      code: 'Preempted',
+      message: 'preempted: received SIGTERM',
+      kind: 'RECOVERABLE',
+      origin: 'SYSTEM',
+      timestamp: { seconds: 1_700_000_000, nanos: 123_000_000 },
+      worker: 'pod-1',
+    })
   })
 
   it('a permanent failure under Flyte writes error.pb (NON_RECOVERABLE, USER) and exits 0', async () => {

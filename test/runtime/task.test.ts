@@ -3,7 +3,20 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { Checkpointer, FencedError, NoTaskContextError, RecoverableError, TaskConfigError, TaskTimeoutError, currentContext, keepAll, latest, openStorage, task, type TaskLogger } from '../../src/index.js'
+import {
+  Checkpointer,
+  FencedError,
+  NoTaskContextError,
+  RecoverableError,
+  TaskConfigError,
+  TaskTimeoutError,
+  currentContext,
+  keepAll,
+  latest,
+  openStorage,
+  task,
+  type TaskLogger,
+} from '../../src/index.js'
 import { cacheKey, canonicalJson, parseDuration, retryDelayMs } from '../../src/engines.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
 
@@ -129,7 +142,10 @@ describe('retention in tasks', () => {
   })
 
   it('takes any policy through checkpointOptions.keep', async () => {
-    for (const [keep, steps] of [[latest(1), [5]], [keepAll, [0, 1, 2, 3, 4, 5]]] as const) {
+    for (const [keep, steps] of [
+      [latest(1), [5]],
+      [keepAll, [0, 1, 2, 3, 4, 5]],
+    ] as const) {
       const uri = dir()
       await task({ name: 'long', checkpoint: uri, ...fast, checkpointOptions: { ...fast.checkpointOptions, keep } }, writeSix)(undefined)
       const cp = await Checkpointer.open(uri)

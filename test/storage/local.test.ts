@@ -171,20 +171,17 @@ describe('S3 sweep', () => {
   // fauxqs routes GET /bucket?uploads to its object listing (no ListMultipartUploads), so a sweep
   // there can neither see nor prove anything. The test runs as is against a server that has it.
   const hasListUploads = false
-  it.skipIf(!hasListUploads)(
-    `aborts incomplete multipart uploads under the prefix${hasListUploads ? '' : ' [skipped: fauxqs lacks ListMultipartUploads]'}`,
-    async () => {
-      const b = s3Backend()
-      const s = await b.open()
-      const client = new S3Client(s3Config(b.endpoint!))
-      const prefix = (s as unknown as { prefix: string }).prefix
-      await client.send(new CreateMultipartUploadCommand({ Bucket: S3_BUCKET, Key: `${prefix}/chunks/aa/killed` }))
-      const r = await s.sweep!({ olderThanMs: 0 })
-      expect(r.removed).toBe(1)
-      const left = await client.send(new ListMultipartUploadsCommand({ Bucket: S3_BUCKET, Prefix: `${prefix}/` }))
-      expect(left.Uploads ?? []).toEqual([])
-      client.destroy()
-      await s.close()
-    },
-  )
+  it.skipIf(!hasListUploads)(`aborts incomplete multipart uploads under the prefix${hasListUploads ? '' : ' [skipped: fauxqs lacks ListMultipartUploads]'}`, async () => {
+    const b = s3Backend()
+    const s = await b.open()
+    const client = new S3Client(s3Config(b.endpoint!))
+    const prefix = (s as unknown as { prefix: string }).prefix
+    await client.send(new CreateMultipartUploadCommand({ Bucket: S3_BUCKET, Key: `${prefix}/chunks/aa/killed` }))
+    const r = await s.sweep!({ olderThanMs: 0 })
+    expect(r.removed).toBe(1)
+    const left = await client.send(new ListMultipartUploadsCommand({ Bucket: S3_BUCKET, Prefix: `${prefix}/` }))
+    expect(left.Uploads ?? []).toEqual([])
+    client.destroy()
+    await s.close()
+  })
 })

@@ -3,7 +3,19 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { Checkpointer, ConfigError, StorageError, TaskConfigError, TaskpointError, isAlreadyExists, isConfigError, isNotFound, isTransient, openStorage, type Storage } from '../../src/index.js'
+import {
+  Checkpointer,
+  ConfigError,
+  StorageError,
+  TaskConfigError,
+  TaskpointError,
+  isAlreadyExists,
+  isConfigError,
+  isNotFound,
+  isTransient,
+  openStorage,
+  type Storage,
+} from '../../src/index.js'
 import { LocalStorage, StorageConfigError, parseStorageUri } from '../../src/storage/index.js'
 import { BullmqConfigError } from '../../integrations/bullmq/location.js'
 import { validateEntryPath } from '../../src/format/manifest.js'

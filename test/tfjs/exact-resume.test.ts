@@ -61,7 +61,12 @@ async function uninterrupted(config: TrainConfig, storage?: Storage): Promise<Re
 }
 
 /** Kills the run with each signal in turn at a save point chosen by `when`, then lets it finish. */
-async function preempted(config: TrainConfig, signals: NodeJS.Signals[], when: (s: { epoch: number; batch: number }[]) => boolean, storage?: Storage): Promise<{ result: Result; resumes: Result['resumedFrom'][]; codes: (number | null)[] }> {
+async function preempted(
+  config: TrainConfig,
+  signals: NodeJS.Signals[],
+  when: (s: { epoch: number; batch: number }[]) => boolean,
+  storage?: Storage,
+): Promise<{ result: Result; resumes: Result['resumedFrom'][]; codes: (number | null)[] }> {
   const uri = await where(storage)
   const codes: (number | null)[] = []
   for (const sig of signals) {
@@ -85,12 +90,32 @@ const base: TrainConfig = { backend: 'cpu', optimizer: 'adam', shuffle: true, dr
 const configs: [string, TrainConfig, (s: { epoch: number; batch: number }[]) => boolean, Storage?][] = [
   ['fit, shuffle, Dropout, Adam, epoch saves, killed after epoch 2', base, (s) => s.some((x) => x.epoch >= 2)],
   ['fit, shuffle, Dropout, Adam, batch saves, killed mid-epoch', { ...base, every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
-  ['fit with validationSplit, shuffle, Dropout, Adam, batch saves, killed mid-epoch', { ...base, validationSplit: 0.25, every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
-  ['fit, no shuffle, momentum SGD, batch saves, killed mid-epoch', { ...base, shuffle: false, dropout: false, optimizer: 'momentum', every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 2 && x.batch > 0)],
-  ['fitDataset (seeded shuffle), Dropout, Adam, batch saves, killed mid-epoch', { ...base, mode: 'dataset', every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
-  ['fitDataset with batchesPerEpoch (one iterator for the run), Adam, batch saves', { ...base, mode: 'dataset', batchesPerEpoch: 5, every: { batches: 2 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0)],
+  [
+    'fit with validationSplit, shuffle, Dropout, Adam, batch saves, killed mid-epoch',
+    { ...base, validationSplit: 0.25, every: { batches: 2 } },
+    (s) => s.some((x) => x.epoch >= 1 && x.batch > 0),
+  ],
+  [
+    'fit, no shuffle, momentum SGD, batch saves, killed mid-epoch',
+    { ...base, shuffle: false, dropout: false, optimizer: 'momentum', every: { batches: 2 } },
+    (s) => s.some((x) => x.epoch >= 2 && x.batch > 0),
+  ],
+  [
+    'fitDataset (seeded shuffle), Dropout, Adam, batch saves, killed mid-epoch',
+    { ...base, mode: 'dataset', every: { batches: 3 } },
+    (s) => s.some((x) => x.epoch >= 1 && x.batch > 0),
+  ],
+  [
+    'fitDataset with batchesPerEpoch (one iterator for the run), Adam, batch saves',
+    { ...base, mode: 'dataset', batchesPerEpoch: 5, every: { batches: 2 } },
+    (s) => s.some((x) => x.epoch >= 1 && x.batch > 0),
+  ],
   ['fitDataset, plain SGD, epoch saves', { ...base, mode: 'dataset', optimizer: 'sgd', dropout: false }, (s) => s.some((x) => x.epoch >= 3)],
-  ['fit on the wasm backend, shuffle, Dropout, RMSProp, batch saves', { ...base, backend: 'wasm', optimizer: 'rmsprop', every: { batches: 4 } }, (s) => s.some((x) => x.epoch >= 2 && x.batch > 0)],
+  [
+    'fit on the wasm backend, shuffle, Dropout, RMSProp, batch saves',
+    { ...base, backend: 'wasm', optimizer: 'rmsprop', every: { batches: 4 } },
+    (s) => s.some((x) => x.epoch >= 2 && x.batch > 0),
+  ],
   // The cloud SDKs draw on Math.random during background uploads; training must not notice.
   ['fit, shuffle, Dropout, Adam, batch saves, checkpoints on S3', { ...base, every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0), 's3'],
   ['fitDataset, Dropout, Adam, batch saves, checkpoints on GCS', { ...base, mode: 'dataset', every: { batches: 3 } }, (s) => s.some((x) => x.epoch >= 1 && x.batch > 0), 'gcs'],

@@ -34,12 +34,16 @@ checkpoints stay (and keep garbage collection from deleting anything) unless --d
       const r = await applyPolicy(storage, anyOf(...policies), undefined, { dryRun, dropDamaged })
       for (const d of r.deleted) console.log(`${dryRun ? 'would delete' : 'deleted'}  step ${d.step}  ${d.id}`)
       for (const d of r.dropped) console.log(`${dryRun ? 'would drop' : 'dropped'}  damaged  ${d.id}: ${d.reason}`)
-      if (!dropDamaged && r.skipped.some((x) => !x.vanished)) console.log(`${r.skipped.length} damaged checkpoint(s) left in place (they block garbage collection); --drop-damaged deletes them`)
+      if (!dropDamaged && r.skipped.some((x) => !x.vanished))
+        console.log(`${r.skipped.length} damaged checkpoint(s) left in place (they block garbage collection); --drop-damaged deletes them`)
       console.log(`${dryRun ? 'would keep' : 'kept'} ${r.kept.length}, ${dryRun ? 'would delete' : 'deleted'} ${r.deleted.length} checkpoint(s)`)
       if (!dryRun) {
         const g = await collectGarbage(storage, { minAgeMs })
         if (g.skipped) console.log(`garbage: nothing deleted: ${g.skipped}`)
-        else console.log(`garbage: deleted ${g.deletedChunks} chunk(s), freed ${bytes(g.freedBytes)}${g.youngUnreferenced ? `, left ${g.youngUnreferenced} recent unreferenced chunk(s)` : ''}`)
+        else
+          console.log(
+            `garbage: deleted ${g.deletedChunks} chunk(s), freed ${bytes(g.freedBytes)}${g.youngUnreferenced ? `, left ${g.youngUnreferenced} recent unreferenced chunk(s)` : ''}`,
+          )
       }
       return 0
     } finally {
@@ -66,7 +70,9 @@ that are older than --min-age (default 15m; use 0s only when no writer is runnin
         for (const b of g.blockedBy) console.log(`  ${b}`)
         return g.blockedBy.length > 0 ? CLI_EXIT.corrupt : 0
       }
-      console.log(`${dryRun ? 'would delete' : 'deleted'} ${g.deletedChunks} unreferenced chunk(s) (${bytes(g.freedBytes)}); ${g.referencedChunks} in use${g.youngUnreferenced ? `; ${g.youngUnreferenced} recent unreferenced left alone` : ''}${g.swept.count ? `; removed ${g.swept.count} leftover temporary file(s) (${bytes(g.swept.bytes)})` : ''}`)
+      console.log(
+        `${dryRun ? 'would delete' : 'deleted'} ${g.deletedChunks} unreferenced chunk(s) (${bytes(g.freedBytes)}); ${g.referencedChunks} in use${g.youngUnreferenced ? `; ${g.youngUnreferenced} recent unreferenced left alone` : ''}${g.swept.count ? `; removed ${g.swept.count} leftover temporary file(s) (${bytes(g.swept.bytes)})` : ''}`,
+      )
       return 0
     } finally {
       await cp.close()

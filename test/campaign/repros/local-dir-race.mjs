@@ -8,9 +8,33 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 const dir = mkdtempSync(path.join(tmpdir(), 'dirrace-'))
-const a = new LocalStorage(dir), b = new LocalStorage(dir)
-let failures = 0, puts = 0
-const releaser = (async () => { for (let i = 0; i < 3000; i++) { try { puts++; await a.put('locks/exclusive.json', Buffer.from('x')); await a.delete('locks/exclusive.json') } catch (e) { failures++; if (failures === 1) console.log(`first failure: ${e.code} ${e.message}`) } } })()
-const taker = (async () => { for (let i = 0; i < 3000; i++) { try { puts++; await b.put(`locks/shared-${i}.json`, Buffer.from('y')); await b.delete(`locks/shared-${i}.json`) } catch (e) { failures++; if (failures === 1) console.log(`first failure: ${e.code} ${e.message}`) } } })()
+const a = new LocalStorage(dir),
+  b = new LocalStorage(dir)
+let failures = 0,
+  puts = 0
+const releaser = (async () => {
+  for (let i = 0; i < 3000; i++) {
+    try {
+      puts++
+      await a.put('locks/exclusive.json', Buffer.from('x'))
+      await a.delete('locks/exclusive.json')
+    } catch (e) {
+      failures++
+      if (failures === 1) console.log(`first failure: ${e.code} ${e.message}`)
+    }
+  }
+})()
+const taker = (async () => {
+  for (let i = 0; i < 3000; i++) {
+    try {
+      puts++
+      await b.put(`locks/shared-${i}.json`, Buffer.from('y'))
+      await b.delete(`locks/shared-${i}.json`)
+    } catch (e) {
+      failures++
+      if (failures === 1) console.log(`first failure: ${e.code} ${e.message}`)
+    }
+  }
+})()
 await Promise.all([releaser, taker])
 console.log(`${failures} of ${puts} puts failed`)
