@@ -53,7 +53,7 @@ describe('campaign checker', () => {
     const s = await campaign(['--seconds', '3', '--sabotage'])
     expect(s.code, s.log).toBe(1)
     expect(s.tally.resolvedLost, s.log).toBeGreaterThan(0)
-  }, 60_000)
+  }, 180_000)
 
   it('judges bytes by the step they name and forgives only damage it did', () => {
     const e = new Expectations()
