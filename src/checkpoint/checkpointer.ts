@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
-import { setImmediate as nextTurn } from 'node:timers/promises'
 import { TaskpointError } from '../errors.js'
 import { STATE_FILE, WRITER_ID, type Manifest } from '../format/manifest.js'
 import { openStorage } from '../storage/resolve.js'
@@ -14,6 +13,7 @@ import { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type R
 import { ManifestCache, readEntry } from './reader.js'
 import { recentManifestNames } from './recent.js'
 import { reproInfo } from './repro.js'
+import { CommitQueue } from './queue.js'
 import { resolveNewest } from './resolve.js'
 import { restoreFiles } from './restore.js'
 import { keepAll } from './retention.js'
@@ -45,11 +45,7 @@ export class Checkpointer {
   readonly chunkCache: ChunkCache | undefined
   private readonly pool = new BufferPool(2)
   private seenAny = false
-  /** Commits run one after another on this chain, in the order they were asked for. */
-  private tail: Promise<unknown> = Promise.resolve()
-  /** The newest writeAsync snapshot not yet taken by a commit (latest wins). */
-  private pending: Snapshot | undefined
-  private bgError: unknown
+  private readonly queue = new CommitQueue(this.pool)
   private closed = false
   /** Checkpoints passed over by the last read because they were damaged. */
   lastSkipped: SkippedCheckpoint[] = []
@@ -144,7 +140,7 @@ export class Checkpointer {
 
   /** Every file of a checkpoint, verified, in memory. */
   async load(id?: string): Promise<LoadedFiles | undefined> {
-    this.throwBackgroundError()
+    this.queue.throwBackgroundError()
     const r = await this.resolve(id, async (m, key) => {
       const files = new Map<string, Uint8Array>()
       let done = 0
@@ -173,7 +169,7 @@ export class Checkpointer {
     const entries = entriesOf(m, got.files)
     const snap: Snapshot = { kind: m.kind, entries, options: { step: m.step, metadata: { ...m.metadata, copiedFrom: `${source.uri}/${got.info.id}` } } }
     if (m.json !== undefined) snap.json = m.json
-    return this.serially(() => this.commit(snap))
+    return this.queue.serially(() => this.commit(snap))
   }
 
   /**
@@ -209,7 +205,7 @@ export class Checkpointer {
    * Returns undefined when there is none.
    */
   async restore(dir: string, options: { id?: string } = {}): Promise<RestoreResult | undefined> {
-    this.throwBackgroundError()
+    this.queue.throwBackgroundError()
     const root = path.resolve(dir)
     let done = 0
     const r = await this.resolve(options.id, (m, key) =>
@@ -235,12 +231,12 @@ export class Checkpointer {
    */
   async write(data: ArrayBufferView | StateInput, options: WriteOptions = {}): Promise<CheckpointInfo> {
     this.checkOpen()
-    this.throwBackgroundError()
+    this.queue.throwBackgroundError()
     // Validated now, copied when its turn comes: nothing is refused after the call returned.
     const opts = checkWriteOptions(options)
     const described = describe(data, opts)
     this.checkStep(opts)
-    return this.serially(async () => {
+    return this.queue.serially(async () => {
       // The same snapshot as writeAsync: a warm copy into shared memory costs far less than it
       // saves, because worker threads can then hash the chunks in parallel with the uploads.
       copyInto(described, this.pool.take(snapshotSize(described)))
@@ -260,40 +256,20 @@ export class Checkpointer {
    */
   writeAsync(data: ArrayBufferView | StateInput, options: WriteOptions = {}): void {
     this.checkOpen()
-    this.throwBackgroundError()
+    this.queue.throwBackgroundError()
     const opts = checkWriteOptions(options)
     const described = describe(data, opts)
     this.checkStep(opts)
-    const replaced = this.pending
-    this.pending = undefined
-    // The waiting snapshot's buffer goes back first, so the new copy can reuse it.
-    this.pool.give(replaced?.buffer)
-    copyInto(described, this.pool.take(snapshotSize(described)))
-    this.pending = described
-    if (replaced) return // a commit for the waiting snapshot is already queued; it takes this one
-    void this.serially(async () => {
-      // Let the caller's synchronous code go on before any hashing starts.
-      await nextTurn()
-      const snap = this.pending
-      this.pending = undefined
-      if (!snap) return
-      try {
-        await this.commit(snap)
-      } catch (e) {
-        this.bgError ??= e
-      } finally {
-        this.pool.give(snap.buffer)
-      }
-    })
+    this.queue.offer(described, (snap) => this.commit(snap))
   }
 
   /** Saves a file or a directory tree (regular files, recursively; symlinks are skipped with a warning). */
   async save(source: string, options: WriteOptions = {}): Promise<CheckpointInfo> {
     this.checkOpen()
-    this.throwBackgroundError()
+    this.queue.throwBackgroundError()
     const opts = checkWriteOptions(options)
     this.checkStep(opts)
-    return this.serially(async () => {
+    return this.queue.serially(async () => {
       const { entries, closeAll } = await fileEntries(source, (m) => this.warn(m))
       try {
         return await this.commit({ kind: 'files', entries, options: opts })
@@ -305,11 +281,8 @@ export class Checkpointer {
 
   /** Waits for background commits; throws the first background error (once). */
   async flush(): Promise<void> {
-    for (let t = this.tail; ; t = this.tail) {
-      await t.catch(() => {})
-      if (t === this.tail) break
-    }
-    this.throwBackgroundError()
+    await this.queue.drain()
+    this.queue.throwBackgroundError()
   }
 
   /** Flushes and releases the storage (if this checkpointer opened it). */
@@ -322,13 +295,6 @@ export class Checkpointer {
       this.pool.clear()
       if (this.ownsStorage) await this.storage.close()
     }
-  }
-
-  /** Runs `job` after every commit asked for before it. */
-  private serially<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(job)
-    this.tail = run.catch(() => {})
-    return run
   }
 
   private checkStep(o: WriteOptions): void {
@@ -364,14 +330,6 @@ export class Checkpointer {
       ...(this.o.locks ? { locks: this.o.locks } : {}),
     })
     if (problem) this.warn(problem)
-  }
-
-  private throwBackgroundError(): void {
-    if (this.bgError !== undefined) {
-      const e = this.bgError
-      this.bgError = undefined
-      throw e
-    }
   }
 
   private checkOpen(): void {
