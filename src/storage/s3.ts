@@ -106,13 +106,19 @@ export class S3Storage implements Storage {
 
   /** The object at Key if a put carrying `token` wrote it (and it has the expected size). */
   private async ownObject(key: string, Key: string, token: string, size: number | undefined, a: Attempt): Promise<ObjectInfo | undefined> {
+    const found = await this.headObject(key, Key, a.signal)
+    if (!found || found.metadata?.[PUT_TOKEN_META] !== token || (size !== undefined && found.info.size !== size)) return undefined
+    return found.info
+  }
+
+  /** HEAD of one object: what it is, and its user metadata; undefined when it does not exist. */
+  private async headObject(key: string, Key: string, signal: AbortSignal): Promise<{ info: ObjectInfo; metadata: Record<string, string> | undefined } | undefined> {
     try {
-      const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: a.signal })
-      if (h.Metadata?.[PUT_TOKEN_META] !== token || (size !== undefined && h.ContentLength !== size)) return undefined
-      const info: ObjectInfo = { key, size: h.ContentLength ?? 0 }
-      if (h.ETag) info.etag = h.ETag
-      if (h.LastModified) info.lastModified = h.LastModified
-      return info
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: signal })
+      const info: ObjectInfo = { key, size: out.ContentLength ?? 0 }
+      if (out.ETag) info.etag = out.ETag
+      if (out.LastModified) info.lastModified = out.LastModified
+      return { info, metadata: out.Metadata }
     } catch (e) {
       if (isS3NotFound(e)) return undefined
       throw e
@@ -213,18 +219,7 @@ export class S3Storage implements Storage {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     const Key = this.full(key, 'head')
-    return this.run('head', key, async (a) => {
-      try {
-        const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: a.signal })
-        const info: ObjectInfo = { key, size: out.ContentLength ?? 0 }
-        if (out.ETag) info.etag = out.ETag
-        if (out.LastModified) info.lastModified = out.LastModified
-        return info
-      } catch (e) {
-        if (isS3NotFound(e)) return undefined
-        throw e
-      }
-    })
+    return this.run('head', key, async (a) => (await this.headObject(key, Key, a.signal))?.info)
   }
 
   async *list(prefix = '', options: ListOptions = {}): AsyncIterable<ObjectInfo> {

@@ -1,22 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { Checkpointer, CheckpointKindError, FencedError, anyOf, best, everyNSteps, latest, type Storage } from '../../src/index.js'
+import { Checkpointer, CheckpointKindError, FencedError, anyOf, best, everyNSteps, latest } from '../../src/index.js'
 import { collectGarbage } from '../../src/admin.js'
 import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
-
-const KiB = 1024
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-const quiet = { onWarning: () => {}, repro: false as const }
-
-async function keys(s: Storage, prefix: string): Promise<string[]> {
-  const out: string[] = []
-  for await (const o of s.list(prefix)) out.push(o.key)
-  return out
-}
+import { KiB, quiet, sha, keysOf as keys } from '../helpers/common.js'
 
 describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %s', (_n, backend: Backend) => {
   const open = async (opts = {}) => Checkpointer.open(await backend.open(), { chunkSize: 16 * KiB, ...quiet, ...opts })

@@ -1,5 +1,5 @@
 import { Storage as GcsClient } from '@google-cloud/storage'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { afterAll, describe, expect, it } from 'vitest'
 import { inject } from 'vitest'
 import { Checkpointer, latest, type Storage } from '../../src/index.js'
@@ -8,15 +8,13 @@ import { GcsStorage } from '../../src/storage/gcs.js'
 import { S3Storage } from '../../src/storage/s3.js'
 import { GCS_BUCKET, S3_BUCKET, s3Backend, s3Config } from '../helpers/backends.js'
 import { match, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js'
+import { KiB, quiet, sha } from '../helpers/common.js'
 
 // The checkpoint layer over a network that misbehaves (issue "Trust II"): through a proxy that
 // enforces conditional creates the way real S3 and GCS do, loses responses after the server
 // acted, cuts and truncates bodies and stalls. A committed checkpoint is never reported as failed,
 // garbage collection never mistakes a cut manifest for damage, and every read ends.
 
-const KiB = 1024
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-const quiet = { onWarning: () => {}, repro: false as const }
 const retry = { retries: 6, minTimeoutMs: 5, maxTimeoutMs: 50, deadlineMs: 60_000 }
 const unique = (): string => `t-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`
 

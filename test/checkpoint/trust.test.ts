@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -9,18 +9,9 @@ import { collectGarbage, prune, verifyCheckpoints } from '../../src/admin.js'
 import { chunkKey, encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { acquireExclusive } from '../../src/checkpoint/locks.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
+import { KiB, quiet, sha, keysOf as keys } from '../helpers/common.js'
 
 // The data-safety guarantees (issue "Trust I"), each shown by breaking it on every backend.
-
-const KiB = 1024
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-const quiet = { onWarning: () => {}, repro: false as const }
-
-async function keys(s: Storage, prefix: string): Promise<string[]> {
-  const out: string[] = []
-  for await (const o of s.list(prefix)) out.push(o.key)
-  return out
-}
 
 function bodyOf(bytes: Uint8Array): Manifest {
   const b = Buffer.from(bytes)

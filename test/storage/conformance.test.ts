@@ -1,17 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import pLimit from 'p-limit'
 import { StorageError, type Storage } from '../../src/index.js'
 import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/backends.js'
-
-const MiB = 1024 * 1024
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-
-async function keysOf(s: Storage, prefix?: string): Promise<string[]> {
-  const out: string[] = []
-  for await (const o of s.list(prefix)) out.push(o.key)
-  return out
-}
+import { MiB, sha, keysOf } from '../helpers/common.js'
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<StorageError> {
   const err = await p.then(

@@ -1,17 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { StorageError, type Storage } from '../../src/index.js'
 import { gcsBackend, s3Backend, type Backend } from '../helpers/backends.js'
 import { match, startFaultProxy, type FaultKind, type FaultProxy } from '../helpers/fault-proxy.js'
-
-const MiB = 1024 * 1024
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-
-async function keysOf(s: Storage, prefix?: string): Promise<string[]> {
-  const out: string[] = []
-  for await (const o of s.list(prefix)) out.push(o.key)
-  return out
-}
+import { MiB, sha, keysOf } from '../helpers/common.js'
 
 async function failure(p: Promise<unknown>): Promise<StorageError> {
   const e = await p.then(
