@@ -8,14 +8,16 @@ import {
   chunkHashFromKey,
   isManifestLike,
   parseManifestKey,
+  parseWriterMarker,
   type Manifest,
   type ManifestName,
 } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { acquireExclusive, type LockOptions } from './locks.js'
-import { ManifestCache, fetchChunk, infoOf, listManifestNames } from './reader.js'
+import { ManifestCache, infoOf, listManifestNames } from './reader.js'
 import type { RetentionPolicy } from './retention.js'
 import type { CheckpointInfo, SkippedCheckpoint } from './types.js'
+import { chunkChecker } from './verify.js'
 
 export interface PruneOptions {
   dryRun?: boolean
@@ -63,37 +65,10 @@ export async function prune(storage: Storage, policy: RetentionPolicy, cache = n
 
 /** The newest checkpoint whose every chunk reads back and verifies (reads them all; newest first). */
 async function newestIntact(storage: Storage, infos: CheckpointInfo[], manifests: Map<string, Manifest>): Promise<string | undefined> {
+  const checker = chunkChecker(storage, 8)
   for (let i = infos.length - 1; i >= 0; i--) {
     const id = infos[i]!.id
-    const m = manifests.get(id)!
-    if ((await verifyManifestChunks(storage, id, m)) === undefined) return id
-  }
-  return undefined
-}
-
-/** Reads every chunk of a manifest and checks it; returns the first problem, or undefined. */
-export async function verifyManifestChunks(storage: Storage, id: string, m: Manifest, concurrency = 8, onBytes?: (n: number) => void): Promise<string | undefined> {
-  const limit = pLimit(concurrency)
-  const seen = new Set<string>()
-  const jobs: Promise<void>[] = []
-  for (const f of m.files) {
-    for (const c of f.chunks) {
-      if (seen.has(c.hash)) continue
-      seen.add(c.hash)
-      jobs.push(
-        limit(async () => {
-          await fetchChunk(storage, id, c.hash, c.size)
-          onBytes?.(c.size)
-        }),
-      )
-    }
-  }
-  const settled = await Promise.allSettled(jobs)
-  for (const r of settled) {
-    if (r.status === 'rejected') {
-      if (r.reason instanceof CorruptCheckpointError) return r.reason.reason
-      throw r.reason
-    }
+    if ((await checker.problemsOf(id, manifests.get(id)!)).length === 0) return id
   }
   return undefined
 }
@@ -236,10 +211,10 @@ export async function collectGarbage(storage: Storage, options: GcOptions = {}, 
     // Fencing needs only the highest epoch's markers; older ones are history.
     const markers: { key: string; epoch: number }[] = []
     for await (const o of storage.list(WRITER_DIR)) {
-      const m = /^writers\/(\d{8,16})-/.exec(o.key)
-      if (m) markers.push({ key: o.key, epoch: Number(m[1]) })
+      const m = parseWriterMarker(o.key)
+      if (m) markers.push({ key: o.key, epoch: m.epoch })
     }
-    const maxEpoch = Math.max(0, ...markers.map((m) => m.epoch))
+    const maxEpoch = markers.reduce((mx, m) => Math.max(mx, m.epoch), 0)
     const oldMarkers = markers.filter((m) => m.epoch < maxEpoch - 1).map((m) => m.key)
     if (!options.dryRun && oldMarkers.length > 0) await storage.deleteMany(oldMarkers)
     if (!options.dryRun && storage.sweep) {

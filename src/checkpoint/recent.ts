@@ -1,4 +1,4 @@
-import { StorageError } from '../errors.js'
+import { isNotFound } from '../errors.js'
 import { MANIFEST_DIR, compareNames, parseManifestKey, sortsInKeyOrder, type ManifestName } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { listManifestNames } from './reader.js'
@@ -36,7 +36,7 @@ export async function readHint(storage: Storage): Promise<ManifestName | undefin
     bytes = await storage.get(HINT_KEY, { range: { offset: 0, length: MAX_HINT_BYTES + 1 } })
   } catch (e) {
     // Missing is the normal case for a location no writer of this version has committed to.
-    if (e instanceof StorageError && e.code === 'NotFound') return undefined
+    if (isNotFound(e)) return undefined
     throw e
   }
   if (bytes.byteLength > MAX_HINT_BYTES) return undefined

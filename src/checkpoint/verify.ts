@@ -32,8 +32,7 @@ export async function verifyCheckpoints(storage: Storage, options: VerifyOptions
   const names = await listManifestNames(storage)
   const ids = options.ids ?? (options.all ? names.map((n) => n.key) : names.slice(-1).map((n) => n.key))
   const cache = new ManifestCache(storage)
-  const checked = new Map<string, Promise<string | undefined>>()
-  const limit = pLimit(options.concurrency ?? 8)
+  const checker = chunkChecker(storage, options.concurrency ?? 8)
   const reports: VerifyReport[] = []
   for (const id of ids) {
     let m: Manifest
@@ -45,31 +44,46 @@ export async function verifyCheckpoints(storage: Storage, options: VerifyOptions
       continue
     }
     options.onStart?.(id, m)
-    const problems: string[] = []
-    let chunks = 0
-    await Promise.all(
-      m.files.flatMap((f) =>
-        f.chunks.map(async (c) => {
-          chunks++
-          const k = `${c.hash}:${c.size}`
-          let p = checked.get(k)
-          if (!p) {
-            p = limit(() => fetchChunk(storage, id, c.hash, c.size)).then(
-              () => undefined,
-              (e: unknown) => {
-                if (e instanceof CorruptCheckpointError) return e.reason
-                throw e
-              },
-            )
-            checked.set(k, p)
-          }
-          const problem = await p
-          if (problem) problems.push(`${f.path}: ${problem}`)
-          options.onBytes?.(id, c.size)
-        }),
-      ),
-    )
+    const problems = await checker.problemsOf(id, m, (n) => options.onBytes?.(id, n))
+    const chunks = m.files.reduce((n, f) => n + f.chunks.length, 0)
     reports.push({ id, step: m.step, problems, chunks })
   }
   return reports
+}
+
+/**
+ * Reads chunks back and checks them, each (hash, size) pair once however many manifests cite it,
+ * so a reference with the wrong size is never excused by a correct one elsewhere.
+ */
+export function chunkChecker(storage: Storage, concurrency: number) {
+  const checked = new Map<string, Promise<string | undefined>>()
+  const limit = pLimit(concurrency)
+  return {
+    /** Every bad chunk reference of a manifest, as `path: problem`; empty when all verify. */
+    async problemsOf(id: string, m: Manifest, onBytes?: (n: number) => void): Promise<string[]> {
+      const problems: string[] = []
+      await Promise.all(
+        m.files.flatMap((f) =>
+          f.chunks.map(async (c) => {
+            const k = `${c.hash}:${c.size}`
+            let p = checked.get(k)
+            if (!p) {
+              p = limit(() => fetchChunk(storage, id, c.hash, c.size)).then(
+                () => undefined,
+                (e: unknown) => {
+                  if (e instanceof CorruptCheckpointError) return e.reason
+                  throw e
+                },
+              )
+              checked.set(k, p)
+            }
+            const problem = await p
+            if (problem) problems.push(`${f.path}: ${problem}`)
+            onBytes?.(c.size)
+          }),
+        ),
+      )
+      return problems
+    },
+  }
 }

@@ -133,6 +133,25 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('trust on %s', (_n
     expect(sha((await (await Checkpointer.open(s, quiet)).read())!)).toBe(sha(good))
   })
 
+  it('a newer checkpoint citing a good chunk with a wrong size does not count as intact for retention', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
+    const good = randomBytes(20 * KiB)
+    const c1 = await cp.write(good, { step: 1 })
+    // The same chunk cited twice, once with its true size and once a byte short.
+    const liar = structuredClone(await manifestOf(s, c1.id))
+    const ref = liar.files[0]!.chunks[0]!
+    liar.kind = 'files'
+    liar.files.push({ path: 'short', size: ref.size - 1, chunks: [{ hash: ref.hash, size: ref.size - 1 }] })
+    liar.totalSize += ref.size - 1
+    liar.seq = 7
+    liar.step = 7
+    await s.put(manifestKey(liar), encodeManifest(liar))
+    const r = await prune(s, latest(1))
+    expect(r.kept.map((k) => k.id)).toContain(c1.id)
+    expect(sha((await (await Checkpointer.open(s, quiet)).read(c1.id))!)).toBe(sha(good))
+  })
+
   it('GC deletes nothing while a manifest cannot be read for sure; prune --drop-damaged is the explicit way out', async () => {
     const s = await backend.open()
     const cp = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
