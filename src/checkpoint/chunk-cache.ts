@@ -3,7 +3,8 @@ import * as fs from 'node:fs/promises'
 import { homedir } from 'node:os'
 import path from 'node:path'
 import { TaskpointError } from '../errors.js'
-import { sha256 } from './hash.js'
+import { CHUNK_ID } from '../format/manifest.js'
+import { matchesChunkId } from './hash.js'
 
 export interface ChunkCacheOptions {
   /**
@@ -28,7 +29,7 @@ const GiB = 1024 * 1024 * 1024
 /** Copies of chunks waiting to be written to the cache, at most (then reads wait for the disk). */
 const MAX_PENDING_BYTES = 64 * 1024 * 1024
 const TEMP_RE = /^\.tmp-\d+-[0-9a-f]{8}$/
-const HASH_RE = /^[0-9a-f]{64}$/
+const HASH_RE = CHUNK_ID
 
 export function defaultCacheDir(): string {
   const env = process.env
@@ -92,7 +93,7 @@ export class ChunkCache {
           if (bytesRead === 0) break
           got += bytesRead
         }
-        if (got === size && (await sha256(buf)) === hash) bytes = buf
+        if (got === size && (await matchesChunkId(buf, hash))) bytes = buf
       }
     } catch {
       bytes = undefined

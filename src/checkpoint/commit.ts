@@ -1,7 +1,7 @@
 import pLimit from 'p-limit'
 import { chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
-import { sha256, sharedBytes } from './hash.js'
+import { chunkId, sharedBytes } from './hash.js'
 
 /** One file of a checkpoint about to be written: in memory, or read from disk chunk by chunk. */
 export interface PendingEntry {
@@ -80,7 +80,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
       const index = ci
       const task = limit(async () => {
         try {
-          const hash = await sha256(bytes)
+          const hash = await chunkId(bytes)
           chunks[index] = { hash, size: len }
           stats.total += len
           if (o.known.has(hash, len) || scheduled.has(hash)) {

@@ -93,3 +93,13 @@ export function sha256(view: Uint8Array): Promise<string> | string {
 export function sharedBytes(size: number): Uint8Array {
   return new Uint8Array(new SharedArrayBuffer(size))
 }
+
+/** The content id a new chunk is stored under (see ChunkRef.hash). */
+export function chunkId(view: Uint8Array): Promise<string> | string {
+  return sha256(view)
+}
+
+/** Whether `view` hashes to `id`, by the algorithm the id names. */
+export async function matchesChunkId(view: Uint8Array, id: string): Promise<boolean> {
+  return (await sha256(view)) === id
+}

@@ -14,7 +14,7 @@ import {
 } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import type { ChunkCache } from './chunk-cache.js'
-import { sha256, sharedBytes } from './hash.js'
+import { matchesChunkId, sharedBytes } from './hash.js'
 import type { CheckpointInfo } from './types.js'
 
 /** Committed manifests by name, oldest first. Objects under manifests/ with foreign names are ignored. */
@@ -113,7 +113,7 @@ export async function fetchChunk(
       continue
     }
     if (bytes.byteLength !== size) why = `has ${bytes.byteLength > size ? 'more than' : bytes.byteLength} bytes, expected ${size}`
-    else if ((await sha256(bytes)) !== hash) why = 'fails its sha256 check'
+    else if (!(await matchesChunkId(bytes, hash))) why = 'fails its hash check'
     else {
       witness?.verified(hash, size, checkpoint)
       await cache?.keep(hash, bytes)

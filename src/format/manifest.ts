@@ -2,16 +2,23 @@ import { createHash } from 'node:crypto'
 import { TaskpointError } from '../errors.js'
 import { validateKey } from '../storage/keys.js'
 
-/** Bumped on any change a reader of the previous version could misread. */
-export const FORMAT_VERSION = 1
-const MAGIC = 'TPM1'
+/**
+ * The format this version writes; bumped on any change a reader of the previous version could
+ * misread. Format 1: sha256 chunk ids. Format 2 adds BLAKE3 chunk ids (`b3-<hex>`) and small files
+ * packed together into shared chunks. Every format up to this one stays readable.
+ */
+export const FORMAT_VERSION = 2
 
 export const MANIFEST_DIR = 'manifests/'
 export const CHUNK_DIR = 'chunks/'
 export const WRITER_DIR = 'writers/'
 
 export interface ChunkRef {
-  /** sha256 of the chunk's bytes, hex. */
+  /**
+   * The chunk's content id: its hash, which names the algorithm. `b3-<64 hex>` is BLAKE3-256
+   * (format 2); a bare `<64 hex>` is sha256 (format 1, still read and still written where the
+   * native BLAKE3 module cannot load).
+   */
   hash: string
   size: number
 }
@@ -45,7 +52,8 @@ export interface ArrayEntry {
 }
 
 export interface Manifest {
-  format: typeof FORMAT_VERSION
+  /** 1 or 2 (see FORMAT_VERSION): what a writer of that format wrote. */
+  format: number
   kind: CheckpointKind
   /** Commit order within a writer epoch; together with `epoch` it orders all checkpoints. */
   seq: number
@@ -81,14 +89,22 @@ export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-/** `chunks/ab/abcdef…` — two-character fan-out keeps local directories small. */
+/** A chunk id of either algorithm (see ChunkRef.hash). */
+export const CHUNK_ID = /^(?:b3-)?[0-9a-f]{64}$/
+
+/** The hex digest inside a chunk id. */
+export function chunkDigest(id: string): string {
+  return id.startsWith('b3-') ? id.slice(3) : id
+}
+
+/** `chunks/ab/abcdef…` or `chunks/ab/b3-abcdef…`: a two-character fan-out of the digest keeps local directories small. */
 export function chunkKey(hash: string): string {
-  return `${CHUNK_DIR}${hash.slice(0, 2)}/${hash}`
+  return `${CHUNK_DIR}${chunkDigest(hash).slice(0, 2)}/${hash}`
 }
 
 export function chunkHashFromKey(key: string): string | undefined {
-  const m = /^chunks\/([0-9a-f]{2})\/([0-9a-f]{64})$/.exec(key)
-  return m && m[2]!.startsWith(m[1]!) ? m[2] : undefined
+  const m = /^chunks\/([0-9a-f]{2})\/((?:b3-)?([0-9a-f]{64}))$/.exec(key)
+  return m && m[3]!.startsWith(m[1]!) ? m[2] : undefined
 }
 
 export interface ManifestName {
@@ -181,10 +197,10 @@ export function isManifestLike(key: string): boolean {
   return key.startsWith(MANIFEST_DIR) && key.endsWith('.tpm')
 }
 
-/** Header line `TPM1 <sha256 of body>` then the JSON body: a flipped bit anywhere is caught. */
+/** Header line `TPM<format> <sha256 of body>` then the JSON body: a flipped bit anywhere is caught. */
 export function encodeManifest(m: Manifest): Uint8Array {
   const body = Buffer.from(JSON.stringify(m))
-  return Buffer.concat([Buffer.from(`${MAGIC} ${sha256Hex(body)}\n`), body])
+  return Buffer.concat([Buffer.from(`TPM${m.format} ${sha256Hex(body)}\n`), body])
 }
 
 export function decodeManifest(key: string, bytes: Uint8Array): Manifest {
@@ -194,7 +210,8 @@ export function decodeManifest(key: string, bytes: Uint8Array): Manifest {
   const header = buf.subarray(0, nl).toString('latin1')
   const m = /^TPM(\d+) ([0-9a-f]{64})$/.exec(header)
   if (!m) throw new CorruptCheckpointError(key, 'manifest header is damaged')
-  if (Number(m[1]) > FORMAT_VERSION) {
+  const version = Number(m[1])
+  if (version > FORMAT_VERSION) {
     throw new TaskpointError('UnsupportedFormat', `checkpoint ${key} has format ${m[1]}, newer than this taskpoint reads (${FORMAT_VERSION}): upgrade taskpoint`)
   }
   const body = buf.subarray(nl + 1)
@@ -205,7 +222,7 @@ export function decodeManifest(key: string, bytes: Uint8Array): Manifest {
   } catch {
     throw new CorruptCheckpointError(key, 'manifest body is not JSON')
   }
-  checkManifestShape(key, parsed)
+  checkManifestShape(key, parsed, version)
   return parsed
 }
 
@@ -221,12 +238,14 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isS
  * up, paths unique and unable to collide on disk, and the body agreeing with the key it is stored
  * under (a valid manifest copied over another checkpoint's name is damage, not that checkpoint).
  */
-function checkManifestShape(key: string, m: Manifest): void {
+function checkManifestShape(key: string, m: Manifest, version: number): void {
   const bad = (why: string): never => {
     throw new CorruptCheckpointError(key, `manifest is malformed: ${why}`)
   }
   if (!m || typeof m !== 'object' || Array.isArray(m)) bad('not an object')
-  if (m.format !== FORMAT_VERSION) bad(`format ${String(m.format)} in a format-${FORMAT_VERSION} header`)
+  if (version < 1 || m.format !== version) bad(`format ${String(m.format)} in a format-${version} header`)
+  // Format 1 readers know only sha256: a BLAKE3 id in a format-1 manifest is a forgery or damage.
+  const chunkId = version >= 2 ? CHUNK_ID : /^[0-9a-f]{64}$/
   if (!KINDS.includes(m.kind)) bad(`unknown kind ${JSON.stringify(m.kind)}`)
   for (const f of ['epoch', 'seq', 'step'] as const) if (!isCount(m[f])) bad(`${f} is not a whole number >= 0`)
   if (m.attempt !== undefined && !isCount(m.attempt)) bad('attempt is not a whole number >= 0')
@@ -255,7 +274,7 @@ function checkManifestShape(key: string, m: Manifest): void {
     if (f.mode !== undefined && (!isCount(f.mode) || f.mode > 0o7777)) bad(`bad mode for ${f.path}`)
     let sum = 0
     for (const c of f.chunks) {
-      if (!c || typeof c.hash !== 'string' || !/^[0-9a-f]{64}$/.test(c.hash) || !isCount(c.size) || c.size < 1 || c.size > m.chunkSize) bad(`bad chunk reference in ${f.path}`)
+      if (!c || typeof c.hash !== 'string' || !chunkId.test(c.hash) || !isCount(c.size) || c.size < 1 || c.size > m.chunkSize) bad(`bad chunk reference in ${f.path}`)
       sum += c.size
     }
     if (sum !== f.size) bad(`chunk sizes of ${f.path} do not add up`)

@@ -39,7 +39,7 @@ async function index(storage: Storage): Promise<Index> {
     if (!n) continue
     manifests.push({ key: o.key, step: n.step })
     try {
-      // Format 1: "TPM1 <sha256>\n" then a JSON body. A body already damaged references nothing we can tell.
+      // Format 1 and 2: "TPM<n> <sha256>\n" then a JSON body. A body already damaged references nothing we can tell.
       const text = Buffer.from(await storage.get(o.key)).toString('utf8')
       const body = JSON.parse(text.slice(text.indexOf('\n') + 1)) as { files?: { chunks?: { hash?: string }[] }[] }
       for (const f of body.files ?? []) for (const c of f.chunks ?? []) if (c.hash) (users.get(c.hash) ?? users.set(c.hash, new Set()).get(c.hash)!).add(n.step)

@@ -198,7 +198,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     const cp = await Checkpointer.open(s, quiet)
     const ok = await cp.write(Buffer.from('fine'), { step: 1 })
     const evil: Manifest = {
-      format: 1,
+      format: 2,
       kind: 'files',
       seq: 99,
       epoch: 99,
