@@ -1,4 +1,4 @@
-import { CRC32C } from '@google-cloud/storage'
+import { crc32cBase64, crc32cUpdate } from './crc32c.js'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import type { ObjectInfo } from './types.js'
 
@@ -33,7 +33,5 @@ export function hashFromHeader(h: string | string[] | undefined, kind: 'crc32c' 
 
 /** The crc32c (base64, as GCS writes it) of `bytes`. */
 export function crc32cOf(bytes: Uint8Array): string {
-  const crc = new CRC32C()
-  crc.update(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
-  return crc.toString()
+  return crc32cBase64(crc32cUpdate(0, bytes))
 }

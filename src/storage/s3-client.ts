@@ -25,6 +25,14 @@ export interface S3StorageOptions {
    * false for servers that silently ignore it. Default true.
    */
   conditionalCreate?: boolean
+  /**
+   * Sign each upload's body (SigV4 over its SHA-256, the SDK's default for in-memory bodies).
+   * Default false: bodies go up as UNSIGNED-PAYLOAD with the SDK's CRC32 checksum, which S3
+   * verifies, so transit damage is still refused; the SHA-256 pass the signature needs ran over
+   * every uploaded byte on the calling thread. Set true when talking plain HTTP across a network
+   * you do not trust (over HTTPS, TLS already protects the body).
+   */
+  signPayload?: boolean
 }
 
 /** Builds an S3 client from options and the SDK's usual environment (AWS_REGION, AWS_ENDPOINT_URL, ...). */

@@ -47,6 +47,14 @@ export interface PutOptions {
    * Cloud puts are durable when they return either way. Default false.
    */
   batch?: boolean
+  /**
+   * The SHA-256 of the body (64 hex digits), when the caller has it already (chunk ids are
+   * content hashes). A driver may send it for the server to verify instead of hashing the body
+   * again: S3 gets it as the payload hash of the signature and as x-amz-checksum-sha256, so a
+   * body damaged in transit is refused and the SDK hashes nothing on the calling thread. Wrong
+   * digests fail the put. Ignored where a driver has no use for it.
+   */
+  sha256?: string
 }
 
 export interface GetOptions {
