@@ -14,13 +14,16 @@ import { listManifestNames } from '../src/checkpoint/reader.js'
 import { S3Storage } from '../src/storage/s3.js'
 import { startTestServers } from '../test/helpers/servers.js'
 import { plantHistory } from './plant.js'
+import { Table, times } from './stats.js'
 
 const argOf = (name: string): string | undefined => {
   const i = process.argv.indexOf(`--${name}`)
   return i > 0 ? process.argv[i + 1] : undefined
 }
 const REPS = Number(argOf('reps') ?? 5)
+const CACHE_REPS = Number(argOf('cache-reps') ?? 3)
 const SIZES = (argOf('sizes') ?? '10,1000,5000').split(',').map(Number)
+const table = new Table('history', `Cost against history: ${SIZES.at(-1)} vs ${SIZES[0]} stored checkpoints`)
 const quiet = { repro: false as const, onWarning: () => {} }
 const OPS = ['open', 'first commit', 'commit', 'latest()', 'read()', 'full listing (reference)'] as const
 type Op = (typeof OPS)[number]
@@ -99,6 +102,19 @@ async function backend(name: string, open: (size: number) => Storage): Promise<v
     const paired = (n: number): number[] => runs.get(n)!.map((x, i) => x[op] / runs.get(small)![i]![op])
     const ratios = SIZES.slice(1).map((n) => `${ratio(med(n) / med(small))} (paired ${ratio(Math.min(...paired(n)))}–${ratio(Math.max(...paired(n)))})`)
     console.log(`  | ${op} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`)
+    const big = SIZES.at(-1)!
+    if (big !== small) {
+      const p = paired(big)
+      const goal = op === 'open' || op === 'commit' || op === 'latest()' || op === 'first commit' ? '≤ 1.5×' : ''
+      table.add({
+        what: `${name}: ${op}, ${big} vs ${small} stored`,
+        ours: cells[SIZES.length - 1]!,
+        baseline: cells[0]!,
+        ratio: `${times(med(big) / med(small))} (${times(Math.min(...p))}–${times(Math.max(...p))})`,
+        goal,
+        met: goal ? med(big) / med(small) <= 1.5 : undefined,
+      })
+    }
   }
   for (const s of stores.values()) await s.close()
 }
@@ -118,21 +134,43 @@ async function cacheRuns(storage: Storage): Promise<void> {
   }
   const cacheDir = mkdtempSync(path.join(tmpdir(), 'tp-cache-'))
   const out = mkdtempSync(path.join(tmpdir(), 'tp-restore-'))
-  const rows: string[] = []
+  const runs = ['no cache', 'first (cache empty)', 'second (cache warm)', 'third (cache warm)']
+  const got = new Map<string, { ms: number[]; mib: number[] }>(runs.map((r) => [r, { ms: [], mib: [] }]))
   try {
-    for (const run of ['no cache', 'first (cache empty)', 'second (cache warm)', 'third (cache warm)']) {
-      downloaded = 0
-      const cp = await Checkpointer.open(counted, { ...quiet, ...(run === 'no cache' ? {} : { chunkCache: { dir: cacheDir } }) })
-      const t = await time(() => cp.restore(out))
-      rows.push(`  | ${run} | ${ms(t)} | ${(downloaded / MiB).toFixed(1)} MiB |`)
+    // Each repetition starts from an empty cache directory, so "first" always fills it.
+    for (let rep = 0; rep < CACHE_REPS; rep++) {
+      rmSync(cacheDir, { recursive: true, force: true })
+      for (const run of runs) {
+        downloaded = 0
+        const cp = await Checkpointer.open(counted, { ...quiet, ...(run === 'no cache' ? {} : { chunkCache: { dir: cacheDir } }) })
+        const t = await time(() => cp.restore(out))
+        got.get(run)!.ms.push(t)
+        got.get(run)!.mib.push(downloaded / MiB)
+      }
     }
   } finally {
     rmSync(cacheDir, { recursive: true, force: true })
     rmSync(out, { recursive: true, force: true })
   }
+  const rows = runs.map((run) => {
+    const g = got.get(run)!
+    return `  | ${run} | ${range(g.ms, ms)} | ${range(g.mib, (x) => `${x.toFixed(1)} MiB`)} |`
+  })
   console.log(
-    `\n  s3: restore of a 64 MiB checkpoint through the local chunk cache (chunkCache option)\n  | restore | time | downloaded from the store |\n  |---|---|---|\n${rows.join('\n')}`,
+    `\n  s3: restore of a 64 MiB checkpoint through the local chunk cache (chunkCache option), median (min–max) of ${CACHE_REPS}\n  | restore | time | downloaded from the store |\n  |---|---|---|\n${rows.join('\n')}`,
   )
+  const none = got.get('no cache')!.ms
+  for (const run of runs.slice(1)) {
+    const g = got.get(run)!
+    const r = g.ms.map((x, i) => x / none[i]!)
+    table.add({
+      what: `s3: 64 MiB restore through the chunk cache, ${run} (${range(g.mib, (x) => `${x.toFixed(1)} MiB`)} downloaded) vs no cache`,
+      ours: range(g.ms, ms),
+      baseline: range(none, ms),
+      ratio: `${times(median(g.ms) / median(none))} (${times(Math.min(...r))}–${times(Math.max(...r))})`,
+      goal: '',
+    })
+  }
 }
 
 async function main(): Promise<void> {
@@ -154,6 +192,7 @@ async function main(): Promise<void> {
   } finally {
     await servers.stop()
   }
+  table.print([`${REPS} repetitions, sizes in rotating order within each; ratios paired per repetition (min–max). Chunk cache: ${CACHE_REPS} repetitions, each from an empty cache.`])
 }
 
 await main()

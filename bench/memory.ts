@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Checkpointer } from '../src/index.js'
+import { fmtSpread, spread, Table, times } from './stats.js'
 
 const MiB = 1024 * 1024
 const arg = (name: string): string | undefined => {
@@ -88,9 +89,12 @@ const one = arg('case')
 if (one === 'fixed' || one === 'varying' || one === 'growing') await writeLoop(one)
 else if (one === 'files') await manyFiles()
 else {
-  console.log('\n== memory and descriptors (each case in a fresh process) ==')
+  const reps = Number(arg('reps') ?? 3)
+  console.log(`\n== memory and descriptors (each case in a fresh process, ${reps} times) ==`)
   const me = fileURLToPath(import.meta.url)
-  for (const c of ['fixed', 'varying', 'growing', 'files']) {
+  const all: Record<string, Record<string, unknown>[]> = {}
+  // Cases rotate within each repetition: min–max over repetitions come from separate processes.
+  for (const c of Array.from({ length: reps }, () => ['fixed', 'varying', 'growing', 'files']).flat()) {
     const r = spawnSync(process.execPath, [me, '--case', c], { encoding: 'utf8' })
     if (r.status !== 0) {
       console.log(`  ${c}: failed\n${r.stderr}`)
@@ -98,6 +102,7 @@ else {
       continue
     }
     const o = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>
+    ;(all[c] ??= []).push(o)
     if ('boundMiB' in o) {
       const extra = o.extraMiB as number
       console.log(
@@ -111,4 +116,36 @@ else {
       )
     }
   }
+  summarize(all, reps)
+}
+
+/** One table over all repetitions: each case's numeric figures, median (min–max). */
+function summarize(all: Record<string, Record<string, unknown>[]>, reps: number): void {
+  const table = new Table('memory', 'Memory and descriptors')
+  const leaves = (o: unknown, prefix = ''): [string, number][] =>
+    typeof o === 'number' ? [[prefix, o]] : o && typeof o === 'object' ? Object.entries(o).flatMap(([k, v]) => leaves(v, prefix ? `${prefix}.${k}` : k)) : []
+  for (const runs of Object.values(all)) {
+    const name = String(runs[0]?.case ?? '')
+    if (runs.every((o) => 'boundMiB' in o)) {
+      const extra = runs.map((o) => o.extraMiB as number)
+      const bound = runs[0]!.boundMiB as number
+      const r = spread(extra.map((x) => x / bound))
+      table.add({
+        what: `${name}: peak RSS over a process that committed once, vs the bound (2 snapshot buffers)`,
+        ours: fmtSpread(extra, (x) => `+${x.toFixed(0)} MiB`),
+        baseline: `${bound} MiB`,
+        ratio: `${times(r.median)} (${times(r.min)}–${times(r.max)})`,
+        goal: '≤ 1×',
+        met: r.max <= 1,
+      })
+      continue
+    }
+    const fields = new Map<string, number[]>()
+    for (const o of runs) for (const [k, v] of leaves(o)) (fields.get(k) ?? fields.set(k, []).get(k)!).push(v)
+    for (const [k, xs] of fields) {
+      const unit = k.endsWith('ms') ? (x: number) => `${(x / 1000).toFixed(2)} s` : k.endsWith('MiB') ? (x: number) => `${x.toFixed(0)} MiB` : (x: number) => x.toFixed(0)
+      table.add({ what: `${name}: ${k}`, ours: fmtSpread(xs, unit), baseline: '', ratio: '', goal: '' })
+    }
+  }
+  table.print([`Each case ${reps} times, each time in a fresh process; median (min–max) over those runs.`])
 }

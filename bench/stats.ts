@@ -97,7 +97,8 @@ export class Table {
   add(r: Row): void {
     this.rows.push(r)
     const verdict = r.met === undefined ? '' : r.met ? ' ok' : ' MISSES'
-    console.log(`  ${r.what}: ours ${r.ours}; baseline ${r.baseline}; ratio ${r.ratio} (goal ${r.goal || '-'})${verdict}`)
+    const parts = [`ours ${r.ours}`, r.baseline && `baseline ${r.baseline}`, r.ratio && `ratio ${r.ratio}`, r.goal && `goal ${r.goal}`].filter(Boolean)
+    console.log(`  ${r.what}: ${parts.join('; ')}${verdict}`)
   }
 
   /**

@@ -1,68 +1,100 @@
-// tfjs integration benchmarks, side by side in one run:
-//  1. fit-time overhead of an async checkpoint at every epoch end vs no checkpointing, on the
-//     demo's model and data (separate processes, alternating, median of REPS each);
-//  2. save and restore time for a ~10M-parameter model with Adam state, on the local backend.
+// tfjs integration benchmarks:
+//  1. fit-time overhead of fitWithCheckpoints saving every 50 batches against the same fit without
+//     taskpoint (the demo's model and data, each run a separate process), in pairs with the order
+//     alternated; the mean overhead with a 95 % confidence interval over the pairs;
+//  2. a ~10M-parameter model with Adam state on the local backend: a durable save after a training
+//     step (changed weights: every chunk new) against a raw write+fsync+rename of the same bytes,
+//     the time training is blocked by an async save, and a verified restore into the model.
+//   node dist/bench/tfjs.js [--pairs 10] [--epochs 3] [--reps 5] [--full]   (--full adds tmpfs runs)
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import * as fs from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Checkpointer } from '../src/index.js'
 import { captureState, restoreState } from '../integrations/tfjs/index.js'
+import { flag, fmtSpread, meanCi, MiB, ms, numArg, pct, sec, spread, Table, time } from './stats.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const trainer = path.join(here, '..', 'examples', 'mnist-train.js')
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i > 0 ? Number(process.argv[i + 1]) : dflt
-}
-const REPS = arg('reps', 3)
-const EPOCHS = arg('epochs', 8)
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const PAIRS = numArg('pairs', 10)
+const EPOCHS = numArg('epochs', 3)
+const REPS = numArg('reps', 5)
+const EVERY = numArg('every', 50)
+const FULL = flag('full')
+const table = new Table('tfjs', 'tfjs integration')
 
-function fitSeconds(withCheckpoints: boolean, base = tmpdir()): { train: number; flush: number } {
+interface Fit {
+  train: number
+  flush: number
+}
+
+function fit(withCheckpoints: boolean, base = tmpdir()): Fit {
   const dir = mkdtempSync(path.join(base, 'tp-bench-tf-'))
-  const args = [trainer, '--epochs', String(EPOCHS), '--save-every-batches', '0', ...(withCheckpoints ? [] : ['--no-checkpoint'])]
-  const r = spawnSync(process.execPath, args, { env: { ...process.env, TASKPOINT_CHECKPOINT: dir }, encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`trainer failed: ${r.stderr}`)
-  const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { trainSeconds: number; flushSeconds: number }
-  return { train: out.trainSeconds, flush: out.flushSeconds }
+  try {
+    const args = [trainer, '--epochs', String(EPOCHS), '--save-every-batches', String(EVERY), ...(withCheckpoints ? [] : ['--no-checkpoint'])]
+    const r = spawnSync(process.execPath, args, { env: { ...process.env, TASKPOINT_CHECKPOINT: dir }, encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`trainer failed: ${r.stderr}`)
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { trainSeconds: number; flushSeconds: number }
+    return { train: out.trainSeconds, flush: out.flushSeconds }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
-async function main(): Promise<void> {
-  console.log(`tfjs benchmarks: demo model (784-128-10, 4000 MNIST digits, ${EPOCHS} epochs, wasm), median of ${REPS}`)
-  // Three variants in rotating order, so none always runs first (the machine drifts between runs):
-  // no checkpointing, checkpoints on the local disk, and (where there is one) on tmpfs, which
-  // separates the cost of taskpoint's own work from the cost of the disk flushes.
+function overheadRows(): void {
   const shm = existsSync('/dev/shm') ? '/dev/shm' : undefined
-  const variants: { name: string; run: () => { train: number; flush: number } }[] = [
-    { name: 'none', run: () => fitSeconds(false) },
-    { name: 'disk', run: () => fitSeconds(true) },
-    ...(shm ? [{ name: 'tmpfs', run: () => fitSeconds(true, shm) }] : []),
-  ]
-  const times: Record<string, number[]> = {}
-  const flush: number[] = []
-  for (let i = 0; i < REPS; i++) {
-    for (let k = 0; k < variants.length; k++) {
-      const v = variants[(i + k) % variants.length]!
-      const r = v.run()
-      ;(times[v.name] ??= []).push(r.train)
-      if (v.name === 'disk') flush.push(r.flush)
+  const variants: { label: string; base?: string }[] = [{ label: 'local disk' }, ...(FULL && shm ? [{ label: 'tmpfs', base: shm }] : [])]
+  for (const v of variants) {
+    const ours: number[] = []
+    const none: number[] = []
+    const flush: number[] = []
+    for (let i = 0; i < PAIRS; i++) {
+      const run = (): void => {
+        const r = fit(true, v.base)
+        ours.push(r.train)
+        flush.push(r.flush)
+      }
+      if (i % 2 === 0) {
+        run()
+        none.push(fit(false).train)
+      } else {
+        none.push(fit(false).train)
+        run()
+      }
+      console.log(`  pair ${i + 1}/${PAIRS} (${v.label}): with taskpoint ${ours.at(-1)!.toFixed(2)} s, without ${none.at(-1)!.toFixed(2)} s`)
     }
+    const overhead = ours.map((x, i) => x / none[i]! - 1)
+    const ci = meanCi(overhead)
+    const s = spread(overhead)
+    table.add({
+      what: `fit time, save every ${EVERY} batches (${v.label}) vs the same fit without taskpoint (demo model, ${EPOCHS} epochs, ${PAIRS} alternating pairs)`,
+      ours: fmtSpread(ours, sec),
+      baseline: fmtSpread(none, sec),
+      ratio: `${pct(ci.mean)} overhead, 95 % CI ${pct(ci.lo)} to ${pct(ci.hi)} (paired min–max ${pct(s.min)} to ${pct(s.max)})`,
+      goal: '≤ 2 %',
+      met: ci.mean <= 0.02,
+    })
+    table.add({ what: `then waiting for the last save to be durable (once, at the end; ${v.label})`, ours: fmtSpread(flush.map((x) => x * 1000), ms), baseline: '', ratio: '', goal: '' })
   }
-  const p = median(times.none!)
-  const rows: string[] = []
-  for (const v of variants.slice(1)) {
-    const c = median(times[v.name]!)
-    rows.push(
-      `| fit time, async save every epoch (${v.name === 'disk' ? 'local disk' : 'tmpfs'}) vs none (demo model) | ${c.toFixed(2)} s | ${p.toFixed(2)} s | ${(((c - p) / p) * 100).toFixed(1)} % overhead | ≤ 2 % |`,
-    )
-  }
-  rows.push(`| then waiting for the last save to be durable (once, at the end) | ${(median(flush) * 1000).toFixed(0)} ms | | | |`)
-  for (const [k, xs] of Object.entries(times)) console.log(`  ${k}: ${xs.map((x) => x.toFixed(2)).join(', ')} s`)
+}
 
+async function rawWrite(dir: string, data: Uint8Array): Promise<void> {
+  const tmp = path.join(dir, 'raw.tmp')
+  const fh = await fs.open(tmp, 'w')
+  await fh.write(data)
+  await fh.sync()
+  await fh.close()
+  await fs.rename(tmp, path.join(dir, 'raw'))
+  const d = await fs.open(dir, 'r')
+  await d.sync()
+  await d.close()
+}
+
+async function bigModelRows(): Promise<void> {
   // ~10M parameters: 1000 -> 3000 -> 2300 -> 10 dense layers, Adam (two slots per weight).
   await tf.setBackend('wasm')
   const model = tf.sequential()
@@ -70,36 +102,98 @@ async function main(): Promise<void> {
   model.add(tf.layers.dense({ units: 2300, activation: 'relu' }))
   model.add(tf.layers.dense({ units: 10 }))
   model.compile({ optimizer: tf.train.adam(1e-4), loss: 'meanSquaredError' })
-  await model.fit(tf.randomNormal([8, 1000]), tf.randomNormal([8, 10]), { epochs: 1, verbose: 0 }) // creates Adam's slots
+  const x = tf.randomNormal([8, 1000])
+  const y = tf.randomNormal([8, 10])
+  const step = (): Promise<unknown> => model.fit(x, y, { epochs: 1, batchSize: 8, verbose: 0 })
+  await step() // creates Adam's slots
   const params = model.countParams()
-  const cp = await Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-bench-10m-')), { repro: false })
-  const saves: number[] = []
-  const blocked: number[] = []
-  const restores: number[] = []
-  let bytes = 0
-  for (let i = 0; i < REPS + 1; i++) {
-    let t = performance.now()
-    const { arrays, info } = await captureState(model)
-    const w = await cp.write({ arrays, json: { info } })
-    if (i > 0) saves.push(performance.now() - t)
-    bytes = w.size
-    t = performance.now()
-    const s2 = await captureState(model)
-    cp.writeAsync({ arrays: s2.arrays, json: { info: s2.info } })
-    if (i > 0) blocked.push(performance.now() - t)
-    await cp.flush()
-    t = performance.now()
-    const st = (await cp.readState())!
-    await restoreState(tf, model, st.arrays, (st.json as { info: Parameters<typeof restoreState>[3] }).info)
-    if (i > 0) restores.push(performance.now() - t)
+  const dir = mkdtempSync(path.join(tmpdir(), 'tp-bench-10m-'))
+  const rawDir = mkdtempSync(path.join(tmpdir(), 'tp-bench-10m-raw-'))
+  const cp = await Checkpointer.open(dir, { repro: false })
+  try {
+    // Warm: the first save writes everything and allocates the snapshot buffers.
+    {
+      const { arrays, info } = await captureState(model)
+      await cp.write({ arrays, json: { info } })
+    }
+    const saves: number[] = []
+    const raws: number[] = []
+    const written: number[] = []
+    const totals: number[] = []
+    for (let i = 0; i < REPS; i++) {
+      await step() // a training step: every weight and both Adam slots change
+      const ours = async (): Promise<void> => {
+        saves.push(
+          await time(async () => {
+            const { arrays, info } = await captureState(model)
+            await cp.write({ arrays, json: { info } })
+          }),
+        )
+        written.push(cp.lastUpload?.uploaded ?? Number.NaN)
+        totals.push(cp.lastUpload?.total ?? Number.NaN)
+      }
+      const raw = async (): Promise<void> => {
+        // The same bytes, gathered untimed (a raw writer has them in one buffer), then written durably.
+        const { arrays } = await captureState(model)
+        const parts = Object.values(arrays).map((a) => {
+          const v = (ArrayBuffer.isView(a) ? a : (a as { data: ArrayBufferView }).data) as ArrayBufferView
+          return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+        })
+        const all = Buffer.concat(parts)
+        raws.push(await time(() => rawWrite(rawDir, all)))
+      }
+      if (i % 2 === 0) {
+        await ours()
+        await raw()
+      } else {
+        await raw()
+        await ours()
+      }
+    }
+    const mb = (spread(totals).median / MiB).toFixed(0)
+    table.paired(
+      `${(params / 1e6).toFixed(1)}M-param model + Adam (${mb} MiB), durable save after a training step (${(spread(written).median / MiB).toFixed(1)} MiB written, min–max ${(Math.min(...written) / MiB).toFixed(1)}–${(Math.max(...written) / MiB).toFixed(1)}) vs raw write+fsync+rename of the same bytes`,
+      saves,
+      raws,
+      { unit: ms, ratio: (a, b) => a / b, goal: '' },
+    )
+
+    const blocked: number[] = []
+    const restores: number[] = []
+    for (let i = 0; i < REPS; i++) {
+      await step()
+      blocked.push(
+        await time(async () => {
+          const s = await captureState(model)
+          cp.writeAsync({ arrays: s.arrays, json: { info: s.info } })
+        }),
+      )
+      await cp.flush()
+      restores.push(
+        await time(async () => {
+          const st = (await cp.readState())!
+          await restoreState(tf, model, st.arrays, (st.json as { info: Parameters<typeof restoreState>[3] }).info)
+        }),
+      )
+    }
+    table.add({ what: `${(params / 1e6).toFixed(1)}M-param model + Adam: async save after a training step, time training is blocked`, ours: fmtSpread(blocked, ms), baseline: '', ratio: '', goal: '' })
+    table.add({ what: `${(params / 1e6).toFixed(1)}M-param model + Adam: verified restore into the model`, ours: fmtSpread(restores, ms), baseline: '', ratio: '', goal: '' })
+  } finally {
+    await cp.close()
+    rmSync(dir, { recursive: true, force: true })
+    rmSync(rawDir, { recursive: true, force: true })
   }
-  await cp.close()
-  const mb = (bytes / 1024 / 1024).toFixed(0)
-  rows.push(`| ${(params / 1e6).toFixed(1)}M-param model + Adam (${mb} MiB): durable save (sync write) | ${median(saves).toFixed(0)} ms | | | |`)
-  rows.push(`| ${(params / 1e6).toFixed(1)}M-param model + Adam: async save, time training is blocked | ${median(blocked).toFixed(0)} ms | | | |`)
-  rows.push(`| ${(params / 1e6).toFixed(1)}M-param model + Adam: verified restore into the model | ${median(restores).toFixed(0)} ms | | | |`)
-  console.log('\n| benchmark | taskpoint | baseline | ratio | goal |\n|---|---|---|---|---|')
-  for (const r of rows) console.log(r)
+}
+
+async function main(): Promise<void> {
+  console.log(`tfjs benchmarks: demo model (784-128-10, 4000 MNIST digits, ${EPOCHS} epochs, wasm), ${PAIRS} pairs; 10M-param model, ${REPS} repetitions`)
+  const started = performance.now()
+  if (PAIRS > 0) overheadRows()
+  await bigModelRows()
+  table.print([
+    `Fit pairs ran as separate processes, alternating which went first; the overhead of a pair is (with / without − 1) of the fit time before the final flush, and its mean is given with a 95 % t-interval over the pairs. The 10M-param rows: ${REPS} repetitions, each after one training step.`,
+    `Took ${((performance.now() - started) / 1000).toFixed(0)} s.`,
+  ])
 }
 
 await main()
