@@ -192,7 +192,9 @@ async function main(): Promise<void> {
   } finally {
     await servers.stop()
   }
-  table.print([`${REPS} repetitions, sizes in rotating order within each; ratios paired per repetition (min–max). Chunk cache: ${CACHE_REPS} repetitions, each from an empty cache.`])
+  table.print([
+    `${REPS} repetitions, sizes in rotating order within each; ratios paired per repetition (min–max). Chunk cache: ${CACHE_REPS} repetitions, each from an empty cache.`,
+  ])
 }
 
 await main()

@@ -78,7 +78,16 @@ function overheadRows(): void {
       goal: '≤ 2 %',
       met: ci.mean <= 0.02,
     })
-    table.add({ what: `then waiting for the last save to be durable (once, at the end; ${v.label})`, ours: fmtSpread(flush.map((x) => x * 1000), ms), baseline: '', ratio: '', goal: '' })
+    table.add({
+      what: `then waiting for the last save to be durable (once, at the end; ${v.label})`,
+      ours: fmtSpread(
+        flush.map((x) => x * 1000),
+        ms,
+      ),
+      baseline: '',
+      ratio: '',
+      goal: '',
+    })
   }
 }
 
@@ -176,7 +185,13 @@ async function bigModelRows(): Promise<void> {
         }),
       )
     }
-    table.add({ what: `${(params / 1e6).toFixed(1)}M-param model + Adam: async save after a training step, time training is blocked`, ours: fmtSpread(blocked, ms), baseline: '', ratio: '', goal: '' })
+    table.add({
+      what: `${(params / 1e6).toFixed(1)}M-param model + Adam: async save after a training step, time training is blocked`,
+      ours: fmtSpread(blocked, ms),
+      baseline: '',
+      ratio: '',
+      goal: '',
+    })
     table.add({ what: `${(params / 1e6).toFixed(1)}M-param model + Adam: verified restore into the model`, ours: fmtSpread(restores, ms), baseline: '', ratio: '', goal: '' })
   } finally {
     await cp.close()

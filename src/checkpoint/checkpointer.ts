@@ -54,7 +54,7 @@ export class Checkpointer {
     this.storage = storage
     this.ownsStorage = owns
     // Remote stores want more requests in flight than a local disk to reach their throughput.
-    this.o = { chunkSize: 4 * MiB, concurrency: storage.capabilities.preferredConcurrency, keep: keepAll, ...options }
+    this.o = { chunkSize: storage.capabilities.preferredChunkSize ?? 4 * MiB, concurrency: storage.capabilities.preferredConcurrency, keep: keepAll, ...options }
     if (!Number.isInteger(this.o.chunkSize) || this.o.chunkSize < 1024 || this.o.chunkSize > 1024 * MiB) {
       throw new RangeError(`chunkSize must be a whole number from 1024 to 1 GiB, got ${this.o.chunkSize}`)
     }

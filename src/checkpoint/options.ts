@@ -9,7 +9,7 @@ import type { CheckpointInfo, CheckpointProgress } from './types.js'
 export interface CheckpointerOptions {
   /** Which checkpoints survive a commit. Default: keep all. See `latest`, `everyNSteps`, `best`, `anyOf`. */
   keep?: RetentionPolicy
-  /** Chunk size for content addressing and parallel upload. Default 4 MiB. */
+  /** Chunk size for content addressing and parallel upload. Default 4 MiB on local disk, 8 MiB on S3/GCS (the storage's `preferredChunkSize`). */
   chunkSize?: number
   /** Chunk transfers in flight. Default 8 on local disk, 16 on S3/GCS. */
   concurrency?: number

@@ -48,7 +48,8 @@ export class GcsStorage implements Storage {
     // MiB/s); the same check with a faster CRC32C (see crc32c.ts), unless the caller set their own.
     this.gcsBucket = this.client.bucket(bucket, this.client.crc32cGenerator === CRC32C_DEFAULT_VALIDATOR_GENERATOR ? { crc32cGenerator: fastCrc32cGenerator } : {})
     // Many parallel requests hide per-request latency on an object store.
-    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16 }
+    // Chunks of 8 MiB: one request each, at the resumable threshold (so a single simple upload).
+    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16, preferredChunkSize: 8 * MiB }
     const where = (key: string | undefined): string => this.root.where(key)
     this.run = operationRunner({
       backend: 'gcs',

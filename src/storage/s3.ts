@@ -97,7 +97,8 @@ export class S3Storage implements Storage {
     // single-request puts still are, per command).
     if (this.ownsClient && !this.signPayload) addUnsignedPayload(this.client.middlewareStack)
     // Many parallel requests hide per-request latency; S3 serves far more than 16 per prefix.
-    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16 }
+    // Chunks of 8 MiB: one request each, at the multipart threshold (so a single PUT).
+    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16, preferredChunkSize: 8 * MiB }
     const where = (key: string | undefined): string => this.root.where(key)
     this.run = operationRunner({
       backend: 's3',

@@ -105,6 +105,13 @@ export interface StorageCapabilities {
    * enough to hide per-request latency on object stores, fewer on a local disk that seeks.
    */
   preferredConcurrency: number
+  /**
+   * The chunk size the Checkpointer uses by default here (its `chunkSize`; also the deduplication
+   * granularity). Default 4 MiB. Object stores take 8 MiB: every chunk is one request, and per
+   * request the servers spend CPU (and bill) whatever its size; halving the requests brought a
+   * 256 MiB save on the S3 test server from 0.74× to 0.86× of the fastest raw parallel PUTs.
+   */
+  preferredChunkSize?: number
 }
 
 /**

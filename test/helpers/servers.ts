@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url'
 export interface TestServers {
   s3?: string
   gcs?: string
+  /** The servers' process (benchmarks read its CPU time). */
+  pid?: number | undefined
   stop(): Promise<void>
 }
 
@@ -31,6 +33,7 @@ export async function startTestServers(only?: 's3' | 'gcs'): Promise<TestServers
   const urls = JSON.parse(line) as { s3?: string; gcs?: string }
   return {
     ...urls,
+    pid: child.pid,
     stop: async () => {
       if (child.exitCode !== null) return
       const done = new Promise((r) => child.once('exit', r))
