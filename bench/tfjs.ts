@@ -53,17 +53,17 @@ function overheadRows(): void {
     const none: number[] = []
     const flush: number[] = []
     for (let i = 0; i < PAIRS; i++) {
-      const run = (): void => {
+      const withTaskpoint = (): void => {
         const r = fit(true, v.base)
         ours.push(r.train)
         flush.push(r.flush)
       }
       if (i % 2 === 0) {
-        run()
+        withTaskpoint()
         none.push(fit(false).train)
       } else {
         none.push(fit(false).train)
-        run()
+        withTaskpoint()
       }
       console.log(`  pair ${i + 1}/${PAIRS} (${v.label}): with taskpoint ${ours.at(-1)!.toFixed(2)} s, without ${none.at(-1)!.toFixed(2)} s`)
     }
