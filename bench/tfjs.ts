@@ -32,7 +32,7 @@ interface Fit {
   flush: number
 }
 
-function fit(withCheckpoints: boolean, base = tmpdir()): Fit {
+function timedFit(withCheckpoints: boolean, base = tmpdir()): Fit {
   const dir = mkdtempSync(path.join(base, 'tp-bench-tf-'))
   try {
     const args = [trainer, '--epochs', String(EPOCHS), '--save-every-batches', String(EVERY), ...(withCheckpoints ? [] : ['--no-checkpoint'])]
@@ -54,15 +54,15 @@ function overheadRows(): void {
     const flush: number[] = []
     for (let i = 0; i < PAIRS; i++) {
       const withTaskpoint = (): void => {
-        const r = fit(true, v.base)
+        const r = timedFit(true, v.base)
         ours.push(r.train)
         flush.push(r.flush)
       }
       if (i % 2 === 0) {
         withTaskpoint()
-        none.push(fit(false).train)
+        none.push(timedFit(false).train)
       } else {
-        none.push(fit(false).train)
+        none.push(timedFit(false).train)
         withTaskpoint()
       }
       console.log(`  pair ${i + 1}/${PAIRS} (${v.label}): with taskpoint ${ours.at(-1)!.toFixed(2)} s, without ${none.at(-1)!.toFixed(2)} s`)
