@@ -119,7 +119,8 @@ export class Table {
       baseline: fmtSpread(base, o.baseUnit ?? o.unit),
       ratio: `${times(r.median)} (${times(r.min)}–${times(r.max)})`,
       goal: o.goal,
-      met: o.ok?.(r.median),
+      // Judged on the median as printed (two decimals), so a row never reads 0.90× and "missed".
+      met: o.ok?.(Number(r.median.toFixed(2))),
     })
     return ratios
   }

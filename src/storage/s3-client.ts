@@ -26,11 +26,12 @@ export interface S3StorageOptions {
    */
   conditionalCreate?: boolean
   /**
-   * Sign each upload's body (SigV4 over its SHA-256, the SDK's default for in-memory bodies).
-   * Default false: bodies go up as UNSIGNED-PAYLOAD with the SDK's CRC32 checksum, which S3
-   * verifies, so transit damage is still refused; the SHA-256 pass the signature needs ran over
-   * every uploaded byte on the calling thread. Set true when talking plain HTTP across a network
-   * you do not trust (over HTTPS, TLS already protects the body).
+   * Sign every upload's body (SigV4 over its SHA-256, the SDK's default for in-memory bodies).
+   * Default false: bodies of 1 MiB or more whose SHA-256 the caller did not pass (chunks pass it:
+   * they are signed) go up as UNSIGNED-PAYLOAD with the SDK's CRC32 checksum, which S3 verifies,
+   * so transit damage is still refused; the SHA-256 pass the signature needs would run over every
+   * such byte on the calling thread. Set true when talking plain HTTP across a network you do not
+   * trust (over HTTPS, TLS already protects the body).
    */
   signPayload?: boolean
 }

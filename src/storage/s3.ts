@@ -31,22 +31,26 @@ export const PUT_TOKEN_META = 'tp-put'
 const MiB = 1024 * 1024
 
 /**
- * Adds a middleware that marks a PutObject or UploadPart request's payload as unsigned, so the SigV4 signer does not
- * SHA-256 the whole body on the calling thread (it does for every in-memory body otherwise, over
- * HTTP and HTTPS alike: ~0.4 s of main-thread CPU per 256 MiB here, more than the upload itself
- * costs the client). The body still carries the SDK's CRC32 checksum header (x-amz-checksum-crc32,
- * computed natively and signed as a header), which S3 verifies before storing: a body damaged in
- * transit is refused either way. What a signed payload adds is protection against an active
- * attacker rewriting the body on an unencrypted connection; `signPayload: true` keeps it.
+ * Adds a middleware that marks the payload of a large PutObject or UploadPart request as unsigned,
+ * so the SigV4 signer does not SHA-256 the whole body on the calling thread (it does for every
+ * in-memory body otherwise, over HTTP and HTTPS alike: ~0.4 s of main-thread CPU per 256 MiB here,
+ * more than the upload itself costs the client). The body still carries the SDK's CRC32 checksum
+ * header (x-amz-checksum-crc32, computed natively and signed as a header), which S3 verifies
+ * before storing: a body damaged in transit is refused either way. What a signed payload adds is
+ * protection against an active attacker rewriting the body on an unencrypted connection: bodies
+ * under 1 MiB (manifests, markers) keep it, since it costs them next to nothing; chunks keep it
+ * too when their SHA-256 is known (PutOptions.sha256); `signPayload: true` keeps it for all.
  */
 function addUnsignedPayload(stack: { add(middleware: unknown, options: unknown): void }): void {
-  type Args = { request?: { headers?: Record<string, string> } }
+  type Args = { request?: { headers?: Record<string, string>; body?: unknown } }
   const middleware =
     (next: (args: Args) => Promise<unknown>, context: { commandName?: string }) =>
     (args: Args): Promise<unknown> => {
       const headers = args.request?.headers
+      const body = args.request?.body
+      const small = ArrayBuffer.isView(body) && body.byteLength < UNSIGNED_FROM
       // A payload hash already there (a put that knows its SHA-256) is kept: that body is signed for free.
-      if (headers && !headers[PAYLOAD_HASH] && (context.commandName === 'PutObjectCommand' || context.commandName === 'UploadPartCommand'))
+      if (headers && !small && !headers[PAYLOAD_HASH] && (context.commandName === 'PutObjectCommand' || context.commandName === 'UploadPartCommand'))
         headers[PAYLOAD_HASH] = 'UNSIGNED-PAYLOAD'
       return next(args)
     }
@@ -54,6 +58,8 @@ function addUnsignedPayload(stack: { add(middleware: unknown, options: unknown):
 }
 
 const PAYLOAD_HASH = 'x-amz-content-sha256'
+/** Bodies from this size on go up unsigned (unless their SHA-256 is known). */
+const UNSIGNED_FROM = 1024 * 1024
 const SHA256_HEX = /^[0-9a-f]{64}$/
 
 /** Gives the signer the body's SHA-256 (hex) the caller already has, so it does not hash the body again. */

@@ -107,13 +107,16 @@ describe('S3 request headers', () => {
     await s.close()
   })
 
-  it('a put without one goes up unsigned with the SDK CRC32; signPayload: true signs it', async () => {
-    const body = randomBytes(5000)
+  it('a large put without one goes up unsigned with the SDK CRC32, a small one signed; signPayload: true signs all', async () => {
+    const body = randomBytes(MiB + 1)
     const unsigned = await open()
     let seen = capture(unsigned.client)
     await unsigned.put('k', body)
     expect(seen.at(-1)!['x-amz-content-sha256']).toBe('UNSIGNED-PAYLOAD')
     expect(seen.at(-1)!['x-amz-checksum-crc32']).toBeDefined()
+    const small = randomBytes(5000)
+    await unsigned.put('small', small)
+    expect(seen.at(-1)!['x-amz-content-sha256']).toBe(createHash('sha256').update(small).digest('hex'))
     await unsigned.close()
 
     const signed = await open({ signPayload: true })
@@ -127,7 +130,7 @@ describe('S3 request headers', () => {
     const client = new S3Client({ ...s3Config(backend.endpoint!), maxAttempts: 1 })
     const seen = capture(client)
     const s = await open({ client })
-    await s.put('k', randomBytes(100))
+    await s.put('k', randomBytes(MiB))
     expect(seen.at(-1)!['x-amz-content-sha256']).toBe('UNSIGNED-PAYLOAD')
     await s.get('k')
     expect(seen.at(-1)!['x-amz-content-sha256']).not.toBe('UNSIGNED-PAYLOAD')
