@@ -25,6 +25,7 @@ const CACHE_REPS = Number(argOf('cache-reps') ?? 3)
 const SIZES = (argOf('sizes') ?? '10,1000,5000').split(',').map(Number)
 const table = new Table('history', `Cost against history: ${SIZES.at(-1)} vs ${SIZES[0]} stored checkpoints`)
 const quiet = { repro: false as const, onWarning: () => {} }
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
 const OPS = ['open', 'first commit', 'commit', 'latest()', 'read()', 'full listing (reference)'] as const
 type Op = (typeof OPS)[number]
 
