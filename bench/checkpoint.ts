@@ -89,6 +89,23 @@ async function rawWrite(dir: string, name: string, data: Uint8Array): Promise<vo
   await d.close()
 }
 
+/** fs.readFile, or below its 2 GiB limit's reach (--full reads 2 GiB) the same in a loop of 1 GiB reads into one buffer. */
+async function rawRead(file: string, size: number): Promise<Uint8Array> {
+  if (size < 2 ** 31 - 1) return fs.readFile(file)
+  const out = Buffer.allocUnsafe(size)
+  const fh = await fs.open(file, 'r')
+  try {
+    for (let off = 0; off < size; ) {
+      const { bytesRead } = await fh.read(out, off, Math.min(1024 * MiB, size - off), off)
+      if (bytesRead === 0) break
+      off += bytesRead
+    }
+  } finally {
+    await fh.close()
+  }
+  return out
+}
+
 function dropCaches(): boolean {
   try {
     writeFileSync('/proc/sys/vm/drop_caches', '3')
@@ -238,19 +255,19 @@ async function readRows(base: string): Promise<void> {
     }
     const rawPath = path.join(dir, 'raw')
     await cp.read()
-    await fs.readFile(rawPath)
+    await rawRead(rawPath, size)
     const label = size >= 1024 * MiB ? `${size / 1024 / MiB} GiB` : `${size / MiB} MiB`
     const warm = await pairs(
       REPS,
       () => time(() => cp.read()),
-      () => time(() => fs.readFile(rawPath)),
+      () => time(() => rawRead(rawPath, size)),
     )
     table.paired(`local: verified read() vs fs.readFile, warm cache, ${label}`, warm.ours, warm.base, { unit: mibs(size), ratio: rate, goal: '≥ 0.9×', ok: (x) => x >= 0.9 })
     if (canDrop) {
       const cold = await pairs(
         REPS,
         async () => (dropCaches(), time(() => cp.read())),
-        async () => (dropCaches(), time(() => fs.readFile(rawPath))),
+        async () => (dropCaches(), time(() => rawRead(rawPath, size))),
       )
       table.paired(`local: verified read() vs fs.readFile, cold cache (drop_caches), ${label}`, cold.ours, cold.base, {
         unit: mibs(size),
@@ -385,10 +402,11 @@ const shapeName = (s: Shape, store: Store): string => `${s.part / MiB} MiB × ${
  * The server's ceiling: raw parallel PUTs of the same bytes, searched over part size × concurrency,
  * each shape once on a cleared server, with the same integrity checks as taskpoint's driver (the
  * ceiling the goal is about) and with none (what the server takes at best, for information; with
- * --full also the SDK's default checks). The best shape of each kind is then measured in every
- * repetition beside ours.
+ * --full also the SDK's default checks). The best two checked shapes and the best unchecked one
+ * are then measured in every repetition beside ours; a repetition's ceiling is the faster of the
+ * two checked ones (one pass of the search is noisy: its winner is not always the best).
  */
-async function searchCeiling(store: Store, data: Uint8Array): Promise<{ same: Shape; unchecked: Shape }> {
+async function searchCeiling(store: Store, data: Uint8Array): Promise<{ same: Shape[]; unchecked: Shape }> {
   const parts = (FULL ? [2, 4, 8, 16, 32] : [4, 8, 16]).map((p) => p * MiB).filter((p) => p <= store.maxPart)
   const concs = FULL ? [2, 4, 8, 16, 32] : store.searchConcurrency
   // Half the state per shape keeps the search inside the time budget; the winners are then
@@ -412,7 +430,8 @@ async function searchCeiling(store: Store, data: Uint8Array): Promise<{ same: Sh
       .join('; ')} ...`,
   )
   // 'sdk' checks are never cheaper than 'same' ones: the best checked shape of either counts.
-  return { same: found.find((f) => f.shape.mode !== 'unchecked')!.shape, unchecked: found.find((f) => f.shape.mode === 'unchecked')!.shape }
+  const checked = found.filter((f) => f.shape.mode !== 'unchecked').map((f) => f.shape)
+  return { same: checked.slice(0, 2), unchecked: found.find((f) => f.shape.mode === 'unchecked')!.shape }
 }
 
 /** CPU ms used so far by this process (all threads) and by the test servers' process. */
@@ -450,7 +469,7 @@ async function uploadRows(store: Store, data: Uint8Array): Promise<void> {
       },
     },
     { name: 'sdk', run: () => (change(data), time(() => store.sdkUpload(`sdk-${n++}`, data))) },
-    { name: 'same', run: () => (change(data), rawPuts(store, data, shapes.same.part, shapes.same.conc, shapes.same.mode)) },
+    ...shapes.same.map((s, k) => ({ name: `same${k}`, run: () => (change(data), rawPuts(store, data, s.part, s.conc, s.mode)) })),
     { name: 'unchecked', run: () => (change(data), rawPuts(store, data, shapes.unchecked.part, shapes.unchecked.conc, shapes.unchecked.mode)) },
   ]
   const got: Record<string, number[]> = {}
@@ -474,11 +493,12 @@ async function uploadRows(store: Store, data: Uint8Array): Promise<void> {
     console.log(`  ${store.label} ${name}: CPU per save, this process (all threads) ${fmtSpread(c.client, ms)}, server ${fmtSpread(c.server, ms)}`)
   }
   const ours = got.ours!
+  const ceiling = ours.map((_, i) => Math.min(...shapes.same.map((_s, k) => got[`same${k}`]![i]!)))
   table.paired(`${store.label}: checkpoint upload vs ${store.sdkName} (defaults)`, ours, got.sdk!, { unit: mibs(SIZE), ratio: rate, goal: '> 1×', ok: (x) => x > 1 })
   table.paired(
-    `${store.label}: checkpoint upload vs server ceiling: best raw parallel PUTs with the same checks (searched over part size × concurrency: ${shapeName(shapes.same, store)})`,
+    `${store.label}: checkpoint upload vs server ceiling: best raw parallel PUTs with the same checks (searched over part size × concurrency; per rep the faster of ${shapes.same.map((s) => shapeName(s, store)).join(' and ')})`,
     ours,
-    got.same!,
+    ceiling,
     { unit: mibs(SIZE), ratio: rate, goal: '≥ 0.9×', ok: (x) => x >= 0.9 },
   )
   table.paired(`${store.label}: checkpoint upload vs best raw parallel PUTs with no checks at all (${shapeName(shapes.unchecked, store)}; for information)`, ours, got.unchecked!, {
