@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises'
 import { homedir } from 'node:os'
 import path from 'node:path'
 import { TaskpointError } from '../errors.js'
-import { CHUNK_ID } from '../format/manifest.js'
+import { CHUNK_ID, chunkDigest } from '../format/manifest.js'
 import { matchesChunkId } from './hash.js'
 
 export interface ChunkCacheOptions {
@@ -69,7 +69,7 @@ export class ChunkCache {
 
   private pathOf(hash: string): string {
     if (!HASH_RE.test(hash)) throw new TaskpointError('InvalidOption', `not a chunk hash: ${JSON.stringify(hash)}`)
-    return path.join(this.dir, hash.slice(0, 2), hash)
+    return path.join(this.dir, chunkDigest(hash).slice(0, 2), hash)
   }
 
   /** The chunk's bytes (in `into` when it is large enough) if cached and intact, else undefined. */
