@@ -7,7 +7,7 @@ import { Checkpointer, CheckpointKindError, FencedError, anyOf, best, everyNStep
 import { collectGarbage } from '../../src/admin.js'
 import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
-import { KiB, chunkIdOf, chunkKeyOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
+import { KiB, chunkKeyOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
 
 describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %s', (_n, backend: Backend) => {
   const open = async (opts = {}) => Checkpointer.open(await backend.open(), { chunkSize: 16 * KiB, ...quiet, ...opts })

@@ -9,7 +9,7 @@ import { collectGarbage, prune, verifyCheckpoints } from '../../src/admin.js'
 import { chunkKey, encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { acquireExclusive } from '../../src/checkpoint/locks.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
-import { KiB, chunkIdOf, chunkKeyOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
+import { KiB, chunkIdOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
 
 // The data-safety guarantees (issue "Trust I"), each shown by breaking it on every backend.
 
