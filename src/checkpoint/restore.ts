@@ -112,6 +112,7 @@ async function stageFiles(storage: Storage, key: string, m: Manifest, stage: str
   const bufSize = chunksOf(m).reduce((mx, c) => Math.max(mx, c.size), 1)
   const free: Uint8Array[] = []
   const limit = pLimit(o.concurrency)
+  const opened: StagedFile[] = []
   let failed = false
   const run = (work: (buf: Uint8Array) => Promise<void>): Promise<void> =>
     limit(async () => {
@@ -139,11 +140,60 @@ async function stageFiles(storage: Storage, key: string, m: Manifest, stage: str
         o.onBytes?.(p.size)
       }),
     ),
-    ...own.map((f) => run((buf) => writeChunked(storage, key, stage, f, buf, o))),
+    // A large file's chunks are fetched, verified and written in parallel like everything else,
+    // into one descriptor per file that its last chunk closes.
+    ...own.flatMap((f) => {
+      const file = new StagedFile(stagedPath(stage, f), f.chunks.length, modeOf(f))
+      opened.push(file)
+      let at = 0
+      return f.chunks.map((c) => {
+        const offset = at
+        at += c.size
+        return run(async (buf) => {
+          const fh = await file.handle()
+          const bytes = await fetchChunk(storage, key, c.hash, c.size, buf, o.witness, o.cache)
+          for (let w = 0; w < bytes.byteLength; ) w += (await fh.write(bytes, w, bytes.byteLength - w, offset + w)).bytesWritten
+          o.onBytes?.(c.size)
+          await file.chunkDone()
+        })
+      })
+    }),
   ]
   // Every task ends before the stage may be removed: none may still be writing into it.
   const settled = await Promise.allSettled(tasks)
+  await Promise.all(opened.map((f) => f.close()))
   for (const r of settled) if (r.status === 'rejected') throw r.reason
+}
+
+/** One staged file written by several chunk tasks: opened by the first, closed after the last. */
+class StagedFile {
+  private fh: Promise<fsp.FileHandle> | undefined
+  private closed = false
+
+  constructor(
+    private readonly file: string,
+    private left: number,
+    private readonly mode: number,
+  ) {}
+
+  handle(): Promise<fsp.FileHandle> {
+    this.fh ??= fsp.open(this.file, 'wx', 0o600)
+    return this.fh
+  }
+
+  async chunkDone(): Promise<void> {
+    if (--this.left === 0) {
+      await (await this.handle()).chmod(this.mode)
+      await this.close()
+    }
+  }
+
+  /** Idempotent; also releases the descriptor of a file whose restore failed half way. */
+  async close(): Promise<void> {
+    if (this.closed || !this.fh) return
+    this.closed = true
+    await (await this.fh.catch(() => undefined))?.close()
+  }
 }
 
 function makeDirs(base: string, tree: Tree): void {
@@ -169,23 +219,6 @@ function writeSmall(stage: string, f: FileEntry, bytes: Uint8Array): void {
     fs.fchmodSync(fd, modeOf(f))
   } finally {
     fs.closeSync(fd)
-  }
-}
-
-/** A file with chunks of its own, streamed chunk by chunk through `buf`. */
-async function writeChunked(storage: Storage, key: string, stage: string, f: FileEntry, buf: Uint8Array, o: RestoreOptions): Promise<void> {
-  const fh = await fsp.open(stagedPath(stage, f), 'wx', 0o600)
-  try {
-    let at = 0
-    for (const c of f.chunks) {
-      const bytes = await fetchChunk(storage, key, c.hash, c.size, buf, o.witness, o.cache)
-      for (let w = 0; w < bytes.byteLength; ) w += (await fh.write(bytes, w, bytes.byteLength - w, at + w)).bytesWritten
-      at += c.size
-      o.onBytes?.(c.size)
-    }
-    await fh.chmod(modeOf(f))
-  } finally {
-    await fh.close()
   }
 }
 

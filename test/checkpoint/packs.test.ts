@@ -155,6 +155,32 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('packed small file
     expect((await manifestOf(s, (await other.save(src, { step: 6 })).id)).packs).toEqual(grown.packs)
   })
 
+  it('a large file restored chunk-parallel: a damaged middle chunk leaves the directory as it was; intact, it round-trips', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, { ...opts, concurrency: 3 })
+    const src = mkdtempSync(path.join(tmpdir(), 'tp-big-'))
+    const big = randomBytes(7 * opts.chunkSize + 123)
+    await fs.writeFile(path.join(src, 'big.bin'), big)
+    await fs.writeFile(path.join(src, 'also-big.bin'), randomBytes(3 * opts.chunkSize))
+    await fs.writeFile(path.join(src, 'small.txt'), 'small')
+    const c = await cp.save(src, { step: 1 })
+    const ok = mkdtempSync(path.join(tmpdir(), 'tp-big-ok-'))
+    await cp.restore(ok)
+    for (const f of ['big.bin', 'also-big.bin', 'small.txt']) expect(sha(await fs.readFile(path.join(ok, f))), f).toBe(sha(await fs.readFile(path.join(src, f))))
+    const m = await manifestOf(s, c.id)
+    const victim = chunkKey(m.files.find((f) => f.path === 'big.bin')!.chunks[4]!.hash)
+    const good = await s.get(victim)
+    await s.put(
+      victim,
+      Uint8Array.from(good, (v, i) => (i === 3 ? v ^ 1 : v)),
+    )
+    const dst = mkdtempSync(path.join(tmpdir(), 'tp-big-dmg-'))
+    await fs.writeFile(path.join(dst, 'sentinel'), 'was here')
+    const before = await snapshot(dst)
+    await expect((await Checkpointer.open(s, opts)).restore(dst, { id: c.id })).rejects.toBeInstanceOf(CorruptCheckpointError)
+    expect(await snapshot(dst)).toEqual(before)
+  })
+
   it('a damaged, truncated or swapped pack fails the restore, leaves the directory as it was, and falls back', async () => {
     const s = await backend.open()
     const cp = await Checkpointer.open(s, opts)
