@@ -2,10 +2,13 @@
 // that introduced format 2 (05961a3) for the reason its name gives. Child processes run the built
 // package (npm run build first).
 import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { collectGarbage, verifyCheckpoints } from '../../src/admin.js'
+import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { Checkpointer } from '../../src/index.js'
 import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/backends.js'
 import { quiet, sha } from '../helpers/common.js'
@@ -50,18 +53,25 @@ const readScript = (uri: string): string => `
   console.log(JSON.stringify(out))
 `
 
-/** A child that writes `big(seed)` to `uri` as step 1 and reports its chunk keys. */
-const writeScript = (uri: string, seed: number): string => `
+/** A child that writes `big(seed)` to `uri` as step `step` and reports its chunk keys. */
+const writeScript = (uri: string, seed: number, step = 1): string => `
   const { Checkpointer } = await import(${JSON.stringify(ENTRY)})
   const b = new Uint8Array(300000)
   for (let i = 0; i < b.byteLength; i++) b[i] = (i * 31 + ${seed}) & 255
   const cp = await Checkpointer.open(${JSON.stringify(uri)}, { repro: false, onWarning() {} })
-  await cp.write(b, { step: 1 })
+  await cp.write(b, { step: ${step} })
   const keys = []
   for await (const o of cp.storage.list('chunks/')) keys.push(o.key)
   await cp.close()
   console.log(JSON.stringify(keys))
 `
+
+/** Preloaded with -r: the native BLAKE3 module fails to load, as on a platform without a prebuilt binary. */
+const NO_BLAKE3 = path.join(mkdtempSync(path.join(tmpdir(), 'tp-noblake3-')), 'no-blake3.cjs')
+writeFileSync(
+  NO_BLAKE3,
+  `const M = require('node:module'); const load = M._load; M._load = function (req, ...rest) { if (String(req).includes('blake-hash')) throw new Error('no native binary here'); return load.call(this, req, ...rest) }`,
+)
 
 afterAll(closeEnforcingProxies)
 
@@ -87,6 +97,45 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('format 2 review o
     expect(child([], readScript(uri), { ...env, TASKPOINT_HASH: 'sha256' })).toEqual({ read: sha(data), skipped: [], verify: [[]] })
   })
 
+  it('where the native module cannot load, a BLAKE3 checkpoint is an error (no fallback to an older sha256 one, prune deletes nothing) and its chunks in a shared chunk cache are left alone', async () => {
+    const { uri, env } = await backend.freshUri()
+    child([], writeScript(uri, 6, 1), { ...env, TASKPOINT_HASH: 'sha256' }) // step 1: sha256 ids
+    child([], writeScript(uri, 7, 2), env) // step 2: BLAKE3 ids
+    const cacheDir = mkdtempSync(path.join(tmpdir(), 'tp-cache-'))
+    const readCached = `
+      const { Checkpointer } = await import(${JSON.stringify(ENTRY)})
+      const cp = await Checkpointer.open(${JSON.stringify(uri)}, { repro: false, onWarning() {}, chunkCache: { dir: ${JSON.stringify(cacheDir)} } })
+      const out = {}
+      try { out.step = (await cp.latest()).step; out.len = (await cp.read()).byteLength; out.skipped = cp.lastSkipped.length } catch (e) { out.error = String(e.code ?? e.name) }
+      await cp.close()
+      console.log(JSON.stringify(out))
+    `
+    // A process with the module fills the host's cache with the BLAKE3 chunk.
+    expect(child([], readCached, env)).toEqual({ step: 2, len: 300_000, skipped: 0 })
+    const cachedFiles = (): string[] =>
+      readdirSync(cacheDir, { recursive: true, withFileTypes: true })
+        .filter((d) => d.isFile())
+        .map((d) => d.name)
+    expect(cachedFiles().filter((n) => n.startsWith('b3-')).length).toBe(1)
+    // One without it: an error, not step 1, and the cached chunk it could not check is not thrown away.
+    expect(child(['-r', NO_BLAKE3], readCached, env)).toEqual({ step: 2, error: 'UnsupportedFormat' })
+    expect(child(['-r', NO_BLAKE3], readScript(uri), env)).toMatchObject({ error: expect.stringMatching(/^UnsupportedFormat/) })
+    const cli = path.join(here, '..', '..', 'dist', 'src', 'cli', 'main.js')
+    let pruned = ''
+    try {
+      pruned = execFileSync(process.execPath, ['-r', NO_BLAKE3, cli, 'prune', uri, '--keep-last', '1', '--min-age', '0s'], {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    } catch (e) {
+      pruned = `exit ${(e as { status: number }).status}`
+    }
+    expect(pruned).toBe('exit 1')
+    expect(child([], readScript(uri), env)).toMatchObject({ read: sha(big(7)) })
+    expect(cachedFiles().filter((n) => n.startsWith('b3-')).length).toBe(1)
+  })
+
   it('a flipped bit in the format digit of a manifest header (TPM2 -> TPM3) is damage: readers fall back, gc is blocked, verify reports it', async () => {
     const s = await backend.open()
     const cp = await Checkpointer.open(s, quiet)
@@ -106,6 +155,22 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('format 2 review o
     const report = await verifyCheckpoints(s)
     expect(report.map((r) => r.id)).toEqual([two.id])
     expect(report[0]!.problems.length).toBe(1)
+    await reader.close()
+    await cp.close()
+  })
+
+  it('a manifest that really is of a newer format (header and intact body agree) is still refused with UnsupportedFormat, not skipped', async () => {
+    const s = await backend.open()
+    const cp = await Checkpointer.open(s, quiet)
+    const one = await cp.write(big(5), { step: 1 })
+    const raw = Buffer.from(await s.get(one.id))
+    const m = JSON.parse(raw.subarray(raw.indexOf(10) + 1).toString()) as Manifest
+    const newer: Manifest = { ...m, format: 3, seq: m.seq + 1, step: 2 }
+    const key = manifestKey(newer)
+    await s.put(key, encodeManifest(newer))
+    const reader = await Checkpointer.open(s, quiet)
+    await expect(reader.read()).rejects.toMatchObject({ code: 'UnsupportedFormat' })
+    await expect(collectGarbage(s, { minAgeMs: 0 })).rejects.toMatchObject({ code: 'UnsupportedFormat' })
     await reader.close()
     await cp.close()
   })
