@@ -20,8 +20,6 @@ interface Blake3 {
 }
 
 function loadBlake3(): Blake3 | undefined {
-  // TASKPOINT_HASH=sha256 names new chunks by sha256 (as where the native module is missing).
-  if (process.env.TASKPOINT_HASH === 'sha256') return undefined
   try {
     const require = createRequire(import.meta.url)
     const path = require.resolve('@napi-rs/blake-hash')
@@ -35,8 +33,11 @@ function loadBlake3(): Blake3 | undefined {
 
 const native = loadBlake3()
 
-/** The algorithm new chunks are named by in this process. */
-export const CHUNK_ALGORITHM: HashAlgorithm = native ? 'blake3' : 'sha256'
+/**
+ * The algorithm new chunks are named by in this process. TASKPOINT_HASH=sha256 chooses sha256 (as
+ * where the native module is missing) for new chunks only: BLAKE3 checkpoints stay readable.
+ */
+export const CHUNK_ALGORITHM: HashAlgorithm = native && process.env.TASKPOINT_HASH !== 'sha256' ? 'blake3' : 'sha256'
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
@@ -72,10 +73,12 @@ export class HashPool {
   ) {}
 
   private start(): [Worker, Map<number, Job>] {
-    // The source is CommonJS: a parent started with --input-type=module (node -e scripts) would
-    // otherwise pass that flag on and the worker would fail to parse.
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'))
-    const w = new Worker(this.source, { eval: true, execArgv, workerData: { blake3: native?.path } })
+    // No flags of the parent: the source is CommonJS, and an inherited --input-type=module (node -e
+    // scripts) would make the worker fail to parse it. An empty list, not the parent's minus that
+    // flag: a list given here is parsed anew, and process-wide flags as common as
+    // --max-old-space-size or --expose-gc make the Worker constructor throw
+    // ERR_WORKER_INVALID_EXEC_ARGV (V8 flags apply to every thread anyway).
+    const w = new Worker(this.source, { eval: true, execArgv: [], workerData: { blake3: native?.path } })
     const pending = new Map<number, Job>()
     this.workers.set(w, pending)
     w.unref()
