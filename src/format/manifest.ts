@@ -258,16 +258,21 @@ export function decodeManifest(key: string, bytes: Uint8Array): Manifest {
   const m = /^TPM(\d+) ([0-9a-f]{64})$/.exec(header)
   if (!m) throw new CorruptCheckpointError(key, 'manifest header is damaged')
   const version = Number(m[1])
-  if (version > FORMAT_VERSION) {
-    throw new TaskpointError('UnsupportedFormat', `checkpoint ${key} has format ${m[1]}, newer than this taskpoint reads (${FORMAT_VERSION}): upgrade taskpoint`)
-  }
   const body = buf.subarray(nl + 1)
+  // The checksum covers the body, not the header's format digit: one flipped bit turns TPM2 into
+  // TPM3. A newer format is believed only when the intact body says so too; anything else is damage
+  // (a reader falls back past it), never an UnsupportedFormat that stops every reader and gc.
   if (sha256Hex(body) !== m[2]) throw new CorruptCheckpointError(key, 'manifest checksum mismatch (truncated or altered)')
   let parsed: Manifest
   try {
     parsed = JSON.parse(body.toString('utf8')) as Manifest
   } catch {
     throw new CorruptCheckpointError(key, 'manifest body is not JSON')
+  }
+  if (version > FORMAT_VERSION) {
+    const said = parsed && typeof parsed === 'object' ? (parsed as { format?: unknown }).format : undefined
+    if (said !== version) throw new CorruptCheckpointError(key, `manifest header says format ${m[1]}, its body ${JSON.stringify(said)}`)
+    throw new TaskpointError('UnsupportedFormat', `checkpoint ${key} has format ${m[1]}, newer than this taskpoint reads (${FORMAT_VERSION}): upgrade taskpoint`)
   }
   checkManifestShape(key, parsed, version)
   return parsed
