@@ -83,6 +83,9 @@ export class ChunkCache {
       return undefined
     }
     let bytes: Uint8Array | undefined
+    // A chunk this process cannot check (BLAKE3 without the native module) is neither served nor
+    // removed: other processes sharing the directory can, and the read fails with that error anyway.
+    let unchecked: unknown
     try {
       const st = await fh.stat()
       if (st.isFile() && st.size === size) {
@@ -95,11 +98,13 @@ export class ChunkCache {
         }
         if (got === size && (await matchesChunkId(buf, hash))) bytes = buf
       }
-    } catch {
+    } catch (e) {
       bytes = undefined
+      if (e instanceof TaskpointError && e.code === 'UnsupportedFormat') unchecked = e
     } finally {
       await fh.close().catch(() => {})
     }
+    if (unchecked) throw unchecked
     if (!bytes) {
       this.stats.rejected++
       this.stats.misses++
