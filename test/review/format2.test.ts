@@ -144,7 +144,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('format 2 review o
     const two = await cp.write(big(4), { step: 2 })
     const bytes = Buffer.from(await s.get(two.id))
     expect(bytes.subarray(0, 4).toString()).toBe('TPM2')
-    bytes[3] ^= 0x01 // '2' (0x32) -> '3' (0x33): one bit; the body (and its checksum) still says format 2
+    bytes[3] = bytes[3]! ^ 0x01 // '2' (0x32) -> '3' (0x33): one bit; the body (and its checksum) still says format 2
     await s.put(two.id, bytes)
     const reader = await Checkpointer.open(s, quiet)
     expect(sha((await reader.read())!)).toBe(sha(one))
