@@ -121,7 +121,7 @@ export async function fetchChunk(
     }
   }
   witness?.damaged(hash)
-  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… ${why}`)
+  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, hash.startsWith('b3-') ? 15 : 12)}… ${why}`)
 }
 
 /** An object larger than the buffer it was read into: every driver says so with `SizeMismatchError`. */
