@@ -12,7 +12,6 @@ import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import './ensure-redis.mjs' // redis-server for the BullMQ fleet tests (apt-get, once)
 import { fileURLToPath } from 'node:url'
-import './ensure-redis.mjs' // redis-server for the BullMQ fleet tests (apt-get, once)
 
 const servers = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'servers')
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'

@@ -10,7 +10,18 @@ import type { Storage } from './storage/types.js'
 export { collectGarbage, prune, type GcOptions, type GcResult, type PruneOptions, type PruneResult } from './checkpoint/gc.js'
 export { verifyCheckpoints, type VerifyOptions, type VerifyReport } from './checkpoint/verify.js'
 export type { LockOptions } from './checkpoint/locks.js'
-export { FORMAT_VERSION, type Manifest, type FileEntry, type ChunkRef, type ArrayEntry, type CheckpointKind, type DType } from './format/manifest.js'
+export {
+  FORMAT_VERSION,
+  chunksOf,
+  type Manifest,
+  type FileEntry,
+  type ChunkRef,
+  type ChunkUse,
+  type PackedRef,
+  type ArrayEntry,
+  type CheckpointKind,
+  type DType,
+} from './format/manifest.js'
 export { readInfos } from './checkpoint/gc.js'
 
 /**

@@ -10,7 +10,7 @@ import { Committer } from './committer.js'
 import { fileEntries } from './files.js'
 import { readInfos, retainAfterCommit } from './gc.js'
 import { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
-import { ManifestCache, readEntry } from './reader.js'
+import { ManifestCache, readFiles } from './reader.js'
 import { recentManifestNames } from './recent.js'
 import { reproInfo } from './repro.js'
 import { CommitQueue } from './queue.js'
@@ -58,6 +58,10 @@ export class Checkpointer {
     if (!Number.isInteger(this.o.chunkSize) || this.o.chunkSize < 1024 || this.o.chunkSize > 1024 * MiB) {
       throw new RangeError(`chunkSize must be a whole number from 1024 to 1 GiB, got ${this.o.chunkSize}`)
     }
+    const packFilesUpTo = options.packFilesUpTo ?? Math.min(MiB, this.o.chunkSize)
+    if (!Number.isSafeInteger(packFilesUpTo) || packFilesUpTo < 0 || packFilesUpTo > this.o.chunkSize) {
+      throw new RangeError(`packFilesUpTo must be a whole number from 0 to chunkSize (${this.o.chunkSize}), got ${packFilesUpTo}`)
+    }
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
     if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
@@ -66,6 +70,7 @@ export class Checkpointer {
       writerId: this.writerId,
       chunkSize: this.o.chunkSize,
       concurrency: this.o.concurrency,
+      packFilesUpTo,
       onWarning: (m) => this.warn(m),
       ...(options.attempt !== undefined ? { attempt: options.attempt } : {}),
       ...(options.locks ? { locks: options.locks } : {}),
@@ -142,15 +147,12 @@ export class Checkpointer {
   async load(id?: string): Promise<LoadedFiles | undefined> {
     this.queue.throwBackgroundError()
     const r = await this.resolve(id, async (m, key) => {
-      const files = new Map<string, Uint8Array>()
       let done = 0
-      for (const f of m.files) {
-        const onBytes = (n: number): void => {
-          done += n
-          this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
-        }
-        files.set(f.path, await readEntry(this.storage, key, f, this.o.concurrency, onBytes, this.committer.ledger, this.chunkCache))
+      const onBytes = (n: number): void => {
+        done += n
+        this.o.onProgress?.({ phase: 'download', loaded: done, total: m.totalSize, uploaded: 0, step: m.step })
       }
+      const files = await readFiles(this.storage, key, m, this.o.concurrency, onBytes, this.committer.ledger, this.chunkCache)
       return { files, json: m.json }
     })
     return r && { info: r.info, files: r.value.files, json: r.value.json }

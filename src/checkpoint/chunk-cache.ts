@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises'
 import { homedir } from 'node:os'
 import path from 'node:path'
 import { TaskpointError } from '../errors.js'
-import { CHUNK_ID } from '../format/manifest.js'
+import { CHUNK_ID, chunkDigest } from '../format/manifest.js'
 import { matchesChunkId } from './hash.js'
 
 export interface ChunkCacheOptions {
@@ -69,7 +69,7 @@ export class ChunkCache {
 
   private pathOf(hash: string): string {
     if (!HASH_RE.test(hash)) throw new TaskpointError('InvalidOption', `not a chunk hash: ${JSON.stringify(hash)}`)
-    return path.join(this.dir, hash.slice(0, 2), hash)
+    return path.join(this.dir, chunkDigest(hash).slice(0, 2), hash)
   }
 
   /** The chunk's bytes (in `into` when it is large enough) if cached and intact, else undefined. */
@@ -83,6 +83,9 @@ export class ChunkCache {
       return undefined
     }
     let bytes: Uint8Array | undefined
+    // A chunk this process cannot check (BLAKE3 without the native module) is neither served nor
+    // removed: other processes sharing the directory can, and the read fails with that error anyway.
+    let unchecked: unknown
     try {
       const st = await fh.stat()
       if (st.isFile() && st.size === size) {
@@ -95,11 +98,13 @@ export class ChunkCache {
         }
         if (got === size && (await matchesChunkId(buf, hash))) bytes = buf
       }
-    } catch {
+    } catch (e) {
       bytes = undefined
+      if (e instanceof TaskpointError && e.code === 'UnsupportedFormat') unchecked = e
     } finally {
       await fh.close().catch(() => {})
     }
+    if (unchecked) throw unchecked
     if (!bytes) {
       this.stats.rejected++
       this.stats.misses++

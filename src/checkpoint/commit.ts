@@ -2,6 +2,7 @@ import pLimit from 'p-limit'
 import { chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { chunkId, sharedBytes } from './hash.js'
+import { endsPack, packTarget } from './pack.js'
 
 const SHA256_ID = /^[0-9a-f]{64}$/
 
@@ -14,12 +15,17 @@ export interface PendingEntry {
   shape?: number[]
   /** In-memory bytes, or a reader that fills `buf` from `offset` and returns the bytes read. */
   source: Uint8Array | ((buf: Uint8Array, offset: number) => Promise<number>)
+  /**
+   * Reads the whole file into `buf` (exactly its size) synchronously. For small files on disk: a
+   * promise round trip per system call costs more than the read of a few KiB itself.
+   */
+  readAll?: (buf: Uint8Array) => void
 }
 
 export interface UploadStats {
   /** Bytes hashed. */
   total: number
-  /** Bytes sent: chunks not already stored. */
+  /** Bytes sent: chunks (and packs) not already stored. */
   uploaded: number
   newChunks: number
   reusedChunks: number
@@ -30,22 +36,31 @@ export interface UploadOptions {
   concurrency: number
   /** Chunks known to be stored intact (see ChunkLedger): only these are not uploaded. */
   known: { has(hash: string, size: number): boolean }
+  /**
+   * Entries of 1 to `packUpTo` bytes are laid back to back into shared chunks (packs; see pack.ts)
+   * instead of a chunk each. At most `chunkSize`. Default 0: none.
+   */
+  packUpTo?: number
   onProgress?: (loaded: number, uploaded: number) => void
   signal?: AbortSignal
 }
 
+/** Files read synchronously between two turns of the event loop. */
+const READS_PER_TURN = 256
+
 /**
- * Cuts every entry into fixed-size chunks, hashes them, and stores the chunks not already known,
- * at most `concurrency` in flight. Resolves once every chunk is durable: only then may the
- * manifest that references them be written.
+ * Cuts every entry into fixed-size chunks (small ones into shared packs), hashes them, and stores
+ * the chunks not already known, at most `concurrency` in flight. Resolves once every chunk is
+ * durable: only then may the manifest that references them be written.
  */
-export async function uploadChunks(storage: Storage, entries: PendingEntry[], o: UploadOptions): Promise<{ files: FileEntry[]; stats: UploadStats }> {
+export async function uploadChunks(storage: Storage, entries: PendingEntry[], o: UploadOptions): Promise<{ files: FileEntry[]; packs: ChunkRef[]; stats: UploadStats }> {
   const limit = pLimit(o.concurrency)
   const stats: UploadStats = { total: 0, uploaded: 0, newChunks: 0, reusedChunks: 0 }
   const scheduled = new Set<string>()
   const tasks: Promise<unknown>[] = []
-  // Buffers for chunks read from disk, in shared memory so worker threads hash them; recycled once
-  // their chunk is stored, so memory stays at (concurrency + 1) chunks whatever the file sizes.
+  // Buffers for chunks and packs read from disk, in shared memory so worker threads hash them;
+  // recycled once their chunk is stored, so memory stays at (concurrency + 1) chunks whatever
+  // the number and sizes of the files.
   const free: Uint8Array[] = []
   let allocated = 0
   let wake: (() => void) | undefined
@@ -54,10 +69,83 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
     wake?.()
   }
   let failed: unknown
-  const files: FileEntry[] = []
+  const takeBuffer = async (): Promise<Uint8Array | undefined> => {
+    while (free.length === 0 && allocated > o.concurrency && !failed) await new Promise<void>((r) => (wake = r))
+    if (failed) return undefined
+    return free.pop() ?? (allocated++, sharedBytes(o.chunkSize))
+  }
 
+  /** Hashes `bytes` and stores them unless known; `done` learns the reference once hashed. */
+  const store = (bytes: Uint8Array, release: (() => void) | undefined, done: (ref: ChunkRef) => void): void => {
+    const len = bytes.byteLength
+    const task = limit(async () => {
+      try {
+        const hash = await chunkId(bytes)
+        done({ hash, size: len })
+        stats.total += len
+        if (o.known.has(hash, len) || scheduled.has(hash)) {
+          stats.reusedChunks++
+        } else {
+          scheduled.add(hash)
+          stats.newChunks++
+          // A SHA-256 id is also the body's checksum: a driver may send it rather than hash the body again.
+          await storage.put(chunkKey(hash), bytes, { batch: true, ...(o.signal ? { signal: o.signal } : {}), ...(SHA256_ID.test(hash) ? { sha256: hash } : {}) })
+          stats.uploaded += len
+        }
+        o.onProgress?.(stats.total, stats.uploaded)
+      } finally {
+        release?.()
+      }
+    })
+    task.catch((err: unknown) => {
+      failed ??= err
+      wake?.()
+    })
+    tasks.push(task)
+  }
+
+  const packUpTo = Math.min(o.packUpTo ?? 0, o.chunkSize)
+  const target = packTarget(o.chunkSize)
+  const packs: ChunkRef[] = []
+  let pack: { buf: Uint8Array; len: number; index: number } | undefined
+  const closePack = (): void => {
+    if (!pack) return
+    const p = pack
+    pack = undefined
+    store(
+      p.buf.subarray(0, p.len),
+      () => giveBack(p.buf),
+      (ref) => (packs[p.index] = ref),
+    )
+  }
+  let reads = 0
+
+  const files: FileEntry[] = []
   for (const e of entries) {
-    const chunks: ChunkRef[] = []
+    if (failed) break
+    o.signal?.throwIfAborted()
+    const fe: FileEntry = { path: e.path, size: e.size, chunks: [] }
+    if (e.mode !== undefined) fe.mode = e.mode
+    if (e.dtype !== undefined) fe.dtype = e.dtype
+    if (e.shape !== undefined) fe.shape = e.shape
+    files.push(fe)
+    if (e.size >= 1 && e.size <= packUpTo) {
+      if (pack && pack.len + e.size > o.chunkSize) closePack()
+      if (!pack) {
+        const buf = await takeBuffer()
+        if (!buf) break
+        pack = { buf, len: 0, index: packs.length }
+        packs.length++
+      }
+      await readWhole(e, pack.buf.subarray(pack.len, pack.len + e.size))
+      fe.packed = { pack: pack.index, offset: pack.len }
+      pack.len += e.size
+      if (endsPack(e.path, e.size, target)) closePack()
+      // Reads of small files are synchronous: let uploads, hashing and timers run now and then.
+      if (++reads % READS_PER_TURN === 0) await new Promise((r) => setImmediate(r))
+      continue
+    }
+    const chunks = fe.chunks
     for (let off = 0, ci = 0; off < e.size; off += o.chunkSize, ci++) {
       if (failed) break
       o.signal?.throwIfAborted()
@@ -67,9 +155,8 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
       if (e.source instanceof Uint8Array) {
         bytes = e.source.subarray(off, off + len)
       } else {
-        while (free.length === 0 && allocated > o.concurrency && !failed) await new Promise<void>((r) => (wake = r))
-        if (failed) break
-        const buf = free.pop() ?? (allocated++, sharedBytes(o.chunkSize))
+        const buf = await takeBuffer()
+        if (!buf) break
         let got = 0
         while (got < len) {
           const n = await e.source(buf.subarray(got, len), off + got)
@@ -80,42 +167,26 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
         release = () => giveBack(buf)
       }
       const index = ci
-      const task = limit(async () => {
-        try {
-          const hash = await chunkId(bytes)
-          chunks[index] = { hash, size: len }
-          stats.total += len
-          if (o.known.has(hash, len) || scheduled.has(hash)) {
-            stats.reusedChunks++
-          } else {
-            scheduled.add(hash)
-            stats.newChunks++
-            // A SHA-256 id is also the body's checksum: a driver may send it rather than hash the body again.
-            await storage.put(chunkKey(hash), bytes, { batch: true, ...(o.signal ? { signal: o.signal } : {}), ...(SHA256_ID.test(hash) ? { sha256: hash } : {}) })
-            stats.uploaded += len
-          }
-          o.onProgress?.(stats.total, stats.uploaded)
-        } finally {
-          release?.()
-        }
-      })
-      task.catch((err: unknown) => {
-        failed ??= err
-        wake?.()
-      })
-      tasks.push(task)
+      store(bytes, release, (ref) => (chunks[index] = ref))
       // Hashing of unshared bytes happens on this thread: let other work run between chunks.
       if (!(bytes.buffer instanceof SharedArrayBuffer)) await new Promise((r) => setImmediate(r))
     }
-    const fe: FileEntry = { path: e.path, size: e.size, chunks }
-    if (e.mode !== undefined) fe.mode = e.mode
-    if (e.dtype !== undefined) fe.dtype = e.dtype
-    if (e.shape !== undefined) fe.shape = e.shape
-    files.push(fe)
   }
+  if (!failed) closePack()
   await Promise.allSettled(tasks)
   if (failed) throw failed
   // One durability barrier for all chunks: only after it may the manifest be written.
   await storage.sync()
-  return { files, stats }
+  return { files, packs, stats }
+}
+
+/** All of an entry's bytes into `dst` (exactly its size). */
+async function readWhole(e: PendingEntry, dst: Uint8Array): Promise<void> {
+  if (e.source instanceof Uint8Array) return void dst.set(e.source.subarray(0, e.size))
+  if (e.readAll) return e.readAll(dst)
+  for (let got = 0; got < e.size; ) {
+    const n = await e.source(dst.subarray(got), got)
+    if (n === 0) throw new Error(`${e.path} shrank while being saved (expected ${e.size} bytes)`)
+    got += n
+  }
 }

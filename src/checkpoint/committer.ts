@@ -3,6 +3,8 @@ import {
   FORMAT_VERSION,
   MANIFEST_DIR,
   WRITER_DIR,
+  chunkKey,
+  chunksOf,
   encodeManifest,
   epochStartKey,
   manifestKey,
@@ -38,6 +40,8 @@ export interface CommitterOptions {
   attempt?: number
   chunkSize: number
   concurrency: number
+  /** Files of a directory save of 1 to this many bytes share packs (see UploadOptions.packUpTo). */
+  packFilesUpTo: number
   locks?: LockOptions
   repro?: boolean | Record<string, unknown>
   onProgress?: (p: CheckpointProgress) => void
@@ -150,6 +154,8 @@ export class Committer {
       uploadChunks(this.storage, entries, {
         chunkSize: this.o.chunkSize,
         concurrency: this.o.concurrency,
+        // Only directory saves have many files; a bytes or state checkpoint is one.
+        packUpTo: snap.kind === 'files' ? this.o.packFilesUpTo : 0,
         known,
         onProgress: (loaded, uploaded) => this.o.onProgress?.({ phase: 'upload', loaded, total, uploaded, step }),
       })
@@ -159,7 +165,7 @@ export class Committer {
         // Chunks this writer skips are protected by the manifests that reference them; under the
         // lock, no collector can start, so checking that those still exist is enough.
         for (const a of this.ledger.anchors()) if (!(await this.storage.head(a))) this.ledger.dropAnchor(a)
-        const { files, stats } = await upload(this.ledger)
+        const { files, packs, stats } = await upload(this.ledger)
         // All chunks are durable. Now the manifest: its existence is the commit.
         const names = await this.manifestsSince()
         await this.checkFence(names)
@@ -173,7 +179,7 @@ export class Committer {
             `${this.storage.uri}: commit abandoned, its lock could not be kept (${lock.lost}); the checkpoint was not written. Check the connection to the store and that the process is not paused for minutes`,
           )
         }
-        const m = await this.manifest(snap, names, step, files, arrays)
+        const m = await this.manifest(snap, names, step, files, packs, arrays)
         const key = manifestKey(m)
         await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
         if ((await lock.check()) !== undefined) {
@@ -181,12 +187,24 @@ export class Committer {
           // references. Once no collector runs (a new shared lock), everything is stored again.
           const again = await acquireShared(this.storage, this.o.writerId, this.o.locks)
           try {
-            await upload({ has: () => false })
+            const redone = await upload({ has: () => false })
+            // Files are read from disk again: one that changed since gives other chunks than the
+            // manifest names. Every chunk the manifest needs must be there, or the commit is undone.
+            const stored = new Set(chunksOf(redone).map((c) => `${c.hash}:${c.size}`))
+            const missing: string[] = []
+            for (const c of chunksOf(m)) if (!stored.has(`${c.hash}:${c.size}`) && !(await this.storage.head(chunkKey(c.hash)))) missing.push(c.paths[0] ?? c.hash)
+            if (missing.length > 0) {
+              await this.storage.delete(key)
+              throw new TaskpointError(
+                'LockLost',
+                `${this.storage.uri}: commit undone: its lock was lost while the manifest was written, and ${missing[0]}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''} changed on disk before its chunks could be stored again; save again`,
+              )
+            }
           } finally {
             await again.release()
           }
         }
-        this.ledger.committed(files, key)
+        this.ledger.committed(chunksOf(m), key)
         this.lastSeq = m.seq
         // Readers find this commit from here without listing the history (see recent.ts).
         await writeHint(this.storage, key).catch((e: unknown) =>
@@ -201,7 +219,7 @@ export class Committer {
     }
   }
 
-  private async manifest(snap: Snapshot, names: ManifestName[], step: number, files: Manifest['files'], arrays: Manifest['arrays']): Promise<Manifest> {
+  private async manifest(snap: Snapshot, names: ManifestName[], step: number, files: Manifest['files'], packs: Manifest['packs'], arrays: Manifest['arrays']): Promise<Manifest> {
     // Order is (epoch, seq, writer): seq only has to exceed the seqs of this writer's epoch.
     const seq = names.filter((n) => n.epoch === this.epoch).reduce((mx, n) => Math.max(mx, n.seq), this.lastSeq) + 1
     if (!Number.isSafeInteger(seq)) throw new TaskpointError('SeqExhausted', `${this.storage.uri}: a stored manifest has seq ${seq - 1}, the largest there can be; remove it`)
@@ -219,6 +237,7 @@ export class Committer {
       repro: this.o.repro === false ? {} : { ...(await reproInfo()), ...(typeof this.o.repro === 'object' ? this.o.repro : {}) },
       files,
     }
+    if (packs && packs.length > 0) m.packs = packs
     if (this.o.attempt !== undefined) m.attempt = this.o.attempt
     if (snap.json !== undefined) m.json = snap.json
     if (arrays) m.arrays = arrays

@@ -1,4 +1,5 @@
-import * as fs from 'node:fs/promises'
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import { validateEntryPath } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
@@ -10,27 +11,36 @@ interface Found {
   mode: number
 }
 
+/** Directory entries looked at between two turns of the event loop (the walk is synchronous). */
+const ENTRIES_PER_TURN = 512
+
 /**
  * The regular files under `source` (or `source` itself) as pending entries that read from disk
- * when their chunks are cut. A file is opened at its first chunk and closed after its last, so
- * a save holds one descriptor per chunk in flight, never one per file.
+ * when their chunks are cut. A file is opened at its first chunk and closed after its last (small
+ * files: opened, read whole and closed in one synchronous step), so a save holds one descriptor
+ * per chunk in flight, never one per file.
+ *
+ * The walk and the reads of small files use synchronous calls in short bursts: at a few KiB per
+ * file, a promise round trip through the thread pool costs several times the system call itself
+ * (10,000 files: ~85 ms to walk and stat synchronously against ~250-340 ms with fs.promises, and
+ * ~50-170 ms to read against 0.4-1.4 s), and the event loop still gets a turn every few hundred files.
  */
 export async function fileEntries(source: string, warn: (m: string) => void): Promise<{ entries: PendingEntry[]; closeAll: () => Promise<void> }> {
   const root = path.resolve(source)
-  const st = await fs.stat(root)
+  const st = await fsp.stat(root)
   const found: Found[] = []
   if (st.isFile()) found.push({ rel: path.basename(root), abs: root, size: st.size, mode: st.mode })
-  else await walkDir(root, '', found, warn)
-  const open = new Set<fs.FileHandle>()
+  else await walkDir(root, '', found, warn, { seen: 0 })
+  const open = new Set<fsp.FileHandle>()
   const entries = found.map((f): PendingEntry => {
-    let fh: Promise<fs.FileHandle> | undefined
+    let fh: Promise<fsp.FileHandle> | undefined
     return {
       path: validateEntryPath(f.rel),
       size: f.size,
       // Permission bits only: setuid, setgid and sticky bits are not checkpointed.
       mode: f.mode & 0o777,
       source: async (buf, offset) => {
-        fh ??= fs.open(f.abs, 'r').then((h) => (open.add(h), h))
+        fh ??= fsp.open(f.abs, 'r').then((h) => (open.add(h), h))
         const h = await fh
         const n = (await h.read(buf, 0, buf.byteLength, offset)).bytesRead
         if (offset + n >= f.size || n === 0) {
@@ -40,21 +50,38 @@ export async function fileEntries(source: string, warn: (m: string) => void): Pr
         }
         return n
       },
+      readAll: (buf) => readWholeSync(f.abs, buf),
     }
   })
   return { entries, closeAll: async () => void (await Promise.all([...open].map((h) => h.close().catch(() => {})))) }
 }
 
-async function walkDir(root: string, rel: string, out: Found[], warn: (m: string) => void): Promise<void> {
+/** Fills `buf` from the start of the file; a file that shrank since it was listed is an error. */
+function readWholeSync(file: string, buf: Uint8Array): void {
+  const fd = fs.openSync(file, 'r')
+  try {
+    for (let got = 0; got < buf.byteLength; ) {
+      const n = fs.readSync(fd, buf, got, buf.byteLength - got, got)
+      if (n === 0) throw new Error(`${file} shrank while being saved (expected ${buf.byteLength} bytes)`)
+      got += n
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+async function walkDir(root: string, rel: string, out: Found[], warn: (m: string) => void, turn: { seen: number }): Promise<void> {
   const dir = rel ? path.join(root, rel) : root
-  const ents = await fs.readdir(dir, { withFileTypes: true })
+  const ents = fs.readdirSync(dir, { withFileTypes: true })
   ents.sort((a, b) => (a.name < b.name ? -1 : 1))
   for (const e of ents) {
+    if (++turn.seen % ENTRIES_PER_TURN === 0) await new Promise((r) => setImmediate(r))
     const r = rel ? `${rel}/${e.name}` : e.name
-    if (e.isDirectory()) await walkDir(root, r, out, warn)
+    if (e.isDirectory()) await walkDir(root, r, out, warn, turn)
     else if (e.isFile()) {
-      const st = await fs.stat(path.join(root, r))
-      out.push({ rel: r, abs: path.join(root, r), size: st.size, mode: st.mode })
-    } else warn(`not saving ${path.join(root, r)}: only regular files and directories are checkpointed`)
+      const abs = path.join(dir, e.name)
+      const st = fs.statSync(abs)
+      out.push({ rel: r, abs, size: st.size, mode: st.mode })
+    } else warn(`not saving ${path.join(dir, e.name)}: only regular files and directories are checkpointed`)
   }
 }

@@ -6,6 +6,7 @@ import {
   WRITER_DIR,
   CorruptCheckpointError,
   chunkHashFromKey,
+  chunksOf,
   isManifestLike,
   parseManifestKey,
   parseWriterMarker,
@@ -168,7 +169,8 @@ export async function collectGarbage(storage: Storage, options: GcOptions = {}, 
             if (!e.vanished) result.blockedBy.push(`${n.key} (${e.reason})`)
             return
           }
-          for (const f of m.files) for (const c of f.chunks) referenced.add(c.hash)
+          // Files' own chunks and the packs their small files share alike.
+          for (const c of chunksOf(m)) referenced.add(c.hash)
         }),
       ),
     )

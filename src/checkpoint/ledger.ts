@@ -1,4 +1,4 @@
-import type { FileEntry } from '../format/manifest.js'
+import type { ChunkRef } from '../format/manifest.js'
 
 /**
  * The chunks this process knows to be stored intact, each with the manifest that keeps it alive
@@ -29,10 +29,13 @@ export class ChunkLedger {
     this.chunks.delete(hash)
   }
 
-  /** A commit succeeded: its chunks are stored, anchored by its manifest; older knowledge is dropped. */
-  committed(files: readonly FileEntry[], anchor: string): void {
+  /**
+   * A commit succeeded: its chunks (every one its manifest references: `chunksOf`) are stored,
+   * anchored by its manifest; older knowledge is dropped.
+   */
+  committed(chunks: readonly ChunkRef[], anchor: string): void {
     this.chunks.clear()
-    for (const f of files) for (const c of f.chunks) this.chunks.set(c.hash, { size: c.size, anchor })
+    for (const c of chunks) this.chunks.set(c.hash, { size: c.size, anchor })
   }
 
   /** The manifests that keep known chunks alive. */

@@ -11,6 +11,12 @@ export interface CheckpointerOptions {
   keep?: RetentionPolicy
   /** Chunk size for content addressing and parallel upload. Default 4 MiB on local disk, 8 MiB on S3/GCS (the storage's `preferredChunkSize`). */
   chunkSize?: number
+  /**
+   * Files of a directory save of 1 to this many bytes are laid back to back into shared chunks
+   * (packs) instead of one chunk each: 10,000 small files become a few objects. 0 turns packing
+   * off. Default 1 MiB, at most `chunkSize`.
+   */
+  packFilesUpTo?: number
   /** Chunk transfers in flight. Default 8 on local disk, 16 on S3/GCS. */
   concurrency?: number
   /** Options for the storage the URI opens (ignored when a `Storage` is passed). */

@@ -121,7 +121,7 @@ export async function fetchChunk(
     }
   }
   witness?.damaged(hash)
-  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, 12)}… ${why}`)
+  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, hash.startsWith('b3-') ? 15 : 12)}… ${why}`)
 }
 
 /** An object larger than the buffer it was read into: every driver says so with `SizeMismatchError`. */
@@ -137,6 +137,32 @@ function chunksWithOffsets(entry: FileEntry): { chunk: ChunkRef; at: number }[] 
     at += chunk.size
     return placed
   })
+}
+
+/**
+ * Every file of a manifest in memory, verified. Each pack is fetched once and its files are views
+ * of it; other files are read chunk by chunk (in parallel within a file).
+ */
+export async function readFiles(
+  storage: Storage,
+  checkpoint: string,
+  m: Manifest,
+  concurrency: number,
+  onBytes?: (n: number) => void,
+  witness?: ChunkWitness,
+  cache?: ChunkCache,
+): Promise<Map<string, Uint8Array>> {
+  const packs = await pLimit(concurrency).map(m.packs ?? [], async (p) => {
+    const bytes = await fetchChunk(storage, checkpoint, p.hash, p.size, sharedBytes(p.size + 1), witness, cache)
+    onBytes?.(p.size)
+    return bytes
+  })
+  const files = new Map<string, Uint8Array>()
+  for (const f of m.files) {
+    if (f.packed) files.set(f.path, packs[f.packed.pack]!.subarray(f.packed.offset, f.packed.offset + f.size))
+    else files.set(f.path, await readEntry(storage, checkpoint, f, concurrency, onBytes, witness, cache))
+  }
+  return files
 }
 
 /** Reads a file entry of a manifest into one buffer, chunks fetched in parallel and verified. */

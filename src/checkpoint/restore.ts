@@ -1,24 +1,27 @@
 import { randomBytes } from 'node:crypto'
-import * as fs from 'node:fs/promises'
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import pLimit from 'p-limit'
 import { TaskpointError } from '../errors.js'
-import { CorruptCheckpointError, validateEntryPath, type Manifest } from '../format/manifest.js'
+import { CorruptCheckpointError, chunksOf, validateEntryPath, type FileEntry, type Manifest } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
-import { sharedBytes } from './hash.js'
 import type { ChunkCache } from './chunk-cache.js'
+import { sharedBytes } from './hash.js'
 import { fetchChunk, type ChunkWitness } from './reader.js'
 
 /**
- * Temporary files of a restore: short names (a long file name plus a suffix could pass NAME_MAX)
- * that carry the restoring process's pid, so the next restore can tell a dead process's leftovers
- * from a live one's.
+ * The staging directory of a restore (and, from earlier versions, its temporary files): a short
+ * name carrying the restoring process's pid, so the next restore can tell a dead process's
+ * leftovers from a live one's.
  */
 const TEMP_PREFIX = '.tp-restore-'
 const TEMP_RE = /^\.tp-restore-(\d+)-[0-9a-f]{8}$/
+/** Small files written synchronously between two turns of the event loop. */
+const WRITES_PER_TURN = 256
 
 export interface RestoreOptions {
-  /** Files restored at once (each holds one descriptor and one chunk buffer). Default 8. */
+  /** Packs and large files restored at once (each holds one chunk buffer, a large file one descriptor). Default 8. */
   concurrency: number
   witness?: ChunkWitness
   /** Local copies of chunks to read before the store (see ChunkCache). */
@@ -26,112 +29,254 @@ export interface RestoreOptions {
   onBytes?: (n: number) => void
 }
 
-interface Staged {
-  tmp: string
-  final: string
-  mode: number | undefined
-}
+/** A directory of the checkpoint's tree: its entries by name, `null` for a file. */
+type Tree = Map<string, Tree | null>
 
 /**
- * Writes every file of a manifest under `root`, verified chunk by chunk. Everything is written to
- * temporary files first and moved into place only once all of it verified, so a damaged checkpoint
- * leaves the directory as it was and the caller can fall back to an older one. Descriptors and
- * memory stay bounded by `concurrency` whatever the number of files.
+ * Writes every file of a manifest under `root`, verified chunk by chunk. Everything is written
+ * into a staging directory inside `root` first (same file system, so moving is a rename) and moved
+ * into place only once all of it verified, so a damaged checkpoint leaves the directory as it was
+ * and the caller can fall back to an older one. A subtree that does not exist in `root` yet moves
+ * with one rename: restoring into an empty directory costs one rename per top-level entry.
+ *
+ * Each pack is fetched and verified once, then its files are written with synchronous calls in
+ * short bursts (for files of a few KiB a promise per system call costs more than the write). No
+ * fsync: a restore is a copy of a checkpoint that stays in the store, and after a crash the job
+ * restores again instead of trusting what the crash left in the directory. Descriptors and memory
+ * stay bounded by `concurrency` (one chunk buffer each) whatever the number of files.
  */
 export async function restoreFiles(storage: Storage, key: string, m: Manifest, root: string, o: RestoreOptions): Promise<string[]> {
-  const targets = m.files.map((f) => {
+  const tree: Tree = new Map()
+  for (const f of m.files) {
     const final = path.join(root, ...validateEntryPath(f.path).split('/'))
     if (!final.startsWith(root + path.sep)) throw new CorruptCheckpointError(key, `file ${f.path} would land outside ${root}`)
-    return { f, final }
-  })
-  const dirs = [...new Set(targets.map((t) => path.dirname(t.final)))]
-  for (const d of dirs) await makeDir(d, root)
-  await sweepDeadTemps(dirs)
-  const staged: Staged[] = []
-  // One chunk buffer per file in flight, made once and reused: memory is concurrency x chunk.
-  let bufSize = 1
-  for (const f of m.files) for (const c of f.chunks) bufSize = Math.max(bufSize, c.size)
-  const free: Uint8Array[] = []
-  const limit = pLimit(o.concurrency)
+    addPath(tree, f.path, key)
+  }
+  const createdRoot = await makeRoot(root)
+  sweepDeadTemps(root, tree)
+  const stage = path.join(root, `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`)
+  await fsp.mkdir(stage, { mode: 0o700 })
   try {
-    await Promise.all(
-      targets.map(({ f, final }) =>
-        limit(async () => {
-          const tmp = path.join(path.dirname(final), `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`)
-          staged.push({ tmp, final, mode: f.mode })
-          const fh = await fs.open(tmp, 'wx', 0o600)
-          try {
-            let at = 0
-            for (const c of f.chunks) {
-              const buf = free.pop() ?? sharedBytes(bufSize + 1)
-              try {
-                const bytes = await fetchChunk(storage, key, c.hash, c.size, buf, o.witness, o.cache)
-                let w = 0
-                while (w < bytes.byteLength) w += (await fh.write(bytes, w, bytes.byteLength - w, at + w)).bytesWritten
-              } finally {
-                free.push(buf)
-              }
-              at += c.size
-              o.onBytes?.(c.size)
-            }
-            await fh.truncate(f.size)
-          } finally {
-            await fh.close()
-          }
-        }),
-      ),
-    )
-    for (const s of staged) await place(s)
+    await stageFiles(storage, key, m, stage, tree, o)
+    // Every conflict is found before anything moves, so a refused restore changes nothing.
+    const moves = plan(root, stage, tree, [])
+    for (const [from, to] of moves) place(from, to)
   } catch (e) {
-    await Promise.all(staged.map((s) => fs.rm(s.tmp, { force: true })))
+    await fsp.rm(stage, { recursive: true, force: true })
+    if (createdRoot) await fsp.rmdir(root).catch(() => {})
     throw e
   }
+  // What is left are the directories whose contents were moved into existing ones.
+  await fsp.rm(stage, { recursive: true, force: true })
   return m.files.map((f) => f.path)
 }
 
-async function makeDir(dir: string, root: string): Promise<void> {
+function addPath(tree: Tree, p: string, key: string): void {
+  const parts = p.split('/')
+  let t = tree
+  for (const name of parts.slice(0, -1)) {
+    let c = t.get(name)
+    if (c === undefined) t.set(name, (c = new Map()))
+    // Refused by the manifest check already; restated here because it decides what a rename replaces.
+    if (c === null) throw new CorruptCheckpointError(key, `${p}: a parent is also a file`)
+    t = c
+  }
+  t.set(parts.at(-1)!, null)
+}
+
+/** Creates `root` if needed; whether it did (so a failed restore can take it away again). */
+async function makeRoot(root: string): Promise<boolean> {
   try {
-    await fs.mkdir(dir, { recursive: true })
+    return (await fsp.mkdir(root, { recursive: true })) !== undefined
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'EEXIST' || code === 'ENOTDIR') {
-      throw new TaskpointError(
-        'RestoreConflict',
-        `cannot restore into ${dir}: ${path.relative(root, dir) || dir} or one of its parents exists and is not a directory; move it away or restore elsewhere`,
-      )
+      throw new TaskpointError('RestoreConflict', `cannot restore into ${root}: it or one of its parents exists and is not a directory; move it away or restore elsewhere`)
     }
     throw e
   }
 }
 
-async function place(s: Staged): Promise<void> {
+/** Writes every file into `stage` (laid out as in the checkpoint), each pack fetched once. */
+async function stageFiles(storage: Storage, key: string, m: Manifest, stage: string, tree: Tree, o: RestoreOptions): Promise<void> {
+  makeDirs(stage, tree)
+  const packs = m.packs ?? []
+  const byPack: FileEntry[][] = packs.map(() => [])
+  const own: FileEntry[] = []
+  for (const f of m.files) {
+    if (f.packed) byPack[f.packed.pack]!.push(f)
+    else if (f.chunks.length > 0) own.push(f)
+    else writeSmall(stage, f, new Uint8Array(0))
+  }
+  // One buffer per transfer in flight, made once and reused: memory is concurrency x chunk.
+  const bufSize = chunksOf(m).reduce((mx, c) => Math.max(mx, c.size), 1)
+  const free: Uint8Array[] = []
+  const limit = pLimit(o.concurrency)
+  const opened: StagedFile[] = []
+  let failed = false
+  const run = (work: (buf: Uint8Array) => Promise<void>): Promise<void> =>
+    limit(async () => {
+      if (failed) return
+      const buf = free.pop() ?? sharedBytes(bufSize + 1)
+      try {
+        await work(buf)
+      } catch (e) {
+        failed = true
+        throw e
+      } finally {
+        free.push(buf)
+      }
+    })
+  const tasks = [
+    ...byPack.map((files, i) =>
+      run(async (buf) => {
+        const p = packs[i]!
+        const bytes = await fetchChunk(storage, key, p.hash, p.size, buf, o.witness, o.cache)
+        for (let j = 0; j < files.length; j++) {
+          const f = files[j]!
+          writeSmall(stage, f, bytes.subarray(f.packed!.offset, f.packed!.offset + f.size))
+          if ((j + 1) % WRITES_PER_TURN === 0) await new Promise((r) => setImmediate(r))
+        }
+        o.onBytes?.(p.size)
+      }),
+    ),
+    // A large file's chunks are fetched, verified and written in parallel like everything else,
+    // into one descriptor per file that its last chunk closes.
+    ...own.flatMap((f) => {
+      const file = new StagedFile(stagedPath(stage, f), f.chunks.length, modeOf(f))
+      opened.push(file)
+      let at = 0
+      return f.chunks.map((c) => {
+        const offset = at
+        at += c.size
+        return run(async (buf) => {
+          const fh = await file.handle()
+          const bytes = await fetchChunk(storage, key, c.hash, c.size, buf, o.witness, o.cache)
+          for (let w = 0; w < bytes.byteLength; ) w += (await fh.write(bytes, w, bytes.byteLength - w, offset + w)).bytesWritten
+          o.onBytes?.(c.size)
+          await file.chunkDone()
+        })
+      })
+    }),
+  ]
+  // Every task ends before the stage may be removed: none may still be writing into it.
+  const settled = await Promise.allSettled(tasks)
+  await Promise.all(opened.map((f) => f.close()))
+  for (const r of settled) if (r.status === 'rejected') throw r.reason
+}
+
+/** One staged file written by several chunk tasks: opened by the first, closed after the last. */
+class StagedFile {
+  private fh: Promise<fsp.FileHandle> | undefined
+  private closed = false
+
+  constructor(
+    private readonly file: string,
+    private left: number,
+    private readonly mode: number,
+  ) {}
+
+  handle(): Promise<fsp.FileHandle> {
+    this.fh ??= fsp.open(this.file, 'wx', 0o600)
+    return this.fh
+  }
+
+  async chunkDone(): Promise<void> {
+    if (--this.left === 0) {
+      await (await this.handle()).chmod(this.mode)
+      await this.close()
+    }
+  }
+
+  /** Idempotent; also releases the descriptor of a file whose restore failed half way. */
+  async close(): Promise<void> {
+    if (this.closed || !this.fh) return
+    this.closed = true
+    await (await this.fh.catch(() => undefined))?.close()
+  }
+}
+
+function makeDirs(base: string, tree: Tree): void {
+  for (const [name, child] of tree) {
+    if (!child) continue
+    const dir = path.join(base, name)
+    fs.mkdirSync(dir)
+    makeDirs(dir, child)
+  }
+}
+
+function stagedPath(stage: string, f: FileEntry): string {
+  return path.join(stage, ...f.path.split('/'))
+}
+
+/** Permission bits only: setuid, setgid and sticky bits from a checkpoint are never restored. */
+const modeOf = (f: FileEntry): number => (f.mode ?? 0o644) & 0o777
+
+function writeSmall(stage: string, f: FileEntry, bytes: Uint8Array): void {
+  const fd = fs.openSync(stagedPath(stage, f), 'wx', 0o600)
   try {
-    await fs.rename(s.tmp, s.final)
+    for (let w = 0; w < bytes.byteLength; ) w += fs.writeSync(fd, bytes, w, bytes.byteLength - w, w)
+    fs.fchmodSync(fd, modeOf(f))
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/**
+ * The renames that put the staged tree in place: a whole subtree where `root` has nothing of that
+ * name, file by file into directories that exist. Anything in the way (a directory where a file
+ * goes, a file or symlink where a directory goes: a restore never writes through a link) is a
+ * conflict, found before anything moves.
+ */
+function plan(root: string, stage: string, tree: Tree, rel: string[]): [string, string][] {
+  const moves: [string, string][] = []
+  for (const [name, child] of tree) {
+    const target = path.join(root, ...rel, name)
+    const from = path.join(stage, ...rel, name)
+    const st = fs.lstatSync(target, { throwIfNoEntry: false })
+    if (!st) moves.push([from, target])
+    else if (child) {
+      if (!st.isDirectory()) throw conflict(target, 'it is not a directory (a file or a link) where the checkpoint has a directory')
+      moves.push(...plan(root, stage, child, [...rel, name]))
+    } else {
+      if (st.isDirectory()) throw conflict(target, 'a directory is in the way')
+      moves.push([from, target])
+    }
+  }
+  return moves
+}
+
+function conflict(target: string, why: string): TaskpointError {
+  return new TaskpointError('RestoreConflict', `cannot restore ${target}: ${why}; move it away or restore elsewhere`)
+}
+
+function place(from: string, to: string): void {
+  try {
+    fs.renameSync(from, to)
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
-    if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') {
-      throw new TaskpointError('RestoreConflict', `cannot restore ${s.final}: a directory is in the way; move it away or restore elsewhere`)
-    }
+    // Something appeared in the way since the plan was made.
+    if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') throw conflict(to, 'something is in the way')
     throw e
   }
-  // Permission bits only: setuid, setgid and sticky bits from a checkpoint are never restored.
-  await fs.chmod(s.final, (s.mode ?? 0o644) & 0o777)
 }
 
-/** Removes temporary files that killed restores left in these directories. */
-async function sweepDeadTemps(dirs: string[]): Promise<void> {
-  for (const d of dirs) {
+/** Removes what killed restores left in `root` and in the directories this restore writes to. */
+function sweepDeadTemps(root: string, tree: Tree): void {
+  const sweep = (dir: string, t: Tree): void => {
     let names: string[]
     try {
-      names = await fs.readdir(d)
+      names = fs.readdirSync(dir)
     } catch {
-      continue
+      return // not there (yet): nothing to sweep, nor below it
     }
     for (const n of names) {
       const m = TEMP_RE.exec(n)
-      if (m && !alive(Number(m[1]))) await fs.rm(path.join(d, n), { force: true })
+      if (m && !alive(Number(m[1]))) fs.rmSync(path.join(dir, n), { recursive: true, force: true })
     }
+    for (const [name, child] of t) if (child) sweep(path.join(dir, name), child)
   }
+  sweep(root, tree)
 }
 
 function alive(pid: number): boolean {

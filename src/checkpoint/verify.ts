@@ -1,5 +1,5 @@
 import pLimit from 'p-limit'
-import { CorruptCheckpointError, type Manifest } from '../format/manifest.js'
+import { CorruptCheckpointError, chunksOf, type Manifest } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { ManifestCache, fetchChunk, listManifestNames } from './reader.js'
 
@@ -8,6 +8,7 @@ export interface VerifyReport {
   step?: number
   /** Undefined when intact; otherwise what is wrong (the manifest, or each bad chunk reference). */
   problems: string[]
+  /** Distinct chunks the checkpoint references (its files' chunks and its packs). */
   chunks: number
 }
 
@@ -45,8 +46,7 @@ export async function verifyCheckpoints(storage: Storage, options: VerifyOptions
     }
     options.onStart?.(id, m)
     const problems = await checker.problemsOf(id, m, (n) => options.onBytes?.(id, n))
-    const chunks = m.files.reduce((n, f) => n + f.chunks.length, 0)
-    reports.push({ id, step: m.step, problems, chunks })
+    reports.push({ id, step: m.step, problems, chunks: chunksOf(m).length })
   }
   return reports
 }
@@ -59,29 +59,31 @@ export function chunkChecker(storage: Storage, concurrency: number) {
   const checked = new Map<string, Promise<string | undefined>>()
   const limit = pLimit(concurrency)
   return {
-    /** Every bad chunk reference of a manifest, as `path: problem`; empty when all verify. */
+    /**
+     * Every bad chunk (or pack) of a manifest, as `path: problem` naming the first file that needs
+     * it (and how many more do); empty when all verify.
+     */
     async problemsOf(id: string, m: Manifest, onBytes?: (n: number) => void): Promise<string[]> {
       const problems: string[] = []
       await Promise.all(
-        m.files.flatMap((f) =>
-          f.chunks.map(async (c) => {
-            const k = `${c.hash}:${c.size}`
-            let p = checked.get(k)
-            if (!p) {
-              p = limit(() => fetchChunk(storage, id, c.hash, c.size)).then(
-                () => undefined,
-                (e: unknown) => {
-                  if (e instanceof CorruptCheckpointError) return e.reason
-                  throw e
-                },
-              )
-              checked.set(k, p)
-            }
-            const problem = await p
-            if (problem) problems.push(`${f.path}: ${problem}`)
-            onBytes?.(c.size)
-          }),
-        ),
+        chunksOf(m).map(async (c) => {
+          const k = `${c.hash}:${c.size}`
+          let p = checked.get(k)
+          if (!p) {
+            p = limit(() => fetchChunk(storage, id, c.hash, c.size)).then(
+              () => undefined,
+              (e: unknown) => {
+                if (e instanceof CorruptCheckpointError) return e.reason
+                throw e
+              },
+            )
+            checked.set(k, p)
+          }
+          const problem = await p
+          const who = c.paths.length > 1 ? `${c.paths[0]} (and ${c.paths.length - 1} more file(s) in the same pack)` : (c.paths[0] ?? 'an unused pack')
+          if (problem) problems.push(`${who}: ${problem}`)
+          onBytes?.(c.size)
+        }),
       )
       return problems
     },

@@ -34,7 +34,19 @@ export interface FileEntry {
   /** For arrays of a state checkpoint. */
   dtype?: DType
   shape?: number[]
+  /** The file's own chunks, in order; empty for an empty file and for a packed one. */
   chunks: ChunkRef[]
+  /**
+   * Format >= 2, small files only: the file's bytes are `[offset, offset + size)` of the pack
+   * `packs[pack]` of its manifest (and `chunks` is empty).
+   */
+  packed?: PackedRef
+}
+
+/** Where a packed file lies: a pack of the manifest (an index into `packs`) and an offset inside it. */
+export interface PackedRef {
+  pack: number
+  offset: number
 }
 
 export type CheckpointKind = 'bytes' | 'files' | 'state'
@@ -68,6 +80,11 @@ export interface Manifest {
   metadata: Record<string, unknown>
   repro: Record<string, unknown>
   files: FileEntry[]
+  /**
+   * Format >= 2: shared chunks holding small files back to back (see FileEntry.packed). The files
+   * packed into each one tile it exactly: no gap, no overlap.
+   */
+  packs?: ChunkRef[]
   /** For state checkpoints: the JSON part, stored inline (it is small and wants no extra object). */
   json?: unknown
   /** For state checkpoints: the arrays inside STATE_FILE. */
@@ -105,6 +122,36 @@ export function chunkKey(hash: string): string {
 export function chunkHashFromKey(key: string): string | undefined {
   const m = /^chunks\/([0-9a-f]{2})\/((?:b3-)?([0-9a-f]{64}))$/.exec(key)
   return m && m[3]!.startsWith(m[1]!) ? m[2] : undefined
+}
+
+/** One chunk a manifest references, with the files whose bytes lie (partly) in it. */
+export interface ChunkUse extends ChunkRef {
+  paths: string[]
+}
+
+/**
+ * Every chunk a manifest references, each (hash, size) pair once: the chunks of its files and its
+ * packs. The one place that knows where a manifest names chunks: garbage collection, verification,
+ * the writer's ledger and the tools all walk chunk references through it, so none can miss a kind.
+ */
+export function chunksOf(m: Pick<Manifest, 'files' | 'packs'>): ChunkUse[] {
+  const byKey = new Map<string, ChunkUse>()
+  const useOf = (c: ChunkRef): ChunkUse => {
+    const k = `${c.hash}:${c.size}`
+    let u = byKey.get(k)
+    if (!u) byKey.set(k, (u = { hash: c.hash, size: c.size, paths: [] }))
+    return u
+  }
+  // Every listed pack, even one no file cites (a checked manifest has none; a damaged one may).
+  const packs = (m.packs ?? []).map(useOf)
+  for (const f of m.files) {
+    for (const c of f.chunks) {
+      const u = useOf(c)
+      if (u.paths.at(-1) !== f.path) u.paths.push(f.path)
+    }
+    if (f.packed) packs[f.packed.pack]?.paths.push(f.path)
+  }
+  return [...byKey.values()]
 }
 
 export interface ManifestName {
@@ -211,16 +258,21 @@ export function decodeManifest(key: string, bytes: Uint8Array): Manifest {
   const m = /^TPM(\d+) ([0-9a-f]{64})$/.exec(header)
   if (!m) throw new CorruptCheckpointError(key, 'manifest header is damaged')
   const version = Number(m[1])
-  if (version > FORMAT_VERSION) {
-    throw new TaskpointError('UnsupportedFormat', `checkpoint ${key} has format ${m[1]}, newer than this taskpoint reads (${FORMAT_VERSION}): upgrade taskpoint`)
-  }
   const body = buf.subarray(nl + 1)
+  // The checksum covers the body, not the header's format digit: one flipped bit turns TPM2 into
+  // TPM3. A newer format is believed only when the intact body says so too; anything else is damage
+  // (a reader falls back past it), never an UnsupportedFormat that stops every reader and gc.
   if (sha256Hex(body) !== m[2]) throw new CorruptCheckpointError(key, 'manifest checksum mismatch (truncated or altered)')
   let parsed: Manifest
   try {
     parsed = JSON.parse(body.toString('utf8')) as Manifest
   } catch {
     throw new CorruptCheckpointError(key, 'manifest body is not JSON')
+  }
+  if (version > FORMAT_VERSION) {
+    const said = parsed && typeof parsed === 'object' ? (parsed as { format?: unknown }).format : undefined
+    if (said !== version) throw new CorruptCheckpointError(key, `manifest header says format ${m[1]}, its body ${JSON.stringify(said)}`)
+    throw new TaskpointError('UnsupportedFormat', `checkpoint ${key} has format ${m[1]}, newer than this taskpoint reads (${FORMAT_VERSION}): upgrade taskpoint`)
   }
   checkManifestShape(key, parsed, version)
   return parsed
@@ -260,6 +312,9 @@ function checkManifestShape(key: string, m: Manifest, version: number): void {
   if (!isCount(m.totalSize)) bad('bad total size')
   if (m.metadata === null || typeof m.metadata !== 'object' || Array.isArray(m.metadata)) bad('metadata is not an object')
   if (!Array.isArray(m.files)) bad('no file list')
+  const packs = checkPacks(m, version, chunkId, bad)
+  // Per pack, the [offset, end) spans of its files: they must tile it exactly.
+  const spans: [number, number][][] = packs.map(() => [])
   const paths = new Set<string>()
   let total = 0
   for (const f of m.files) {
@@ -272,15 +327,35 @@ function checkManifestShape(key: string, m: Manifest, version: number): void {
     if (paths.has(f.path)) bad(`file ${JSON.stringify(f.path)} listed twice`)
     paths.add(f.path)
     if (f.mode !== undefined && (!isCount(f.mode) || f.mode > 0o7777)) bad(`bad mode for ${f.path}`)
-    let sum = 0
-    for (const c of f.chunks) {
-      if (!c || typeof c.hash !== 'string' || !chunkId.test(c.hash) || !isCount(c.size) || c.size < 1 || c.size > m.chunkSize) bad(`bad chunk reference in ${f.path}`)
-      sum += c.size
+    if (f.packed !== undefined) {
+      if (version < 2) bad(`${f.path} is packed in a format-${version} manifest`)
+      const at = f.packed
+      if (!at || typeof at !== 'object' || !isCount(at.pack) || at.pack >= packs.length || !isCount(at.offset)) bad(`bad pack position of ${f.path}`)
+      if (f.chunks.length > 0 || f.size < 1) bad(`${f.path} is packed but has chunks of its own or no bytes`)
+      // Compared without adding: offset + size of crafted numbers could pass 2^53 and round.
+      const p = packs[at.pack]!
+      if (at.offset > p.size || f.size > p.size - at.offset) bad(`${f.path} lies outside its pack`)
+      spans[at.pack]!.push([at.offset, at.offset + f.size])
+    } else {
+      let sum = 0
+      for (const c of f.chunks) {
+        if (!c || typeof c.hash !== 'string' || !chunkId.test(c.hash) || !isCount(c.size) || c.size < 1 || c.size > m.chunkSize) bad(`bad chunk reference in ${f.path}`)
+        sum += c.size
+      }
+      if (sum !== f.size) bad(`chunk sizes of ${f.path} do not add up`)
     }
-    if (sum !== f.size) bad(`chunk sizes of ${f.path} do not add up`)
     total += f.size
   }
   if (total !== m.totalSize) bad('file sizes do not add up to the total size')
+  spans.forEach((s, i) => {
+    s.sort((a, b) => a[0] - b[0])
+    let end = 0
+    for (const [from, to] of s) {
+      if (from !== end) bad(`the files of pack ${i} ${from < end ? 'overlap' : 'leave a gap'} at offset ${Math.min(from, end)}`)
+      end = to
+    }
+    if (end !== packs[i]!.size) bad(`the files of pack ${i} do not fill it (${end} of ${packs[i]!.size} bytes)`)
+  })
   // "a" beside "a/b" cannot both be restored: one of them would have to be a file and a directory.
   for (const p of paths) {
     for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) if (paths.has(p.slice(0, i))) bad(`${JSON.stringify(p.slice(0, i))} is both a file and a directory`)
@@ -308,6 +383,17 @@ function checkManifestShape(key: string, m: Manifest, version: number): void {
       }
     }
   }
+}
+
+/** The pack list of a manifest, checked (empty when it has none). */
+function checkPacks(m: Manifest, version: number, chunkId: RegExp, bad: (why: string) => never): ChunkRef[] {
+  if (m.packs === undefined) return []
+  if (version < 2) bad(`packs in a format-${version} manifest`)
+  if (!Array.isArray(m.packs)) bad('bad pack list')
+  for (const p of m.packs) {
+    if (!p || typeof p !== 'object' || typeof p.hash !== 'string' || !chunkId.test(p.hash) || !isCount(p.size) || p.size < 1 || p.size > m.chunkSize) bad('bad pack reference')
+  }
+  return m.packs
 }
 
 /** Bytes per element of a dtype (1 for raw bytes). */

@@ -13,8 +13,16 @@ export const TEMP_MARK = '.tp-tmp-'
  * for 240-255-byte names. Starts with a dot, so it stays out of sight.
  */
 export function tempName(): string {
-  return `${TEMP_MARK}${randomBytes(6).toString('hex')}`
+  // Random bytes drawn a pool at a time: one getrandom call per put cost more than the rest of its name.
+  if (poolAt + 6 > pool.byteLength) {
+    pool = randomBytes(6 * 256)
+    poolAt = 0
+  }
+  poolAt += 6
+  return `${TEMP_MARK}${pool.toString('hex', poolAt - 6, poolAt)}`
 }
+let pool = Buffer.alloc(0)
+let poolAt = 0
 
 /**
  * Refuses any key that could escape the storage root or mean different things on different

@@ -32,6 +32,8 @@ export class LocalStorage implements Storage {
   private readonly durable: boolean
   /** Directories holding `batch` puts whose entries are not yet fsynced. */
   private readonly unsyncedDirs = new Set<string>()
+  /** Directories this instance made or found (see openTemp). */
+  private readonly knownDirs = new Set<string>()
   private readonly run: Runner
 
   constructor(root: string, options: LocalStorageOptions = {}) {
@@ -109,11 +111,18 @@ export class LocalStorage implements Storage {
     for (let i = 0; ; i++) {
       const tmp = path.join(dir, tempName())
       try {
-        const created = await fs.mkdir(dir, { recursive: true })
-        // Directories above the root that we had to create: their entries must be durable too.
-        if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
+        // mkdir only for a directory not seen yet (a chunk commit puts hundreds of objects into the
+        // same few): a directory removed since shows as ENOENT below and is made again.
+        if (!this.knownDirs.has(dir)) {
+          const created = await fs.mkdir(dir, { recursive: true })
+          // Directories above the root that we had to create: their entries must be durable too.
+          if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
+          if (this.knownDirs.size >= 4096) this.knownDirs.clear()
+          this.knownDirs.add(dir)
+        }
         return { fh: await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644), tmp }
       } catch (e) {
+        this.knownDirs.delete(dir)
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 9) throw e
       }
     }

@@ -473,9 +473,12 @@ export async function runBackend(name: BackendName, o: CampaignOptions): Promise
       }
     }
     if (o.sabotage) {
+      // The newest resolved write and everything after it (a killed writer may have committed a
+      // newer step it never reported, which would otherwise hide the loss from the checker).
       const victim = exp.floor()
       for await (const ob of direct.list(MANIFEST_DIR)) {
-        if (victim !== undefined && parseManifestKey(ob.key)?.step === victim) {
+        const step = parseManifestKey(ob.key)?.step
+        if (victim !== undefined && step !== undefined && step >= victim) {
           await direct.delete(ob.key)
           sabotaged = true
         }

@@ -1,7 +1,7 @@
 // Deliberate damage to stored objects, done straight to the store (never through the proxy) while
 // no writer is alive. Each act is recorded with the steps of every checkpoint it touched, so the
 // checker can tell damage we did from damage the library did.
-import { CHUNK_DIR, MANIFEST_DIR, chunkHashFromKey, parseManifestKey } from '../../src/format/manifest.js'
+import { CHUNK_DIR, MANIFEST_DIR, chunkHashFromKey, chunksOf, parseManifestKey, type Manifest } from '../../src/format/manifest.js'
 import type { Storage } from '../../src/index.js'
 import type { Rng } from './common.js'
 
@@ -41,8 +41,9 @@ async function index(storage: Storage): Promise<Index> {
     try {
       // Format 1 and 2: "TPM<n> <sha256>\n" then a JSON body. A body already damaged references nothing we can tell.
       const text = Buffer.from(await storage.get(o.key)).toString('utf8')
-      const body = JSON.parse(text.slice(text.indexOf('\n') + 1)) as { files?: { chunks?: { hash?: string }[] }[] }
-      for (const f of body.files ?? []) for (const c of f.chunks ?? []) if (c.hash) (users.get(c.hash) ?? users.set(c.hash, new Set()).get(c.hash)!).add(n.step)
+      // Unchecked (it may be damaged): chunksOf throws on a shape it cannot walk, which lands below.
+      const body = JSON.parse(text.slice(text.indexOf('\n') + 1)) as Manifest
+      for (const c of chunksOf(body)) if (c.hash) (users.get(c.hash) ?? users.set(c.hash, new Set()).get(c.hash)!).add(n.step)
     } catch {
       // unreadable: it is damaged already (and was recorded when we did it)
     }

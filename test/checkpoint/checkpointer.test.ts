@@ -7,7 +7,7 @@ import { Checkpointer, CheckpointKindError, FencedError, anyOf, best, everyNStep
 import { collectGarbage } from '../../src/admin.js'
 import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
-import { KiB, quiet, sha, keysOf as keys } from '../helpers/common.js'
+import { KiB, chunkKeyOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
 
 describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %s', (_n, backend: Backend) => {
   const open = async (opts = {}) => Checkpointer.open(await backend.open(), { chunkSize: 16 * KiB, ...quiet, ...opts })
@@ -153,7 +153,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
     const manifest = await s.get(info.id)
     // Find one chunk that only the second checkpoint uses, and damage it in each way in turn.
     const m2 = JSON.parse(Buffer.from(manifest).toString().split('\n').slice(1).join('\n')) as Manifest
-    const victim = `chunks/${m2.files[0]!.chunks[1]!.hash.slice(0, 2)}/${m2.files[0]!.chunks[1]!.hash}`
+    const victim = chunkKeyOf(m2.files[0]!.chunks[1]!.hash)
     expect(newChunks).toContain(victim)
     const original = await s.get(victim)
     const damages: [string, () => Promise<unknown>][] = [

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { Checkpointer, type Storage } from '../../src/index.js'
 import { ChunkCache, defaultCacheDir } from '../../src/checkpoint/chunk-cache.js'
 import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/backends.js'
+import { chunkIdOf, chunkKeyOf, sha } from '../helpers/common.js'
 
 // The local chunk cache (issue 12, item 6): a second restore downloads nothing, a changed
 // checkpoint downloads only what changed, and nothing in the cache is ever trusted.
@@ -15,7 +16,6 @@ import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/bac
 const KiB = 1024
 const CHUNK = 64 * KiB
 const quiet = { onWarning: () => {}, repro: false as const, chunkSize: CHUNK }
-const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
 /** Counts chunk bytes fetched from the store. */
 function counting(inner: Storage): { storage: Storage; chunkGets: () => number; bytes: () => number; reset: () => void } {
@@ -81,23 +81,23 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('chunk cache on %s
     const dir = freshDir()
     const inner = await backend.open()
     const state = randomBytes(4 * CHUNK)
-    const hashes = [0, 1, 2, 3].map((i) => sha(state.subarray(i * CHUNK, (i + 1) * CHUNK)))
+    const hashes = [0, 1, 2, 3].map((i) => chunkIdOf(state.subarray(i * CHUNK, (i + 1) * CHUNK)))
     await (await Checkpointer.open(inner, quiet)).write(state)
     await (await Checkpointer.open(inner, { ...quiet, chunkCache: { dir } })).read()
-    const file = (h: string): string => path.join(dir, h.slice(0, 2), h)
+    const file = (h: string): string => path.join(dir, ...chunkKeyOf(h).split('/').slice(1))
     const flip = Buffer.from(await fs.readFile(file(hashes[0]!)))
     flip[100] = flip[100]! ^ 1
     await fs.writeFile(file(hashes[0]!), flip)
     await fs.truncate(file(hashes[1]!), CHUNK - 1)
     await fs.copyFile(file(hashes[3]!), file(hashes[2]!))
-    await fs.writeFile(path.join(dir, hashes[3]!.slice(0, 2), '.tmp-1-deadbeef'), 'half')
+    await fs.writeFile(path.join(path.dirname(file(hashes[3]!)), '.tmp-1-deadbeef'), 'half')
     const { storage, chunkGets, reset } = counting(inner)
     reset()
     const cp = await Checkpointer.open(storage, { ...quiet, chunkCache: { dir } })
     expect(Buffer.from((await cp.read())!).equals(state)).toBe(true)
     expect(chunkGets()).toBe(3)
     expect(cp.chunkCache!.stats).toMatchObject({ hits: 1, rejected: 3 })
-    for (const h of hashes) expect(sha(await fs.readFile(file(h)))).toBe(h)
+    for (const h of hashes) expect(chunkIdOf(await fs.readFile(file(h)))).toBe(h)
     await inner.close()
   })
 
@@ -108,7 +108,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('chunk cache on %s
     const w = await Checkpointer.open(s, { ...quiet, chunkCache: { dir } })
     await w.write(state)
     await w.read() // fills the cache
-    const lost = `chunks/${sha(state.subarray(0, CHUNK)).slice(0, 2)}/${sha(state.subarray(0, CHUNK))}`
+    const lost = chunkKeyOf(chunkIdOf(state.subarray(0, CHUNK)))
     await s.delete(lost)
     const next = await Checkpointer.open(s, { ...quiet, chunkCache: { dir } })
     expect(Buffer.from((await next.read())!).equals(state)).toBe(true)

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { Checkpointer, openStorage } from '../../src/index.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
+import { chunkKeyOf } from '../helpers/common.js'
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'src', 'cli', 'main.js')
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
@@ -80,7 +81,7 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('taskpoint CLI on 
     const storage = await openStorage(uri)
     const last = JSON.parse((await taskpoint(['show', uri, '--json'], env)).stdout) as { files: { chunks: { hash: string }[] }[] }
     const victim = last.files[0]!.chunks[4]!.hash
-    await storage.put(`chunks/${victim.slice(0, 2)}/${victim}`, Buffer.from('garbage'))
+    await storage.put(chunkKeyOf(victim), Buffer.from('garbage'))
     const bad = await taskpoint(['verify', uri], env)
     expect(bad.code).toBe(3)
     expect(bad.stdout).toMatch(/DAMAGED .* bad chunk/)

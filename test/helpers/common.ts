@@ -1,4 +1,5 @@
 // Small things every suite needs.
+import { blake3 } from '@napi-rs/blake-hash'
 import { createHash } from 'node:crypto'
 import type { Storage } from '../../src/index.js'
 
@@ -6,6 +7,15 @@ export const KiB = 1024
 export const MiB = 1024 * 1024
 
 export const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+/**
+ * The id taskpoint stores a chunk under, computed here independently of src/ (BLAKE3 through the
+ * native module directly), so a test that compares it with what was stored checks the code.
+ */
+export const chunkIdOf = (b: Uint8Array): string => `b3-${Buffer.from(blake3(Buffer.from(b.buffer, b.byteOffset, b.byteLength))).toString('hex')}`
+
+/** The object key of a chunk id (format: `chunks/<first 2 hex of the digest>/<id>`). */
+export const chunkKeyOf = (id: string): string => `chunks/${id.replace(/^b3-/, '').slice(0, 2)}/${id}`
 
 /** Checkpointer options that keep a test's output clean. */
 export const quiet = { onWarning: (): void => {}, repro: false as const }

@@ -1,4 +1,4 @@
-import { listCheckpoints } from '../../admin.js'
+import { chunksOf, listCheckpoints } from '../../admin.js'
 import { bytes, parse, type Command, maxArgs } from '../args.js'
 import { openLocation, requireCheckpoints } from '../open.js'
 
@@ -24,11 +24,9 @@ checkpoint vs shared with the one before (deduplicated chunks), and a metadata s
         const m = manifests.get(i.id)!
         const seen = new Set<string>()
         let fresh = 0
-        for (const f of m.files) {
-          for (const c of f.chunks) {
-            if (!prev.has(c.hash) && !seen.has(c.hash)) fresh += c.size
-            seen.add(c.hash)
-          }
+        for (const c of chunksOf(m)) {
+          if (!prev.has(c.hash) && !seen.has(c.hash)) fresh += c.size
+          seen.add(c.hash)
         }
         prev = seen
         return { ...i, newBytes: fresh, sharedBytes: i.size - fresh }

@@ -105,7 +105,9 @@ checkpoint). With two arguments, the second is a STEP when it is a number, else 
       const got = await cp.load(info.id)
       const data = got?.files.get(file)
       if (!data) throw new TaskpointError('NoSuchFile', `checkpoint step ${info.step} has no file "${file}"; it has: ${[...(got?.files.keys() ?? [])].join(', ')}`)
-      await new Promise<void>((resolve, reject) => process.stdout.write(Buffer.from(data), (e) => (e ? reject(e) : resolve())))
+      // A view, not Buffer.from(data): that would copy the whole file once more (peak memory 2x).
+      const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+      await new Promise<void>((resolve, reject) => process.stdout.write(view, (e) => (e ? reject(e) : resolve())))
       return 0
     } finally {
       await cp.close()

@@ -1,11 +1,12 @@
-import { inspectCheckpoint } from '../../admin.js'
+import { chunksOf, inspectCheckpoint } from '../../admin.js'
 import { bytes, parse, type Command, maxArgs } from '../args.js'
 import { openLocation, pick, requireCheckpoints } from '../open.js'
 
 export const show: Command = {
   help: `taskpoint show URI [STEP|ID] [--json]
 
-Shows one checkpoint's manifest in full (default: the newest): files with sizes and chunks,
+Shows one checkpoint's manifest in full (default: the newest): files with sizes and where their
+bytes are (their own chunks, or a pack shared by small files), every chunk it references,
 metadata, writer, attempt, and the reproducibility record (versions, git commit, entry hash).`,
   async run(argv) {
     const { values, positionals } = parse(argv, { json: { type: 'boolean' } })
@@ -34,9 +35,11 @@ metadata, writer, attempt, and the reproducibility record (versions, git commit,
       console.log('files:')
       for (const f of m.files) {
         const extra = [f.dtype, f.shape ? `[${f.shape.join('x')}]` : undefined, f.mode !== undefined ? `mode ${f.mode.toString(8)}` : undefined].filter(Boolean).join(' ')
-        console.log(`  ${f.path}  ${bytes(f.size)}  ${f.chunks.length} chunk(s)${extra ? `  ${extra}` : ''}`)
-        for (const c of f.chunks) console.log(`    ${c.hash}  ${bytes(c.size)}`)
+        const where = f.packed ? `in pack ${f.packed.pack} at ${f.packed.offset}` : `${f.chunks.length} chunk(s)`
+        console.log(`  ${f.path}  ${bytes(f.size)}  ${where}${extra ? `  ${extra}` : ''}`)
       }
+      console.log('chunks:')
+      for (const c of chunksOf(m)) console.log(`  ${c.hash}  ${bytes(c.size)}  ${c.paths.length === 1 ? c.paths[0] : `${c.paths.length} files`}`)
       return 0
     } finally {
       await cp.close()
