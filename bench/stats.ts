@@ -1,6 +1,6 @@
 // What every benchmark file prints: medians with min–max, ratios paired repetition by repetition,
 // and one markdown table at the end that can be pasted into the README.
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 export const MiB = 1024 * 1024
@@ -139,6 +139,9 @@ export class Table {
     ]
     console.log(lines.join('\n'))
     const dir = process.env.BENCH_TABLE_DIR
-    if (dir) writeFileSync(path.join(dir, `${this.name}.md`), `${lines.join('\n')}\n`)
+    if (dir) {
+      mkdirSync(dir, { recursive: true })
+      writeFileSync(path.join(dir, `${this.name}.md`), `${lines.join('\n')}\n`)
+    }
   }
 }
