@@ -1,0 +1,99 @@
+// Hostile review of packs, staged restore and the files walk. Each test here failed on main at
+// 7ba5103 for the reason its name gives.
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import * as fs from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { fileEntries } from '../../src/checkpoint/files.js'
+import { Checkpointer } from '../../src/index.js'
+import { localBackend } from '../helpers/backends.js'
+import { quiet } from '../helpers/common.js'
+
+const tmp = (p: string): string => fs.mkdtempSync(path.join(tmpdir(), `tp-rp-${p}-`))
+const cleanups: (() => void)[] = []
+afterAll(() => {
+  for (const c of cleanups) c()
+})
+
+describe('packs/restore review (local file system)', () => {
+  it('a restore never deletes anything outside its target: the sweep of dead restores does not follow a symlink out of it', async () => {
+    const storage = await localBackend().open()
+    const cp = await Checkpointer.open(storage, quiet)
+    const src = tmp('src')
+    fs.mkdirSync(path.join(src, 'd'))
+    fs.writeFileSync(path.join(src, 'd', 'x'), 'new')
+    await cp.save(src, { step: 1 })
+
+    // Somewhere else entirely: a directory the restore has no business in, holding what looks like
+    // a dead restore's staging directory (another target's leftover, or simply a user's folder).
+    const outside = tmp('outside')
+    const foreign = path.join(outside, '.tp-restore-99999999-deadbeef')
+    fs.mkdirSync(foreign)
+    fs.writeFileSync(path.join(foreign, 'precious'), 'keep me')
+
+    const target = tmp('target')
+    fs.symlinkSync(outside, path.join(target, 'd'))
+    // The link is in the way of the checkpoint's directory: the restore is refused...
+    await expect(cp.restore(target)).rejects.toMatchObject({ code: 'RestoreConflict' })
+    // ...and must have touched nothing, least of all outside the target.
+    expect(fs.readFileSync(path.join(foreign, 'precious'), 'utf8')).toBe('keep me')
+    await cp.close()
+  })
+
+  it('a file replaced by a FIFO after the walk does not hang the save (large file: read through the thread pool)', async () => {
+    const dir = tmp('fifo')
+    const f = path.join(dir, 'big.bin')
+    fs.writeFileSync(f, randomBytes(64 * 1024))
+    const { entries, closeAll } = await fileEntries(dir, () => {})
+    fs.rmSync(f)
+    execFileSync('mkfifo', [f])
+    // Whatever happens, unblock a reader stuck in open() so the thread pool is given back.
+    cleanups.push(() => fs.closeSync(fs.openSync(f, fs.constants.O_RDWR | fs.constants.O_NONBLOCK)))
+    const src = entries[0]!.source as (buf: Uint8Array, offset: number) => Promise<number>
+    const outcome = await Promise.race([
+      src(new Uint8Array(64 * 1024), 0).then(
+        (n) => `read ${n} bytes`,
+        (e: unknown) => `error: ${(e as Error).message}`,
+      ),
+      new Promise<string>((r) => setTimeout(() => r('hung'), 3000)),
+    ])
+    await closeAll().catch(() => {})
+    expect(outcome).toMatch(/^error: .*not a regular file/)
+  })
+
+  it('a small file replaced by a FIFO after the walk is refused with a clear error before it is opened (without a writer, the synchronous open blocks the event loop forever)', async () => {
+    const dir = tmp('fifo2')
+    const f = path.join(dir, 'small.txt')
+    fs.writeFileSync(f, 'twelve bytes')
+    const { entries } = await fileEntries(dir, () => {})
+    fs.rmSync(f)
+    execFileSync('mkfifo', [f])
+    // A writer with 12 bytes in the pipe, so the old code returns instead of blocking this test forever.
+    const w = fs.openSync(f, fs.constants.O_RDWR | fs.constants.O_NONBLOCK)
+    cleanups.push(() => fs.closeSync(w))
+    fs.writeSync(w, 'PIPE CONTENT')
+    expect(() => entries[0]!.readAll!(new Uint8Array(12))).toThrow(/not a regular file/)
+  })
+
+  it('a file replaced by a symlink after the walk is not followed: a save never stores bytes from outside its tree', async () => {
+    const secret = path.join(tmp('secret'), 'secret')
+    fs.writeFileSync(secret, 'TOP SECRET!!')
+    const dir = tmp('swap')
+    const f = path.join(dir, 'small.txt')
+    fs.writeFileSync(f, 'twelve bytes')
+    const { entries } = await fileEntries(dir, () => {})
+    fs.rmSync(f)
+    fs.symlinkSync(secret, f)
+    const buf = new Uint8Array(12)
+    let err: unknown
+    try {
+      entries[0]!.readAll!(buf)
+    } catch (e) {
+      err = e
+    }
+    expect(Buffer.from(buf).toString()).not.toBe('TOP SECRET!!')
+    expect(err).toBeDefined()
+  })
+})
