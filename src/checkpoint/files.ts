@@ -29,7 +29,8 @@ export async function fileEntries(source: string, warn: (m: string) => void): Pr
   const root = path.resolve(source)
   const st = await fsp.stat(root)
   const found: Found[] = []
-  if (st.isFile()) found.push({ rel: path.basename(root), abs: root, size: st.size, mode: st.mode })
+  // A source that is a link to a file is read through its target (files are opened without following links).
+  if (st.isFile()) found.push({ rel: path.basename(root), abs: await fsp.realpath(root), size: st.size, mode: st.mode })
   else await walkDir(root, '', found, warn, { seen: 0 })
   const open = new Set<fsp.FileHandle>()
   const entries = found.map((f): PendingEntry => {
@@ -40,7 +41,7 @@ export async function fileEntries(source: string, warn: (m: string) => void): Pr
       // Permission bits only: setuid, setgid and sticky bits are not checkpointed.
       mode: f.mode & 0o777,
       source: async (buf, offset) => {
-        fh ??= fsp.open(f.abs, 'r').then((h) => (open.add(h), h))
+        fh ??= openRegular(f.abs).then((h) => (open.add(h), h))
         const h = await fh
         const n = (await h.read(buf, 0, buf.byteLength, offset)).bytesRead
         if (offset + n >= f.size || n === 0) {
@@ -56,10 +57,40 @@ export async function fileEntries(source: string, warn: (m: string) => void): Pr
   return { entries, closeAll: async () => void (await Promise.all([...open].map((h) => h.close().catch(() => {})))) }
 }
 
+/**
+ * Opened without following a link and without waiting for a writer: an entry replaced since the
+ * walk by a symlink (which may point out of the tree) or a FIFO (whose open blocks until a writer
+ * comes, forever) is an error, never read.
+ */
+const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK
+const notRegular = (file: string): Error => new Error(`${file} is not a regular file any more (replaced while being saved); save again`)
+
+async function openRegular(file: string): Promise<fsp.FileHandle> {
+  let h: fsp.FileHandle
+  try {
+    h = await fsp.open(file, OPEN_FLAGS)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw notRegular(file)
+    throw e
+  }
+  if (!(await h.stat()).isFile()) {
+    await h.close()
+    throw notRegular(file)
+  }
+  return h
+}
+
 /** Fills `buf` from the start of the file; a file that shrank since it was listed is an error. */
 function readWholeSync(file: string, buf: Uint8Array): void {
-  const fd = fs.openSync(file, 'r')
+  let fd: number
   try {
+    fd = fs.openSync(file, OPEN_FLAGS)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw notRegular(file)
+    throw e
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) throw notRegular(file)
     for (let got = 0; got < buf.byteLength; ) {
       const n = fs.readSync(fd, buf, got, buf.byteLength - got, got)
       if (n === 0) throw new Error(`${file} shrank while being saved (expected ${buf.byteLength} bytes)`)

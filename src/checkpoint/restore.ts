@@ -274,7 +274,8 @@ function sweepDeadTemps(root: string, tree: Tree): void {
       const m = TEMP_RE.exec(n)
       if (m && !alive(Number(m[1]))) fs.rmSync(path.join(dir, n), { recursive: true, force: true })
     }
-    for (const [name, child] of t) if (child) sweep(path.join(dir, name), child)
+    // Only into real directories: a link in the target (refused by the plan later) may point anywhere.
+    for (const [name, child] of t) if (child && fs.lstatSync(path.join(dir, name), { throwIfNoEntry: false })?.isDirectory()) sweep(path.join(dir, name), child)
   }
   sweep(root, tree)
 }
