@@ -6,10 +6,11 @@ import * as fs from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { verifyCheckpoints } from '../../src/admin.js'
 import { fileEntries } from '../../src/checkpoint/files.js'
-import { Checkpointer } from '../../src/index.js'
+import { Checkpointer, type Storage } from '../../src/index.js'
 import { localBackend } from '../helpers/backends.js'
-import { quiet } from '../helpers/common.js'
+import { KiB, keysOf, quiet } from '../helpers/common.js'
 
 const tmp = (p: string): string => fs.mkdtempSync(path.join(tmpdir(), `tp-rp-${p}-`))
 const cleanups: (() => void)[] = []
@@ -95,5 +96,75 @@ describe('packs/restore review (local file system)', () => {
     }
     expect(Buffer.from(buf).toString()).not.toBe('TOP SECRET!!')
     expect(err).toBeDefined()
+  })
+
+  it('a lock lost while the manifest went out and a file deleted or truncated meanwhile: the commit is undone (LockLost), not left behind naming chunks that are gone', async () => {
+    for (const change of ['delete', 'truncate'] as const) {
+      const s = await localBackend().open()
+      const src = tmp('lost')
+      fs.writeFileSync(path.join(src, 'big.bin'), randomBytes(40 * KiB))
+      fs.writeFileSync(path.join(src, 'small.txt'), 'v1')
+      const cp0 = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
+      const first = await cp0.save(src, { step: 1 })
+      await cp0.close()
+      // As in trust.test.ts: a collector takes the writer for dead while its manifest goes out.
+      const spy = Object.create(s) as Storage
+      let struck = false
+      spy.put = async (key, body, o) => {
+        const out = await s.put(key, body, o)
+        if (key.startsWith('manifests/') && !struck) {
+          struck = true
+          for (const k of await keysOf(s, 'locks/')) await s.delete(k)
+          for (const k of await keysOf(s, 'chunks/')) await s.delete(k)
+          await s.delete(first.id)
+          if (change === 'delete') fs.rmSync(path.join(src, 'big.bin'))
+          else fs.truncateSync(path.join(src, 'big.bin'), 10)
+        }
+        return out
+      }
+      const cp = await Checkpointer.open(spy, { chunkSize: 16 * KiB, ...quiet })
+      const err = await cp.save(src, { step: 2 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(struck).toBe(true)
+      // Whatever the error, no manifest may stay that names chunks that are not stored.
+      const left = (await verifyCheckpoints(s)).filter((r) => r.problems.length > 0).map((r) => [r.id, r.problems])
+      expect(left, change).toEqual([])
+      expect(err, change).toMatchObject({ code: 'LockLost' })
+      await cp.close().catch(() => {})
+    }
+  })
+
+  it('a restore that fails while moving into place (here an immutable file; EACCES for a non-root user) leaves the target as it was', async () => {
+    const storage = await localBackend().open()
+    const cp = await Checkpointer.open(storage, quiet)
+    const src = tmp('src2')
+    fs.writeFileSync(path.join(src, 'a.txt'), 'new a')
+    fs.writeFileSync(path.join(src, 'z.txt'), 'new z')
+    await cp.save(src, { step: 1 })
+    const target = tmp('target2')
+    fs.writeFileSync(path.join(target, 'a.txt'), 'old a')
+    fs.writeFileSync(path.join(target, 'z.txt'), 'old z')
+    execFileSync('chattr', ['+i', path.join(target, 'z.txt')])
+    cleanups.push(() => execFileSync('chattr', ['-i', path.join(target, 'z.txt')]))
+    await expect(cp.restore(target)).rejects.toThrow()
+    expect(fs.readdirSync(target).sort()).toEqual(['a.txt', 'z.txt'])
+    expect(fs.readFileSync(path.join(target, 'a.txt'), 'utf8')).toBe('old a')
+    await cp.close()
+  })
+
+  it('a failed restore into a directory it had to create (with parents) takes away every directory it created', async () => {
+    const storage = await localBackend().open()
+    const cp = await Checkpointer.open(storage, { chunkSize: 16 * KiB, ...quiet })
+    const src = tmp('src3')
+    fs.writeFileSync(path.join(src, 'big.bin'), randomBytes(40 * KiB))
+    await cp.save(src, { step: 1 })
+    for await (const o of storage.list('chunks/')) await storage.delete(o.key)
+    const base = tmp('base')
+    // Its only checkpoint is damaged: nothing to restore (undefined or an error, either way nothing may be left).
+    await cp.restore(path.join(base, 'a', 'b', 'c')).catch(() => undefined)
+    expect(fs.readdirSync(base)).toEqual([])
+    await cp.close()
   })
 })
