@@ -187,17 +187,24 @@ export class Committer {
           // references. Once no collector runs (a new shared lock), everything is stored again.
           const again = await acquireShared(this.storage, this.o.writerId, this.o.locks)
           try {
-            const redone = await upload({ has: () => false })
             // Files are read from disk again: one that changed since gives other chunks than the
-            // manifest names. Every chunk the manifest needs must be there, or the commit is undone.
-            const stored = new Set(chunksOf(redone).map((c) => `${c.hash}:${c.size}`))
+            // manifest names, one deleted, shrunk or replaced fails to read. Every chunk the manifest
+            // needs must be there, or the commit is undone.
+            let redone: { files: Manifest['files']; packs: Manifest['packs'] } | undefined
+            let why = ''
+            try {
+              redone = await upload({ has: () => false })
+            } catch (e) {
+              why = (e as Error).message
+            }
+            const stored = new Set(redone ? chunksOf(redone).map((c) => `${c.hash}:${c.size}`) : [])
             const missing: string[] = []
             for (const c of chunksOf(m)) if (!stored.has(`${c.hash}:${c.size}`) && !(await this.storage.head(chunkKey(c.hash)))) missing.push(c.paths[0] ?? c.hash)
             if (missing.length > 0) {
               await this.storage.delete(key)
               throw new TaskpointError(
                 'LockLost',
-                `${this.storage.uri}: commit undone: its lock was lost while the manifest was written, and ${missing[0]}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''} changed on disk before its chunks could be stored again; save again`,
+                `${this.storage.uri}: commit undone: its lock was lost while the manifest was written, and ${missing[0]}${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''} changed on disk before its chunks could be stored again${why ? ` (${why})` : ''}; save again`,
               )
             }
           } finally {
