@@ -60,10 +60,16 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
     await stageFiles(storage, key, m, stage, tree, o)
     // Every conflict is found before anything moves, so a refused restore changes nothing.
     const moves = plan(root, stage, tree, [])
-    for (const [from, to] of moves) place(from, to)
+    await placeAll(root, moves)
   } catch (e) {
     await fsp.rm(stage, { recursive: true, force: true })
-    if (createdRoot) await fsp.rmdir(root).catch(() => {})
+    // Every directory this restore created, deepest first; rmdir stops at one that is not empty.
+    if (createdRoot) {
+      for (let d = root; d.startsWith(createdRoot); d = path.dirname(d)) {
+        if (!(await fsp.rmdir(d).then(() => true, () => false))) break
+        if (d === createdRoot) break
+      }
+    }
     throw e
   }
   // What is left are the directories whose contents were moved into existing ones.
@@ -84,10 +90,10 @@ function addPath(tree: Tree, p: string, key: string): void {
   t.set(parts.at(-1)!, null)
 }
 
-/** Creates `root` if needed; whether it did (so a failed restore can take it away again). */
-async function makeRoot(root: string): Promise<boolean> {
+/** Creates `root` if needed; the first directory it created (so a failed restore can take them away again). */
+async function makeRoot(root: string): Promise<string | undefined> {
   try {
-    return (await fsp.mkdir(root, { recursive: true })) !== undefined
+    return await fsp.mkdir(root, { recursive: true })
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'EEXIST' || code === 'ENOTDIR') {
@@ -248,6 +254,45 @@ function plan(root: string, stage: string, tree: Tree, rel: string[]): [string, 
 
 function conflict(target: string, why: string): TaskpointError {
   return new TaskpointError('RestoreConflict', `cannot restore ${target}: ${why}; move it away or restore elsewhere`)
+}
+
+/**
+ * Makes the moves, or none of them: a file being replaced is first moved aside into a directory of
+ * its own (named like a staging directory, so a killed restore's is swept), and should a move fail
+ * (a permission, a read-only or immutable file, something appearing in the way) every move made is
+ * taken back and every replaced file put back where it was.
+ */
+async function placeAll(root: string, moves: [string, string][]): Promise<void> {
+  let aside: string | undefined
+  const done: { from: string; to: string; old?: string }[] = []
+  try {
+    for (const [from, to] of moves) {
+      const step: { from: string; to: string; old?: string } = { from, to }
+      if (fs.lstatSync(to, { throwIfNoEntry: false })) {
+        if (!aside) {
+          aside = path.join(root, `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`)
+          fs.mkdirSync(aside, { mode: 0o700 })
+        }
+        step.old = path.join(aside, String(done.length))
+        place(to, step.old)
+      }
+      done.push(step)
+      place(from, to)
+    }
+  } catch (e) {
+    for (const d of done.reverse()) {
+      try {
+        if (fs.lstatSync(d.from, { throwIfNoEntry: false }) === undefined && fs.lstatSync(d.to, { throwIfNoEntry: false })) fs.renameSync(d.to, d.from)
+        if (d.old) fs.renameSync(d.old, d.to)
+      } catch {
+        // Best effort: what cannot be put back stays in the aside directory, never deleted below.
+        aside = undefined
+      }
+    }
+    if (aside) await fsp.rm(aside, { recursive: true, force: true })
+    throw e
+  }
+  if (aside) await fsp.rm(aside, { recursive: true, force: true })
 }
 
 function place(from: string, to: string): void {
