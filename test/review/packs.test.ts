@@ -167,4 +167,28 @@ describe('packs/restore review (local file system)', () => {
     expect(fs.readdirSync(base)).toEqual([])
     await cp.close()
   })
+
+  it('a killed restore of an earlier incarnation with the same pid (a container restarted: the job is pid 1 or 7 every time) is swept, not kept forever', async () => {
+    const storage = await localBackend().open()
+    const cp = await Checkpointer.open(storage, quiet)
+    const src = tmp('src4')
+    fs.writeFileSync(path.join(src, 'w.bin'), randomBytes(1000))
+    await cp.save(src, { step: 1 })
+    const target = tmp('target4')
+    // What the previous run of this job (same pid in a fresh pid namespace) left when it was killed.
+    const left = path.join(target, `.tp-restore-${process.pid}-0d0d0d0d`)
+    fs.mkdirSync(left)
+    fs.writeFileSync(path.join(left, 'w.bin'), randomBytes(100_000))
+    await cp.restore(target)
+    expect(fs.readdirSync(target)).toEqual(['w.bin'])
+    // Restores of this process that are in flight are left alone (two at once into one target).
+    const other = tmp('src5')
+    fs.writeFileSync(path.join(other, 'v.bin'), randomBytes(1000))
+    const cp2 = await Checkpointer.open(await localBackend().open(), quiet)
+    await cp2.save(other, { step: 1 })
+    await Promise.all([cp.restore(target), cp2.restore(target)])
+    expect(fs.readdirSync(target).sort()).toEqual(['v.bin', 'w.bin'])
+    await cp.close()
+    await cp2.close()
+  })
 })
