@@ -19,6 +19,17 @@ const TEMP_PREFIX = '.tp-restore-'
 const TEMP_RE = /^\.tp-restore-(\d+)-[0-9a-f]{8}$/
 /** Small files written synchronously between two turns of the event loop. */
 const WRITES_PER_TURN = 256
+/**
+ * Staging and aside directories of this process's restores in flight. A name with this process's
+ * pid that is not here is a leftover of an earlier process with the same pid (in a container the
+ * job has the same pid after every restart), so it is swept like any dead process's.
+ */
+const inFlight = new Set<string>()
+const tempName = (): string => {
+  const name = `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`
+  inFlight.add(name)
+  return name
+}
 
 export interface RestoreOptions {
   /** Packs and large files restored at once (each holds one chunk buffer, a large file one descriptor). Default 8. */
@@ -54,8 +65,14 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
   }
   const createdRoot = await makeRoot(root)
   sweepDeadTemps(root, tree)
-  const stage = path.join(root, `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`)
-  await fsp.mkdir(stage, { mode: 0o700 })
+  const stageName = tempName()
+  const stage = path.join(root, stageName)
+  try {
+    await fsp.mkdir(stage, { mode: 0o700 })
+  } catch (e) {
+    inFlight.delete(stageName)
+    throw e
+  }
   try {
     await stageFiles(storage, key, m, stage, tree, o)
     // Every conflict is found before anything moves, so a refused restore changes nothing.
@@ -63,6 +80,7 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
     await placeAll(root, moves)
   } catch (e) {
     await fsp.rm(stage, { recursive: true, force: true })
+    inFlight.delete(stageName)
     // Every directory this restore created, deepest first; rmdir stops at one that is not empty.
     if (createdRoot) {
       for (let d = root; d.startsWith(createdRoot); d = path.dirname(d)) {
@@ -74,6 +92,7 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
   }
   // What is left are the directories whose contents were moved into existing ones.
   await fsp.rm(stage, { recursive: true, force: true })
+  inFlight.delete(stageName)
   return m.files.map((f) => f.path)
 }
 
@@ -264,13 +283,15 @@ function conflict(target: string, why: string): TaskpointError {
  */
 async function placeAll(root: string, moves: [string, string][]): Promise<void> {
   let aside: string | undefined
+  let asideName: string | undefined
   const done: { from: string; to: string; old?: string }[] = []
   try {
     for (const [from, to] of moves) {
       const step: { from: string; to: string; old?: string } = { from, to }
       if (fs.lstatSync(to, { throwIfNoEntry: false })) {
         if (!aside) {
-          aside = path.join(root, `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`)
+          asideName = tempName()
+          aside = path.join(root, asideName)
           fs.mkdirSync(aside, { mode: 0o700 })
         }
         step.old = path.join(aside, String(done.length))
@@ -290,9 +311,11 @@ async function placeAll(root: string, moves: [string, string][]): Promise<void> 
       }
     }
     if (aside) await fsp.rm(aside, { recursive: true, force: true })
+    if (asideName) inFlight.delete(asideName)
     throw e
   }
   if (aside) await fsp.rm(aside, { recursive: true, force: true })
+  if (asideName) inFlight.delete(asideName)
 }
 
 function place(from: string, to: string): void {
@@ -317,7 +340,7 @@ function sweepDeadTemps(root: string, tree: Tree): void {
     }
     for (const n of names) {
       const m = TEMP_RE.exec(n)
-      if (m && !alive(Number(m[1]))) fs.rmSync(path.join(dir, n), { recursive: true, force: true })
+      if (m && !(Number(m[1]) === process.pid ? inFlight.has(n) : alive(Number(m[1])))) fs.rmSync(path.join(dir, n), { recursive: true, force: true })
     }
     // Only into real directories: a link in the target (refused by the plan later) may point anywhere.
     for (const [name, child] of t) if (child && fs.lstatSync(path.join(dir, name), { throwIfNoEntry: false })?.isDirectory()) sweep(path.join(dir, name), child)
@@ -326,7 +349,6 @@ function sweepDeadTemps(root: string, tree: Tree): void {
 }
 
 function alive(pid: number): boolean {
-  if (pid === process.pid) return true
   try {
     process.kill(pid, 0)
     return true

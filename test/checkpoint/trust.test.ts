@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, promises as fs } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -354,13 +354,16 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('trust on %s', (_n
     await cp.save(src, { step: 1 })
     const dst = mkdtempSync(path.join(tmpdir(), 'tp-dst-'))
     // A dead process's leftover (its pid no longer runs) and a live one's.
+    // (This process's own pid would not do for a live one: a name with it that none of its restores
+    // in flight has is an earlier process's with the same pid, a restarted container's.)
     const dead = spawnSync(process.execPath, ['-e', '0']).pid
+    const live = spawn('sleep', ['60'])
     await fs.writeFile(path.join(dst, `.tp-restore-${dead}-0badf00d`), randomBytes(4096))
-    await fs.writeFile(path.join(dst, `.tp-restore-${process.pid}-0000beef`), 'mine, in flight')
-    await cp.restore(dst)
+    await fs.writeFile(path.join(dst, `.tp-restore-${live.pid}-0000beef`), 'theirs, in flight')
+    await cp.restore(dst).finally(() => live.kill())
     expect(await fs.readFile(path.join(dst, long), 'utf8')).toBe('long name')
     expect((await fs.stat(path.join(dst, 'tool'))).mode & 0o7777).toBe(0o755)
-    expect((await fs.readdir(dst)).sort()).toEqual([`.tp-restore-${process.pid}-0000beef`, long, 'tool'].sort())
+    expect((await fs.readdir(dst)).sort()).toEqual([`.tp-restore-${live.pid}-0000beef`, long, 'tool'].sort())
   })
 
   it('a lock lost while the manifest went out: chunks are stored again, or the commit is undone when a file changed meanwhile', async () => {
