@@ -84,8 +84,11 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
     // Every directory this restore created, deepest first; rmdir stops at one that is not empty.
     if (createdRoot) {
       for (let d = root; d.startsWith(createdRoot); d = path.dirname(d)) {
-        if (!(await fsp.rmdir(d).then(() => true, () => false))) break
-        if (d === createdRoot) break
+        const removed = await fsp.rmdir(d).then(
+          () => true,
+          () => false,
+        )
+        if (!removed || d === createdRoot) break
       }
     }
     throw e
