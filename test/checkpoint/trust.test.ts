@@ -9,7 +9,7 @@ import { collectGarbage, prune, verifyCheckpoints } from '../../src/admin.js'
 import { chunkKey, encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { acquireExclusive } from '../../src/checkpoint/locks.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
-import { KiB, chunkIdOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
+import { KiB, chunkIdOf, collectorStrikesDuringManifest, quiet, sha, keysOf as keys } from '../helpers/common.js'
 
 // The data-safety guarantees (issue "Trust I"), each shown by breaking it on every backend.
 
@@ -375,27 +375,16 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('trust on %s', (_n
       const cp0 = await Checkpointer.open(s, { chunkSize: 16 * KiB, ...quiet })
       const first = await cp0.save(src, { step: 1 })
       await cp0.close()
-      // Step 2: while its manifest goes out, a "collector" takes the writer for dead: removes its
-      // shared lock and deletes every chunk (it sees no manifest of step 2 yet, and step 1 is
-      // dropped too, as if retention had pruned it). The file may change on disk at that moment.
-      const spy = Object.create(s) as Storage
-      let struck = false
-      spy.put = async (key, body, o) => {
-        const out = await s.put(key, body, o)
-        if (key.startsWith('manifests/') && !struck) {
-          struck = true
-          for (const k of await keys(s, 'locks/')) await s.delete(k)
-          for (const k of await keys(s, 'chunks/')) await s.delete(k)
-          await s.delete(first.id)
-          if (changeFile) await fs.writeFile(path.join(src, 'big.bin'), randomBytes(40 * KiB))
-        }
-        return out
-      }
+      // Step 2: while its manifest goes out, a "collector" takes the writer for dead (see the
+      // helper). The file may change on disk at that moment.
+      const { storage: spy, struck } = collectorStrikesDuringManifest(s, first.id, async () => {
+        if (changeFile) await fs.writeFile(path.join(src, 'big.bin'), randomBytes(40 * KiB))
+      })
       const cp = await Checkpointer.open(spy, { chunkSize: 16 * KiB, ...quiet })
       const dst = mkdtempSync(path.join(tmpdir(), 'tp-lost-out-'))
       if (!changeFile) {
         const info = await cp.save(src, { step: 2 })
-        expect(struck).toBe(true)
+        expect(struck()).toBe(true)
         // Everything the manifest needs was stored again: it verifies and restores.
         expect((await verifyCheckpoints(s)).map((r) => [r.id, r.problems])).toEqual([[info.id, []]])
         await (await Checkpointer.open(s, quiet)).restore(dst)

@@ -26,3 +26,25 @@ export async function keysOf(s: Storage, prefix?: string): Promise<string[]> {
   for await (const o of s.list(prefix)) out.push(o.key)
   return out
 }
+
+/**
+ * A store on which a "collector" takes the writer for dead while its first manifest goes out:
+ * after that put it removes every lock and chunk and the manifest `dropped` (as if retention had
+ * pruned it), then runs `meanwhile` (a file changing on disk, say). `struck()` tells whether it ran.
+ */
+export function collectorStrikesDuringManifest(s: Storage, dropped: string, meanwhile: () => void | Promise<void>): { storage: Storage; struck: () => boolean } {
+  const storage = Object.create(s) as Storage
+  let struck = false
+  storage.put = async (key, body, o) => {
+    const out = await s.put(key, body, o)
+    if (key.startsWith('manifests/') && !struck) {
+      struck = true
+      for (const k of await keysOf(s, 'locks/')) await s.delete(k)
+      for (const k of await keysOf(s, 'chunks/')) await s.delete(k)
+      await s.delete(dropped)
+      await meanwhile()
+    }
+    return out
+  }
+  return { storage, struck: () => struck }
+}

@@ -8,9 +8,9 @@ import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { verifyCheckpoints } from '../../src/admin.js'
 import { fileEntries } from '../../src/checkpoint/files.js'
-import { Checkpointer, type Storage } from '../../src/index.js'
+import { Checkpointer } from '../../src/index.js'
 import { localBackend } from '../helpers/backends.js'
-import { KiB, keysOf, quiet } from '../helpers/common.js'
+import { KiB, collectorStrikesDuringManifest, quiet } from '../helpers/common.js'
 
 const tmp = (p: string): string => fs.mkdtempSync(path.join(tmpdir(), `tp-rp-${p}-`))
 const cleanups: (() => void)[] = []
@@ -108,26 +108,16 @@ describe('packs/restore review (local file system)', () => {
       const first = await cp0.save(src, { step: 1 })
       await cp0.close()
       // As in trust.test.ts: a collector takes the writer for dead while its manifest goes out.
-      const spy = Object.create(s) as Storage
-      let struck = false
-      spy.put = async (key, body, o) => {
-        const out = await s.put(key, body, o)
-        if (key.startsWith('manifests/') && !struck) {
-          struck = true
-          for (const k of await keysOf(s, 'locks/')) await s.delete(k)
-          for (const k of await keysOf(s, 'chunks/')) await s.delete(k)
-          await s.delete(first.id)
-          if (change === 'delete') fs.rmSync(path.join(src, 'big.bin'))
-          else fs.truncateSync(path.join(src, 'big.bin'), 10)
-        }
-        return out
-      }
+      const { storage: spy, struck } = collectorStrikesDuringManifest(s, first.id, () => {
+        if (change === 'delete') fs.rmSync(path.join(src, 'big.bin'))
+        else fs.truncateSync(path.join(src, 'big.bin'), 10)
+      })
       const cp = await Checkpointer.open(spy, { chunkSize: 16 * KiB, ...quiet })
       const err = await cp.save(src, { step: 2 }).then(
         () => undefined,
         (e: unknown) => e,
       )
-      expect(struck).toBe(true)
+      expect(struck()).toBe(true)
       // Whatever the error, no manifest may stay that names chunks that are not stored.
       const left = (await verifyCheckpoints(s)).filter((r) => r.problems.length > 0).map((r) => [r.id, r.problems])
       expect(left, change).toEqual([])
