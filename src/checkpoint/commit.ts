@@ -1,10 +1,8 @@
 import pLimit from 'p-limit'
-import { chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
+import { SHA256_ID, chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { chunkId, sharedBytes } from './hash.js'
 import { endsPack, packTarget } from './pack.js'
-
-const SHA256_ID = /^[0-9a-f]{64}$/
 
 /** One file of a checkpoint about to be written: in memory, or read from disk chunk by chunk. */
 export interface PendingEntry {

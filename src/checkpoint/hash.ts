@@ -2,14 +2,15 @@ import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import { TaskpointError } from '../errors.js'
-import { sha256Hex } from '../format/manifest.js'
+import { BLAKE3_ID_PREFIX, chunkDigest, isBlake3Id, sha256Hex } from '../format/manifest.js'
 
 // Chunks are named by BLAKE3 (format 2): ~5 GB/s per core here against ~1.5 GB/s for sha256, which
 // made hashing, not the disk, the limit of verified reads and durable saves. The native module
 // (@napi-rs/blake-hash, prebuilt binaries in the registry) is loaded if it can be; where it cannot,
 // chunks are named by sha256 as in format 1, and both kinds stay readable everywhere sha256 is.
-// Bytes in shared memory are hashed by worker threads without copying, so neither a background
-// commit nor a verified read takes the training loop's thread; anything else is hashed in place.
+// Bytes in shared memory (snapshots of a background commit, chunks read from disk) are hashed by
+// worker threads without copying, so a background commit does not take the training loop's
+// thread; anything else (a verified read's result, which must be ordinary memory) is hashed in place.
 
 export type HashAlgorithm = 'sha256' | 'blake3'
 
@@ -145,7 +146,7 @@ export function sha256(view: Uint8Array): Promise<string> | string {
 export function chunkId(view: Uint8Array): Promise<string> | string {
   if (CHUNK_ALGORITHM === 'sha256') return digest(view, 'sha256')
   const d = digest(view, 'blake3')
-  return typeof d === 'string' ? `b3-${d}` : d.then((h) => `b3-${h}`)
+  return typeof d === 'string' ? BLAKE3_ID_PREFIX + d : d.then((h) => BLAKE3_ID_PREFIX + h)
 }
 
 /**
@@ -153,14 +154,14 @@ export function chunkId(view: Uint8Array): Promise<string> | string {
  * is missing cannot be checked: that is an error, never a pass.
  */
 export async function matchesChunkId(view: Uint8Array, id: string): Promise<boolean> {
-  if (!id.startsWith('b3-')) return (await digest(view, 'sha256')) === id
+  if (!isBlake3Id(id)) return (await digest(view, 'sha256')) === id
   if (!native) {
     throw new TaskpointError(
       'UnsupportedFormat',
       'this checkpoint names its chunks by BLAKE3, but the native module @napi-rs/blake-hash does not load on this platform: reinstall taskpoint with its dependencies',
     )
   }
-  return (await digest(view, 'blake3')) === id.slice(3)
+  return (await digest(view, 'blake3')) === chunkDigest(id)
 }
 
 /** A zero-filled byte array in shared memory, so hashing can run off the main thread. */

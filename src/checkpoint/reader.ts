@@ -1,11 +1,13 @@
 import pLimit from 'p-limit'
 import { StorageError, isNotFound } from '../errors.js'
 import {
+  BLAKE3_ID_PREFIX,
   CorruptCheckpointError,
   MANIFEST_DIR,
   chunkKey,
   compareNames,
   decodeManifest,
+  isBlake3Id,
   parseManifestKey,
   type ChunkRef,
   type FileEntry,
@@ -121,7 +123,7 @@ export async function fetchChunk(
     }
   }
   witness?.damaged(hash)
-  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, hash.startsWith('b3-') ? 15 : 12)}… ${why}`)
+  throw new CorruptCheckpointError(checkpoint, `chunk ${hash.slice(0, isBlake3Id(hash) ? BLAKE3_ID_PREFIX.length + 12 : 12)}… ${why}`)
 }
 
 /** An object larger than the buffer it was read into: every driver says so with `SizeMismatchError`. */

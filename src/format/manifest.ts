@@ -106,12 +106,22 @@ export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
+/** The prefix of a BLAKE3 chunk id (format 2); a sha256 id is the bare digest (format 1). */
+export const BLAKE3_ID_PREFIX = 'b3-'
+
+/** A sha256 chunk id, the only kind format 1 knows. */
+export const SHA256_ID = /^[0-9a-f]{64}$/
+
 /** A chunk id of either algorithm (see ChunkRef.hash). */
 export const CHUNK_ID = /^(?:b3-)?[0-9a-f]{64}$/
 
+export function isBlake3Id(id: string): boolean {
+  return id.startsWith(BLAKE3_ID_PREFIX)
+}
+
 /** The hex digest inside a chunk id. */
 export function chunkDigest(id: string): string {
-  return id.startsWith('b3-') ? id.slice(3) : id
+  return isBlake3Id(id) ? id.slice(BLAKE3_ID_PREFIX.length) : id
 }
 
 /** `chunks/ab/abcdef…` or `chunks/ab/b3-abcdef…`: a two-character fan-out of the digest keeps local directories small. */
@@ -297,7 +307,7 @@ function checkManifestShape(key: string, m: Manifest, version: number): void {
   if (!m || typeof m !== 'object' || Array.isArray(m)) bad('not an object')
   if (version < 1 || m.format !== version) bad(`format ${String(m.format)} in a format-${version} header`)
   // Format 1 readers know only sha256: a BLAKE3 id in a format-1 manifest is a forgery or damage.
-  const chunkId = version >= 2 ? CHUNK_ID : /^[0-9a-f]{64}$/
+  const chunkId = version >= 2 ? CHUNK_ID : SHA256_ID
   if (!KINDS.includes(m.kind)) bad(`unknown kind ${JSON.stringify(m.kind)}`)
   for (const f of ['epoch', 'seq', 'step'] as const) if (!isCount(m[f])) bad(`${f} is not a whole number >= 0`)
   if (m.attempt !== undefined && !isCount(m.attempt)) bad('attempt is not a whole number >= 0')
