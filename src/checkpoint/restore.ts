@@ -73,14 +73,17 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
     inFlight.delete(stageName)
     throw e
   }
+  const dropStage = async (): Promise<void> => {
+    await fsp.rm(stage, { recursive: true, force: true })
+    inFlight.delete(stageName)
+  }
   try {
     await stageFiles(storage, key, m, stage, tree, o)
     // Every conflict is found before anything moves, so a refused restore changes nothing.
     const moves = plan(root, stage, tree, [])
     await placeAll(root, moves)
   } catch (e) {
-    await fsp.rm(stage, { recursive: true, force: true })
-    inFlight.delete(stageName)
+    await dropStage()
     // Every directory this restore created, deepest first; rmdir stops at one that is not empty.
     if (createdRoot) {
       for (let d = root; d.startsWith(createdRoot); d = path.dirname(d)) {
@@ -94,8 +97,7 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
     throw e
   }
   // What is left are the directories whose contents were moved into existing ones.
-  await fsp.rm(stage, { recursive: true, force: true })
-  inFlight.delete(stageName)
+  await dropStage()
   return m.files.map((f) => f.path)
 }
 
@@ -313,12 +315,11 @@ async function placeAll(root: string, moves: [string, string][]): Promise<void> 
         aside = undefined
       }
     }
+    throw e
+  } finally {
     if (aside) await fsp.rm(aside, { recursive: true, force: true })
     if (asideName) inFlight.delete(asideName)
-    throw e
   }
-  if (aside) await fsp.rm(aside, { recursive: true, force: true })
-  if (asideName) inFlight.delete(asideName)
 }
 
 function place(from: string, to: string): void {
