@@ -64,15 +64,13 @@ export async function fileEntries(source: string, warn: (m: string) => void): Pr
  */
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK
 const notRegular = (file: string): Error => new Error(`${file} is not a regular file any more (replaced while being saved); save again`)
+/** An open error as thrown: ELOOP (O_NOFOLLOW met a link) says the entry was replaced. */
+const openError = (e: unknown, file: string): never => {
+  throw (e as NodeJS.ErrnoException).code === 'ELOOP' ? notRegular(file) : e
+}
 
 async function openRegular(file: string): Promise<fsp.FileHandle> {
-  let h: fsp.FileHandle
-  try {
-    h = await fsp.open(file, OPEN_FLAGS)
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw notRegular(file)
-    throw e
-  }
+  const h = await fsp.open(file, OPEN_FLAGS).catch((e: unknown) => openError(e, file))
   if (!(await h.stat()).isFile()) {
     await h.close()
     throw notRegular(file)
@@ -82,12 +80,11 @@ async function openRegular(file: string): Promise<fsp.FileHandle> {
 
 /** Fills `buf` from the start of the file; a file that shrank since it was listed is an error. */
 function readWholeSync(file: string, buf: Uint8Array): void {
-  let fd: number
+  let fd = -1
   try {
     fd = fs.openSync(file, OPEN_FLAGS)
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw notRegular(file)
-    throw e
+    openError(e, file)
   }
   try {
     if (!fs.fstatSync(fd).isFile()) throw notRegular(file)
