@@ -62,6 +62,10 @@ export class Checkpointer {
     if (!Number.isSafeInteger(packFilesUpTo) || packFilesUpTo < 0 || packFilesUpTo > this.o.chunkSize) {
       throw new RangeError(`packFilesUpTo must be a whole number from 0 to chunkSize (${this.o.chunkSize}), got ${packFilesUpTo}`)
     }
+    const sweepAfterMs = options.gc?.sweepAfterMs
+    if (sweepAfterMs !== undefined && !(Number.isInteger(sweepAfterMs) && sweepAfterMs >= 0 && sweepAfterMs <= 2 ** 31 - 1)) {
+      throw new RangeError(`gc.sweepAfterMs must be a whole number of milliseconds from 0 to ${2 ** 31 - 1}, got ${sweepAfterMs}`)
+    }
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
     if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
@@ -74,6 +78,7 @@ export class Checkpointer {
       onWarning: (m) => this.warn(m),
       ...(options.attempt !== undefined ? { attempt: options.attempt } : {}),
       ...(options.locks ? { locks: options.locks } : {}),
+      ...(options.gc?.sweepAfterMs !== undefined ? { sweepAfterMs: options.gc.sweepAfterMs } : {}),
       ...(options.repro !== undefined ? { repro: options.repro } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     })
@@ -294,6 +299,7 @@ export class Checkpointer {
       await this.flush()
     } finally {
       this.closed = true
+      this.committer.stop()
       this.pool.clear()
       if (this.ownsStorage) await this.storage.close()
     }

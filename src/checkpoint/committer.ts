@@ -6,7 +6,7 @@ import {
   chunkKey,
   chunksOf,
   encodeManifest,
-  epochStartKey,
+  listingStartFor,
   manifestKey,
   parseManifestKey,
   parseWriterMarker,
@@ -43,6 +43,8 @@ export interface CommitterOptions {
   /** Files of a directory save of 1 to this many bytes share packs (see UploadOptions.packUpTo). */
   packFilesUpTo: number
   locks?: LockOptions
+  /** Delay from the claim to the sweep of killed writers' leftovers. Default 60 s. */
+  sweepAfterMs?: number
   repro?: boolean | Record<string, unknown>
   onProgress?: (p: CheckpointProgress) => void
   onWarning: (message: string) => void
@@ -63,6 +65,7 @@ export class Committer {
   /** Seq of this writer's last commit (0 before the first). */
   private lastSeq = 0
   private registering: Promise<void> | undefined
+  private sweepTimer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly storage: Storage,
@@ -100,10 +103,22 @@ export class Committer {
     await this.storage.put(key, Buffer.from(JSON.stringify(marker)), { ifAbsent: true })
     this.epoch = epoch
     this.lastSeq = 0
-    // Leftovers of killed writers: only ones far older than any live write could be.
-    void this.storage
-      .sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) })
-      .catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
+    // Leftovers of killed writers: only ones far older than any live write could be. Later, not
+    // now: the sweep walks the whole location, and the commit right after a restart should not
+    // share the disk or the store with it. Unref'd: it never keeps a finished process alive.
+    if (this.storage.sweep && this.sweepTimer === undefined) {
+      this.sweepTimer = setTimeout(() => {
+        void this.storage
+          .sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) })
+          .catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
+      }, this.o.sweepAfterMs ?? 60_000)
+      this.sweepTimer.unref()
+    }
+  }
+
+  /** Cancels a sweep not started yet (the storage may be closed next). */
+  stop(): void {
+    clearTimeout(this.sweepTimer)
   }
 
   /**
@@ -123,12 +138,12 @@ export class Committer {
   /**
    * The manifests a commit must know about: those of this writer's epoch after its own last one
    * (their seqs must be exceeded) and every one of a later epoch (they fence it). Listed after this
-   * writer's last key, so the cost does not grow with history; the whole listing past the ordered
+   * writer's last key's group, so the cost does not grow with history; the whole listing past the ordered
    * bounds.
    */
   private async manifestsSince(): Promise<ManifestName[]> {
     const mine = { epoch: this.epoch!, seq: this.lastSeq }
-    const startAfter = sortsInKeyOrder(mine) ? `${epochStartKey(mine.epoch)}${String(mine.seq).padStart(12, '0')}` : undefined
+    const startAfter = sortsInKeyOrder(mine) ? listingStartFor(mine) : undefined
     const out: ManifestName[] = []
     for await (const o of this.storage.list(MANIFEST_DIR, startAfter === undefined ? {} : { startAfter })) {
       const n = parseManifestKey(o.key)

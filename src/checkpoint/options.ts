@@ -25,8 +25,15 @@ export interface CheckpointerOptions {
   writerId?: string
   /** Task attempt number, recorded in each manifest. */
   attempt?: number
-  /** Garbage collection after retention. `minAgeMs`: leave unreferenced chunks younger than this (default 15 min). */
-  gc?: { minAgeMs?: number; enabled?: boolean }
+  /**
+   * Garbage collection after retention. `minAgeMs`: leave unreferenced chunks younger than this
+   * (default 15 min). `sweepAfterMs`: how long after a writer takes over the location it removes
+   * what killed writers left (temp files, incomplete multipart uploads, all older than 10 min);
+   * default 60 s, so the first commits after a restart do not share the disk or the store with a
+   * walk of the whole location. A writer closed before then leaves the sweep to the next one or
+   * to `taskpoint gc`.
+   */
+  gc?: { minAgeMs?: number; enabled?: boolean; sweepAfterMs?: number }
   /** Timing of the locks that keep garbage collection off a commit in flight (see `LockOptions`). */
   locks?: LockOptions
   /** Extra reproducibility fields, or false to record none. Default: versions, platform, git commit, entry hash. */

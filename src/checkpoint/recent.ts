@@ -1,5 +1,5 @@
 import { isNotFound } from '../errors.js'
-import { MANIFEST_DIR, compareNames, parseManifestKey, sortsInKeyOrder, type ManifestName } from '../format/manifest.js'
+import { MANIFEST_DIR, compareNames, listingStartFor, parseManifestKey, sortsInKeyOrder, type ManifestName } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { listManifestNames } from './reader.js'
 
@@ -9,9 +9,9 @@ import { listManifestNames } from './reader.js'
  * After each commit the writer stores a *hint*, `hints/latest.json`, naming its manifest. A hint is
  * never trusted on its own: it only says where to start listing. A reader takes the hinted key if
  * it is a well-formed manifest name within the ordered bounds (`sortsInKeyOrder`) and the manifest
- * exists (HEAD), then lists `manifests/` after that key. Every manifest newer by (epoch, seq,
- * writer) sorts after the hinted key byte for byte, so the listing sees all of them whatever the
- * hint says: a stale hint only makes the listing longer, and a hint that is missing, garbled,
+ * exists (HEAD), then lists `manifests/` from the hinted key on (`listingStartFor`). Every
+ * manifest newer by (epoch, seq, writer), in either key layout, sorts after that start byte for
+ * byte, so the listing sees all of them whatever the hint says: a stale hint only makes the listing longer, and a hint that is missing, garbled,
  * names a manifest that does not exist or lies past the bounds falls back to the full listing.
  * The result therefore always ends with the same newest manifest as the full listing would.
  */
@@ -66,9 +66,10 @@ export async function recentManifestNames(storage: Storage): Promise<RecentNames
   // The hinted manifest must exist: a hint naming a key past every real one would hide them all.
   if (!hint || !(await storage.head(hint.key))) return { names: await listManifestNames(storage), complete: true }
   const names = [hint]
-  for await (const o of storage.list(MANIFEST_DIR, { startAfter: hint.key })) {
+  for await (const o of storage.list(MANIFEST_DIR, { startAfter: listingStartFor(hint) })) {
     const n = parseManifestKey(o.key)
-    if (n) names.push(n)
+    // The hint's group starts before the hint: its older names (and the hint itself) are left out.
+    if (n && compareNames(n, hint) > 0) names.push(n)
   }
   return { names: names.sort(compareNames), complete: false }
 }

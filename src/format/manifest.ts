@@ -184,8 +184,24 @@ export const WRITER_ID = /^[0-9a-z]{1,40}$/
  * order names by their parsed numbers, never as strings, so a wider number sorts where it belongs.
  * A key is unique per writer, so two writers never write the same key even on stores without
  * create-if-absent; ties between writers of one epoch are broken by writer id, deterministically.
+ *
+ * Key layout 2 (this release) puts each name in a group of MANIFEST_GROUP seqs of one epoch:
+ * `manifests/<epoch>-<seq / 100>/<epoch>-<seq>-<writer>-s<step>.tpm`. A local directory is listed
+ * whole, so with one flat directory every listing cost a readdir of the entire history; grouped,
+ * a listing that starts after a recent key reads the (short) list of groups and the groups from
+ * that key on. Object stores list keys, not directories, and are indifferent. Layout 1, the flat
+ * `manifests/<epoch>-<seq>-<writer>-s<step>.tpm` of earlier releases, is still read everywhere.
  */
 export function manifestKey(m: Pick<Manifest, 'epoch' | 'seq' | 'step' | 'writer'>): string {
+  return `${MANIFEST_DIR}${groupOf(m.epoch, m.seq)}/${leafName(m)}`
+}
+
+/** Seqs per group directory: a listing from a recent key reads at most this many names of its group. */
+export const MANIFEST_GROUP = 100
+
+const groupOf = (epoch: number, seq: number): string => `${pad(epoch, 8)}-${pad(Math.floor(seq / MANIFEST_GROUP), 10)}`
+
+function leafName(m: Pick<Manifest, 'epoch' | 'seq' | 'step' | 'writer'>): string {
   for (const [field, v] of [
     ['epoch', m.epoch],
     ['seq', m.seq],
@@ -194,12 +210,12 @@ export function manifestKey(m: Pick<Manifest, 'epoch' | 'seq' | 'step' | 'writer
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`manifest ${field} must be a safe whole number >= 0, got ${v}`)
   }
   if (!WRITER_ID.test(m.writer)) throw new RangeError(`writer id must be 1-40 characters of [0-9a-z], got ${JSON.stringify(m.writer)}`)
-  return `${MANIFEST_DIR}${pad(m.epoch, 8)}-${pad(m.seq, 12)}-${m.writer}-s${pad(m.step, 12)}.tpm`
+  return `${pad(m.epoch, 8)}-${pad(m.seq, 12)}-${m.writer}-s${pad(m.step, 12)}.tpm`
 }
 
-const KEY_RE = /^manifests\/(\d{8,16})-(\d{12,16})-([0-9a-z]{1,40})-s(\d{12,16})\.tpm$/
+const KEY_RE = /^manifests\/(?:\d{8,16}-\d{10,16}\/)?(\d{8,16})-(\d{12,16})-([0-9a-z]{1,40})-s(\d{12,16})\.tpm$/
 
-/** The parts of a manifest key, or undefined when the key is not one this version can read. */
+/** The parts of a manifest key (either layout), or undefined when the key is not one this version can read. */
 export function parseManifestKey(key: string): ManifestName | undefined {
   const m = KEY_RE.exec(key)
   if (!m) return undefined
@@ -207,17 +223,17 @@ export function parseManifestKey(key: string): ManifestName | undefined {
   // Past 2^53 - 1 a number no longer round-trips: such a key cannot be ordered or trusted.
   if (![epoch, seq, step].every(Number.isSafeInteger)) return undefined
   const name = { key, epoch, seq, writer: m[3]!, step }
-  // Only the one spelling this version writes: "000000005" for epoch 5 would sort apart from its
-  // number, and listings that start after a known key rely on byte order (see sortsInKeyOrder).
-  return manifestKey(name) === key ? name : undefined
+  // Only the spellings a writer produces: "000000005" for epoch 5, or a name in another group's
+  // directory, would sort apart from its numbers, and listings that start after a known key rely
+  // on byte order (see sortsInKeyOrder).
+  return manifestKey(name) === key || `${MANIFEST_DIR}${leafName(name)}` === key ? name : undefined
 }
 
 /**
- * Bounds under which a name's key sorts, byte for byte, before every key that is newer by
- * (epoch, seq, writer): its padded epoch and seq start with '0', while a wider number (more digits
- * than the padding) starts with '1'-'9' and so sorts after it. Past these bounds (10 million
- * writer epochs, 100 billion commits in one epoch: reachable only through forged objects) a reader
- * lists everything instead.
+ * Bounds under which keys sort, byte for byte, in the order of their (epoch, seq): padded numbers
+ * start with '0', while a wider number (more digits than the padding) starts with '1'-'9' and so
+ * sorts after it. Past these bounds (10 million writer epochs, 100 billion commits in one epoch:
+ * reachable only through forged objects) a reader lists everything instead.
  */
 export const ORDERED_EPOCH_LIMIT = 10_000_000
 export const ORDERED_SEQ_LIMIT = 100_000_000_000
@@ -226,9 +242,17 @@ export function sortsInKeyOrder(n: Pick<ManifestName, 'epoch' | 'seq'>): boolean
   return n.epoch < ORDERED_EPOCH_LIMIT && n.seq < ORDERED_SEQ_LIMIT
 }
 
-/** A key that sorts before every manifest of `epoch` and after every manifest of a lower epoch. */
-export function epochStartKey(epoch: number): string {
-  return `${MANIFEST_DIR}${pad(epoch, 8)}-`
+/**
+ * A key to list after (`startAfter`) to see every manifest of (epoch, seq or later), in both
+ * layouts, while skipping what is older: `manifests/<epoch>-<seq / 100>/<epoch>-<seq>`. A grouped
+ * name of (epoch, seq or later) starts with it or differs from it first in a larger digit; a flat
+ * name of the same group continues the seq's digits where this has '/', and digits sort after '/'
+ * (so every flat name of the group is listed, older ones too: callers filter); every name of an
+ * earlier group or epoch differs from it first in a smaller digit. Only for names within
+ * sortsInKeyOrder.
+ */
+export function listingStartFor(n: Pick<ManifestName, 'epoch' | 'seq'>): string {
+  return `${MANIFEST_DIR}${groupOf(n.epoch, n.seq)}/${pad(n.epoch, 8)}-${pad(n.seq, 12)}`
 }
 
 /** `writers/<epoch:8+>-<writer>.json`: the fencing marker of one writer. */

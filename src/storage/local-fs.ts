@@ -62,8 +62,13 @@ export async function walk(dir: string, dirKey: string, prefix: string, out: Obj
     if (ent.name.includes(TEMP_MARK)) continue
     const key = dirKey ? `${dirKey}/${ent.name}` : ent.name
     if (ent.isDirectory()) {
-      // Descend only where keys below could still match the prefix.
-      if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
+      // Descend only where keys below could still match the prefix and sort after startAfter:
+      // every key below starts with `${key}/`, so when that sorts before startAfter and is not
+      // a prefix of it, all of them do (a listing from a recent key skips older directories unread).
+      const below = `${key}/`
+      const matches = prefix.startsWith(below) || below.startsWith(prefix)
+      const allBefore = startAfter !== undefined && below < startAfter && !startAfter.startsWith(below)
+      if (matches && !allBefore) await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
     } else if (ent.isFile() && key.startsWith(prefix) && (startAfter === undefined || key > startAfter)) {
       // Filtered before the stat: a listing after a recent key costs one readdir, not a stat per file.
       const st = await fs.stat(path.join(dir, ent.name)).catch(() => undefined)

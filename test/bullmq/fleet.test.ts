@@ -71,7 +71,7 @@ async function stored(prefix: string): Promise<Stored> {
     const r = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/`, ContinuationToken: token }))
     for (const o of r.Contents ?? []) {
       const k = o.Key!.slice(prefix.length + 1)
-      const m = /^manifests\/(\d{8})-(\d{12})-([0-9a-z]+)-s(\d{12})\.tpm$/.exec(k)
+      const m = /^manifests\/(?:\d{8}-\d{10}\/)?(\d{8})-(\d{12})-([0-9a-z]+)-s(\d{12})\.tpm$/.exec(k)
       if (m) manifests.push({ epoch: Number(m[1]), seq: Number(m[2]), writer: m[3]!, step: Number(m[4]) })
       const w = /^writers\/(\d{8})-([0-9a-z]+)\.json$/.exec(k)
       if (w) markers.set(w[2]!, Number(w[1]))

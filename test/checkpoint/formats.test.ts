@@ -63,7 +63,16 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('format 1 location
     const oldChunks = (await keysOf(s, 'chunks/')).sort()
     const cp = await Checkpointer.open(s, quiet)
     const data = bytes(10000, 1) // the same bytes as step 1: stored again under BLAKE3 ids, not deduplicated across algorithms
-    await cp.write(data, { step: 4 })
+    const info = await cp.write(data, { step: 4 })
+    // Its manifest is grouped (key layout 2) beside the previous release's flat ones; all are listed.
+    expect(info.id.split('/').length).toBe(3)
+    expect((await cp.list()).map((c) => [c.step, c.id.split('/').length])).toEqual([
+      [1, 2],
+      [2, 2],
+      [3, 2],
+      [4, 3],
+    ])
+    expect((await (await Checkpointer.open(s, quiet)).latest())?.id).toBe(info.id)
     const newChunks = (await keysOf(s, 'chunks/')).filter((k) => !oldChunks.includes(k))
     expect(newChunks.length).toBeGreaterThan(0)
     expect(newChunks.every((k) => k.split('/').at(-1)!.startsWith('b3-'))).toBe(true)

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { Checkpointer, FencedError, type Storage } from '../../src/index.js'
-import { compareNames, manifestKey, parseManifestKey, type ManifestName } from '../../src/format/manifest.js'
+import { compareNames, listingStartFor, manifestKey, parseManifestKey, type ManifestName } from '../../src/format/manifest.js'
 import { HINT_KEY, readHint } from '../../src/checkpoint/recent.js'
 import { plantChunk, plantHistory, plantManifest } from '../../bench/plant.js'
 import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/backends.js'
@@ -56,6 +56,63 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('history on %s', (
     expect(await keys(s, 'a/', 'a/4')).toEqual([])
     expect(await keys(s, 'a/', 'z')).toEqual([])
     expect(await keys(s, '', 'a/4')).toEqual(['b/1'])
+    await s.close()
+  })
+
+  it('list startAfter through nested keys: whole subtrees before it are skipped, none after it', async () => {
+    const s = await backend.open({ pageSize: 2 })
+    const all = ['c/1/x', 'c/10/y', 'c/2/z', 'c/2/zz', 'c/2/zz/deep', 'c/3', 'd/1/2/3']
+    for (const k of all.filter((k) => !all.some((o) => o.startsWith(`${k}/`)))) await s.put(k, Buffer.from(k))
+    const stored = all.filter((k) => !all.some((o) => o.startsWith(`${k}/`)))
+    for (const after of ['', 'c', 'c/', 'c/1', 'c/1/', 'c/1/x', 'c/10', 'c/15', 'c/2', 'c/2/', 'c/2/z', 'c/2/zy', 'c/2/zz/', 'c/3', 'c/4', 'd/1/2/2', 'd/1/2/3', 'e']) {
+      const want = stored.filter((k) => k > after)
+      expect(await keys(s, '', after), `startAfter ${JSON.stringify(after)}`).toEqual(want)
+      expect(await keys(s, 'c/', after), `c/ startAfter ${JSON.stringify(after)}`).toEqual(want.filter((k) => k.startsWith('c/')))
+    }
+    await s.close()
+  })
+
+  it('both key layouts in one location: a listing from the start for any name finds every newer name, and every reader the same newest', async () => {
+    // Earlier releases wrote every manifest flat under manifests/; this one groups them. Names of
+    // both layouts, of several epochs, writers and groups, interleaved the way mixed writers leave them.
+    const s = await backend.open({ pageSize: 7 })
+    const files = await plantChunk(s, Buffer.from('mixed'))
+    let seed = 7
+    const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 16) % n)
+    const planted: ManifestName[] = []
+    const seen = new Set<string>()
+    for (let i = 0; i < 60; i++) {
+      const n = { epoch: 1 + rnd(3), seq: rnd(350), step: i, writer: ['a', 'b', 'zz'][rnd(3)]! }
+      const id = `${n.epoch}-${n.seq}-${n.writer}`
+      if (seen.has(id)) continue
+      seen.add(id)
+      const grouped = manifestKey(n)
+      const flat = `manifests/${grouped.split('/')[2]}`
+      const key = rnd(2) ? grouped : flat
+      expect(parseManifestKey(key), key).toMatchObject({ ...n, key })
+      await s.put(key, await s.get(await plantManifest(s, files, n)))
+      if (key !== grouped) await s.delete(grouped)
+      planted.push({ ...n, key })
+    }
+    planted.sort(compareNames)
+    expect(new Set(planted.map((n) => n.key.split('/').length))).toEqual(new Set([2, 3]))
+    expect((await keys(s, 'manifests/')).length).toBe(planted.length)
+    for (const [i, n] of planted.entries()) {
+      const listed = new Set(await keys(s, 'manifests/', listingStartFor(n)))
+      for (const newer of planted.slice(i)) expect(listed.has(newer.key), `${newer.key} listed from ${n.key}`).toBe(true)
+    }
+    const newest = planted.at(-1)!
+    for (const n of planted.filter((_, i) => i % 5 === 0 || i >= planted.length - 3)) {
+      await setHint(s, JSON.stringify({ v: 1, key: n.key }))
+      expect((await readHint(s))?.key).toBe(n.key)
+      expect((await (await Checkpointer.open(s, quiet)).latest())?.id, `hint ${n.key}`).toBe(newest.key)
+    }
+    // A new writer takes the epoch above all of them and comes out newest.
+    const w = await Checkpointer.open(s, quiet)
+    const info = await w.write(Buffer.from('after mixed'))
+    expect(info.epoch).toBe(newest.epoch + 1)
+    expect((await oracle(s))!.key).toBe(info.id)
+    expect(info.id.split('/').length).toBe(3)
     await s.close()
   })
 
@@ -265,6 +322,12 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('history on %s', (
     const odd = real.id.replace('manifests/', 'manifests/0')
     await s.put(odd, await s.get(real.id))
     expect(parseManifestKey(odd)).toBeUndefined()
+    // The right name in another group's directory would sort apart from its numbers too.
+    const [, group, leaf] = real.id.split('/')
+    expect(parseManifestKey(`manifests/${leaf}`)).toMatchObject({ seq: real.seq })
+    const moved = `manifests/${group!.replace(/\d$/, (d) => String((Number(d) + 1) % 10))}/${leaf}`
+    expect(parseManifestKey(moved)).toBeUndefined()
+    await s.put(moved, await s.get(real.id))
     const r = await Checkpointer.open(s, quiet)
     expect((await r.latest())?.id).toBe(real.id)
     expect((await r.list()).map((i) => i.id)).toEqual([real.id])
