@@ -18,7 +18,7 @@ import { resolveNewest } from './resolve.js'
 import { restoreFiles } from './restore.js'
 import { keepAll } from './retention.js'
 import { stateArray } from './typed.js'
-import { BufferPool, checkWriteOptions, copyInto, describe, entriesOf, snapshotSize, type Snapshot } from './snapshot.js'
+import { BufferPool, checkWriteOptions, describe, entriesOf, readFromCaller, type Snapshot } from './snapshot.js'
 import type { CheckpointInfo, LoadedState, SkippedCheckpoint, StateArray, StateInput, WriteOptions } from './types.js'
 
 export { FencedError } from './committer.js'
@@ -244,14 +244,10 @@ export class Checkpointer {
     const described = describe(data, opts)
     this.checkStep(opts)
     return this.queue.serially(async () => {
-      // The same snapshot as writeAsync: a warm copy into shared memory costs far less than it
-      // saves, because worker threads can then hash the chunks in parallel with the uploads.
-      copyInto(described, this.pool.take(snapshotSize(described)))
-      try {
-        return await this.commit(described)
-      } finally {
-        this.pool.give(described.buffer)
-      }
+      // Copied chunk by chunk as the commit cuts it (into shared memory, so worker threads hash
+      // it), not into a snapshot of the whole state: the caller waits for this write anyway.
+      readFromCaller(described)
+      return this.commit(described)
     })
   }
 

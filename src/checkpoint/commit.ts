@@ -43,6 +43,28 @@ export interface UploadOptions {
   signal?: AbortSignal
 }
 
+/**
+ * Chunk buffers kept for the next commit, up to SPARE_BYTES: a fresh one costs a page fault per
+ * 4 KiB on first touch, and shared memory that is dropped is not counted by the garbage collector
+ * as pressure, so per-commit buffers would also pile up as resident memory.
+ */
+const SPARE_BYTES = 64 * 1024 * 1024
+const spares: Uint8Array[] = []
+
+function takeSpare(size: number): Uint8Array {
+  const i = spares.findIndex((b) => b.byteLength === size)
+  return i >= 0 ? spares.splice(i, 1)[0]! : sharedBytes(size)
+}
+
+function keepSpares(bufs: Uint8Array[]): void {
+  let held = spares.reduce((n, b) => n + b.byteLength, 0)
+  for (const b of bufs) {
+    if (held + b.byteLength > SPARE_BYTES) break
+    spares.push(b)
+    held += b.byteLength
+  }
+}
+
 /** Files read synchronously between two turns of the event loop. */
 const READS_PER_TURN = 256
 
@@ -70,7 +92,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
   const takeBuffer = async (): Promise<Uint8Array | undefined> => {
     while (free.length === 0 && allocated > o.concurrency && !failed) await new Promise<void>((r) => (wake = r))
     if (failed) return undefined
-    return free.pop() ?? (allocated++, sharedBytes(o.chunkSize))
+    return free.pop() ?? (allocated++, takeSpare(o.chunkSize))
   }
 
   /** Hashes `bytes` and stores them unless known; `done` learns the reference once hashed. */
@@ -172,6 +194,8 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
   }
   if (!failed) closePack()
   await Promise.allSettled(tasks)
+  // Every task has settled: no hashing thread or transfer holds these any more.
+  keepSpares(free.splice(0))
   if (failed) throw failed
   // One durability barrier for all chunks: only after it may the manifest be written.
   await storage.sync()

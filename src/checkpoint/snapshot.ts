@@ -161,13 +161,34 @@ export function copyInto(snap: Snapshot, buffer: Uint8Array): void {
   snap.buffer = buffer
 }
 
+/**
+ * Points each entry at a reader that copies from the caller's memory, chunk by chunk, into the
+ * commit's chunk buffers: for `write()`, whose caller waits anyway, instead of a whole snapshot
+ * copied up front (a fresh process's first save paid for faulting in a buffer the size of the
+ * state). Every chunk is hashed and stored from its own copy, so a caller who changes `data` during
+ * the write (which write() forbids) gets a checkpoint mixing old and new bytes, never a chunk
+ * stored under another content's id; a buffer detached or shrunk meanwhile fails the write.
+ */
+export function readFromCaller(snap: Snapshot): void {
+  for (const e of snap.entries) {
+    const src = e.source as Uint8Array
+    const from = Buffer.from(src.buffer, src.byteOffset, src.byteLength)
+    // Buffer#copy is a memmove into shared memory. Past the source's (current) end: 0 bytes, "shrank".
+    e.source = async (buf, offset) => {
+      const end = Math.min(e.size, offset + buf.byteLength, from.length)
+      return end > offset ? from.copy(Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength), 0, offset, end) : 0
+    }
+  }
+}
+
 export function snapshotSize(snap: Snapshot): number {
   return snap.entries.reduce((s, e) => s + e.size, 0)
 }
 
 /**
  * Lays the arrays of a state checkpoint back to back in one file. Snapshots already hold them
- * contiguously in one buffer, which is then used as is; anything else is copied together once.
+ * contiguously in one buffer, which is then used as is; anything else is read array by array as
+ * the chunks of that file are cut (no copy of the whole state).
  */
 export function packState(entries: PendingEntry[]): { entries: PendingEntry[]; arrays: ArrayEntry[] } {
   const arrays: ArrayEntry[] = []
@@ -178,16 +199,37 @@ export function packState(entries: PendingEntry[]): { entries: PendingEntry[]; a
     arrays.push(a)
     offset += e.size
   }
-  const views = entries.map((e) => e.source as Uint8Array)
-  const first = views[0]
-  const contiguous = first !== undefined && views.every((v, i) => v.buffer === first.buffer && v.byteOffset === first.byteOffset + arrays[i]!.offset)
-  let bytes: Uint8Array
-  if (contiguous) bytes = new Uint8Array(first.buffer, first.byteOffset, offset)
-  else {
-    bytes = sharedBytes(offset)
-    views.forEach((v, i) => void bytes.set(v, arrays[i]!.offset))
+  const size = offset
+  const first = entries[0]?.source
+  const contiguous =
+    first instanceof Uint8Array &&
+    entries.every((e, i) => e.source instanceof Uint8Array && e.source.buffer === first.buffer && e.source.byteOffset === first.byteOffset + arrays[i]!.offset)
+  if (contiguous) return { entries: [{ path: STATE_FILE, size, source: new Uint8Array(first.buffer, first.byteOffset, size) }], arrays }
+  const sized: PendingEntry[] = []
+  const starts: number[] = []
+  entries.forEach((e, i) => {
+    if (e.size > 0) sized.push(e), starts.push(arrays[i]!.offset)
+  })
+  const source = async (buf: Uint8Array, at: number): Promise<number> => {
+    // The array holding byte `at` (the last one starting at or before it), then as much of it as fits.
+    let lo = 0
+    let hi = starts.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (starts[mid]! <= at) lo = mid
+      else hi = mid - 1
+    }
+    const e = sized[lo]
+    if (!e || at >= size) return 0
+    const within = at - starts[lo]!
+    const want = Math.min(buf.byteLength, e.size - within)
+    if (e.source instanceof Uint8Array) {
+      buf.set(e.source.subarray(within, within + want))
+      return want
+    }
+    return e.source(buf.subarray(0, want), within)
   }
-  return { entries: [{ path: STATE_FILE, size: offset, source: bytes }], arrays }
+  return { entries: [{ path: STATE_FILE, size, source }], arrays }
 }
 
 /** The entries of a checkpoint read back into memory, ready to be committed elsewhere as they were. */
