@@ -1,7 +1,7 @@
 import pLimit from 'p-limit'
 import { SHA256_ID, chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
-import { chunkId, sharedBytes } from './hash.js'
+import { chunkId, chunkIdWithCrc32, sharedBytes } from './hash.js'
 import { endsPack, packTarget } from './pack.js'
 
 /** One file of a checkpoint about to be written: in memory, or read from disk chunk by chunk. */
@@ -100,7 +100,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
     const len = bytes.byteLength
     const task = limit(async () => {
       try {
-        const hash = await chunkId(bytes)
+        const { hash, crc32 } = storage.capabilities.takesCrc32 ? await chunkIdWithCrc32(bytes) : { hash: await chunkId(bytes), crc32: undefined }
         done({ hash, size: len })
         stats.total += len
         if (o.known.has(hash, len) || scheduled.has(hash)) {
@@ -108,8 +108,12 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
         } else {
           scheduled.add(hash)
           stats.newChunks++
-          // A SHA-256 id is also the body's checksum: a driver may send it rather than hash the body again.
-          await storage.put(chunkKey(hash), bytes, { batch: true, ...(o.signal ? { signal: o.signal } : {}), ...(SHA256_ID.test(hash) ? { sha256: hash } : {}) })
+          // A SHA-256 id is also the body's checksum, and a CRC32 from the hashing thread may be one: a driver may send either rather than hash the body again.
+          await storage.put(chunkKey(hash), bytes, {
+            batch: true,
+            ...(o.signal ? { signal: o.signal } : {}),
+            ...(SHA256_ID.test(hash) ? { sha256: hash } : crc32 !== undefined ? { crc32 } : {}),
+          })
           stats.uploaded += len
         }
         o.onProgress?.(stats.total, stats.uploaded)

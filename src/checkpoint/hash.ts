@@ -43,16 +43,23 @@ export const CHUNK_ALGORITHM: HashAlgorithm = native && process.env.TASKPOINT_HA
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
+const { crc32 } = require('node:zlib')
 const b3 = workerData && workerData.blake3 ? require(workerData.blake3).blake3 : undefined
-parentPort.on('message', ({ id, buf, off, len, algo }) => {
+parentPort.on('message', ({ id, buf, off, len, algo, crc }) => {
   const view = new Uint8Array(buf, off, len)
   const hash = algo === 'blake3' ? Buffer.from(b3(view)).toString('hex') : createHash('sha256').update(view).digest('hex')
-  parentPort.postMessage({ id, hash })
+  parentPort.postMessage({ id, hash, crc32: crc && crc32 ? crc32(view) : undefined })
 })
 `
 
+/** A digest, and the bytes' CRC32 (IEEE) where it was asked for and zlib has it (Node >= 20.15). */
+export interface Hashed {
+  hash: string
+  crc32?: number
+}
+
 interface Job {
-  resolve: (hash: string) => void
+  resolve: (out: Hashed) => void
   reject: (e: unknown) => void
 }
 
@@ -83,11 +90,11 @@ export class HashPool {
     const pending = new Map<number, Job>()
     this.workers.set(w, pending)
     w.unref()
-    w.on('message', ({ id, hash }: { id: number; hash: string }) => {
+    w.on('message', ({ id, hash, crc32 }: { id: number; hash: string; crc32?: number }) => {
       const job = pending.get(id)
       pending.delete(id)
       if (pending.size === 0) w.unref()
-      job?.resolve(hash)
+      job?.resolve(crc32 === undefined ? { hash } : { hash, crc32 })
     })
     const die = (e: unknown): void => {
       if (this.workers.get(w) !== pending) return // already retired
@@ -110,12 +117,17 @@ export class HashPool {
   }
 
   hash(view: Uint8Array, algo: HashAlgorithm = 'sha256'): Promise<string> {
-    return new Promise<string>((resolve, reject) => {
+    return this.hashWith(view, algo, false).then((h) => h.hash)
+  }
+
+  /** The digest and, with `crc`, the CRC32 too, both computed on the worker. */
+  hashWith(view: Uint8Array, algo: HashAlgorithm, crc: boolean): Promise<Hashed> {
+    return new Promise<Hashed>((resolve, reject) => {
       const id = this.nextId++
       const [w, pending] = this.pick()
       pending.set(id, { resolve, reject })
       w.ref()
-      w.postMessage({ id, buf: view.buffer, off: view.byteOffset, len: view.byteLength, algo })
+      w.postMessage({ id, buf: view.buffer, off: view.byteOffset, len: view.byteLength, algo, crc })
     })
   }
 }
@@ -131,11 +143,16 @@ function hashInPlace(view: Uint8Array, algo: HashAlgorithm): string {
   return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('hex')
 }
 
+const offThread = (view: Uint8Array): boolean => view.byteLength >= SMALL && view.buffer instanceof SharedArrayBuffer
+
+function hashPool(): HashPool {
+  pool ??= new HashPool(Math.max(1, Math.min(4, availableParallelism())))
+  return pool
+}
+
 /** Hex digest of `view`: on a worker thread when the bytes are shared and large, else in place. */
 export function digest(view: Uint8Array, algo: HashAlgorithm): Promise<string> | string {
-  if (view.byteLength < SMALL || !(view.buffer instanceof SharedArrayBuffer)) return hashInPlace(view, algo)
-  pool ??= new HashPool(Math.max(1, Math.min(4, availableParallelism())))
-  return pool.hash(view, algo)
+  return offThread(view) ? hashPool().hash(view, algo) : hashInPlace(view, algo)
 }
 
 export function sha256(view: Uint8Array): Promise<string> | string {
@@ -147,6 +164,17 @@ export function chunkId(view: Uint8Array): Promise<string> | string {
   if (CHUNK_ALGORITHM === 'sha256') return digest(view, 'sha256')
   const d = digest(view, 'blake3')
   return typeof d === 'string' ? BLAKE3_ID_PREFIX + d : d.then((h) => BLAKE3_ID_PREFIX + h)
+}
+
+/**
+ * The chunk id and, when the bytes are hashed on a worker thread anyway, their CRC32 from the same
+ * thread: a store that checks uploads by CRC32 (S3) then takes it instead of computing it on the
+ * calling thread. No CRC32 where the bytes are hashed in place (small or unshared).
+ */
+export async function chunkIdWithCrc32(view: Uint8Array): Promise<Hashed> {
+  if (!offThread(view)) return { hash: await chunkId(view) }
+  const h = await hashPool().hashWith(view, CHUNK_ALGORITHM, true)
+  return CHUNK_ALGORITHM === 'blake3' ? { ...h, hash: BLAKE3_ID_PREFIX + h.hash } : h
 }
 
 /**

@@ -57,6 +57,15 @@ function addUnsignedPayload(stack: { add(middleware: unknown, options: unknown):
   stack.add(middleware, { step: 'build', name: 'taskpointUnsignedPayload', override: true })
 }
 
+const isCrc32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff
+
+/** S3's spelling of a CRC32: the four bytes big-endian, base64. */
+function crc32Base64(crc: number): string {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(crc)
+  return b.toString('base64')
+}
+
 const PAYLOAD_HASH = 'x-amz-content-sha256'
 /** Bodies from this size on go up unsigned (unless their SHA-256 is known). */
 const UNSIGNED_FROM = 1024 * 1024
@@ -104,7 +113,7 @@ export class S3Storage implements Storage {
     if (this.ownsClient && !this.signPayload) addUnsignedPayload(this.client.middlewareStack)
     // Many parallel requests hide per-request latency; S3 serves far more than 16 per prefix.
     // Chunks of 8 MiB: one request each, at the multipart threshold (so a single PUT).
-    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16, preferredChunkSize: 8 * MiB }
+    this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16, preferredChunkSize: 8 * MiB, takesCrc32: true }
     const where = (key: string | undefined): string => this.root.where(key)
     this.run = operationRunner({
       backend: 's3',
@@ -190,7 +199,10 @@ export class S3Storage implements Storage {
       // A known SHA-256 (a chunk's id) is the checksum S3 verifies and the signature's payload hash:
       // the SDK then neither CRC32s nor SHA-256s the body on this thread.
       const sha256 = body instanceof Uint8Array && options.sha256 !== undefined && SHA256_HEX.test(options.sha256) ? options.sha256 : undefined
-      const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : {}
+      // Else a CRC32 computed beside the chunk's hash (off this thread) replaces the SDK's: with any
+      // x-amz-checksum-* header present, the SDK computes none.
+      const crc = !sha256 && body instanceof Uint8Array && isCrc32(options.crc32) ? options.crc32 : undefined
+      const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : crc !== undefined ? { ChecksumCRC32: crc32Base64(crc) } : {}
       const cmd = new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.byteLength, ...checksum, ...extra })
       if (sha256) addPayloadHash(cmd.middlewareStack, sha256)
       else if (!this.signPayload && !this.ownsClient) addUnsignedPayload(cmd.middlewareStack)

@@ -71,7 +71,7 @@ describe('driver registry', () => {
     })
     expect(s3.backend).toBe('s3')
     expect(s3.uri).toBe('s3://bucket-x/run')
-    expect(s3.capabilities).toEqual({ conditionalCreate: false, preferredConcurrency: 16, preferredChunkSize: 8 * 1024 * 1024 })
+    expect(s3.capabilities).toEqual({ conditionalCreate: false, preferredConcurrency: 16, preferredChunkSize: 8 * 1024 * 1024, takesCrc32: true })
     await s3.close()
     const gcs = await openStorage('gs://bucket-x/run', { s3: { conditionalCreate: true }, gcs: { conditionalCreate: false, clientOptions: { projectId: 'p' } } })
     expect(gcs.capabilities).toEqual({ conditionalCreate: false, preferredConcurrency: 16, preferredChunkSize: 8 * 1024 * 1024 })

@@ -4,8 +4,9 @@
 import { S3Client } from '@aws-sdk/client-s3'
 import { CRC32C } from '@google-cloud/storage'
 import { createHash, randomBytes } from 'node:crypto'
+import zlib from 'node:zlib'
 import { afterAll, describe, expect, it, vi } from 'vitest'
-import type { Storage } from '../../src/index.js'
+import { Checkpointer, type Storage } from '../../src/index.js'
 import { crc32cOf } from '../../src/storage/gcs-checks.js'
 import { FastCrc32c, crc32cBase64, crc32cUpdate } from '../../src/storage/crc32c.js'
 import { S3Storage } from '../../src/storage/s3.js'
@@ -137,6 +138,58 @@ describe('S3 request headers', () => {
     expect(client.middlewareStack.identify().some((m) => m.includes('taskpointUnsignedPayload'))).toBe(false)
     await s.close()
     client.destroy()
+  })
+
+  it('a CRC32 the caller computed is sent as the checksum and the SDK computes none; without one the SDK sends the same value', async () => {
+    const s = await open()
+    const seen = capture(s.client)
+    const body = randomBytes(MiB + 3)
+    await s.put('sdk', body)
+    const sdk = seen.at(-1)!['x-amz-checksum-crc32']
+    const ours = zlib.crc32(body)
+    await s.put('ours', body, { crc32: ours })
+    expect(seen.at(-1)!['x-amz-checksum-crc32']).toBe(sdk)
+    expect(seen.at(-1)!['x-amz-content-sha256']).toBe('UNSIGNED-PAYLOAD')
+    // A value that is not the body's goes out as given (real S3 then refuses the put: BadDigest),
+    // so the SDK did not compute its own; a value that is no CRC32 at all is ignored.
+    await s.put('given', body, { crc32: (ours + 1) >>> 0 }).catch(() => {})
+    expect(seen.at(-1)!['x-amz-checksum-crc32']).not.toBe(sdk)
+    await s.put('bad', body, { crc32: -1 })
+    expect(seen.at(-1)!['x-amz-checksum-crc32']).toBe(sdk)
+    expect(Buffer.from(await s.get('ours')).equals(body)).toBe(true)
+    await s.close()
+  })
+
+  it('a commit hands every chunk put the CRC32 its hashing thread computed, which goes out as the checksum', async () => {
+    const s = await open()
+    const seen = capture(s.client)
+    const given = new Map<string, number | undefined>()
+    const spy = Object.create(s) as S3Storage
+    spy.put = (key, body, o) => {
+      if (key.startsWith('chunks/')) given.set(key, o?.crc32)
+      return s.put(key, body, o)
+    }
+    const state = randomBytes(3 * 8 * MiB + MiB) // every chunk large enough to hash off the calling thread
+    const cp = await Checkpointer.open(spy, { repro: false, onWarning: () => {} })
+    const info = await cp.write(state)
+    const m = JSON.parse(
+      Buffer.from(await s.get(info.id))
+        .toString()
+        .split('\n')
+        .slice(1)
+        .join('\n'),
+    ) as { files: { chunks: { hash: string; size: number }[] }[] }
+    expect(m.files[0]!.chunks.length).toBe(4)
+    let off = 0
+    for (const c of m.files[0]!.chunks) {
+      const key = [...given.keys()].find((k) => k.endsWith(c.hash))!
+      expect(given.get(key), c.hash).toBe(zlib.crc32(state.subarray(off, off + c.size)))
+      off += c.size
+    }
+    const sent = seen.filter((h) => h['x-amz-checksum-crc32'] !== undefined).length
+    expect(sent).toBeGreaterThanOrEqual(4)
+    expect(Buffer.from((await cp.read())!).equals(state)).toBe(true)
+    await cp.close()
   })
 
   it('a wrong digest is never silently stored under the right one', async () => {
