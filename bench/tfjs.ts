@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { Checkpointer } from '../src/index.js'
 import { captureState, restoreState } from '../integrations/tfjs/index.js'
 import { flag, fmtSpread, meanCi, MiB, ms, numArg, pct, sec, spread, Table, time } from './stats.js'
+import { rawWrite } from './raw.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const trainer = path.join(here, '..', 'examples', 'mnist-train.js')
@@ -91,18 +92,6 @@ function overheadRows(): void {
   }
 }
 
-async function rawWrite(dir: string, data: Uint8Array): Promise<void> {
-  const tmp = path.join(dir, 'raw.tmp')
-  const fh = await fs.open(tmp, 'w')
-  await fh.write(data)
-  await fh.sync()
-  await fh.close()
-  await fs.rename(tmp, path.join(dir, 'raw'))
-  const d = await fs.open(dir, 'r')
-  await d.sync()
-  await d.close()
-}
-
 async function bigModelRows(): Promise<void> {
   // ~10M parameters: 1000 -> 3000 -> 2300 -> 10 dense layers, Adam (two slots per weight).
   await tf.setBackend('wasm')
@@ -149,7 +138,7 @@ async function bigModelRows(): Promise<void> {
           return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
         })
         const all = Buffer.concat(parts)
-        raws.push(await time(() => rawWrite(rawDir, all)))
+        raws.push(await time(() => rawWrite(rawDir, 'raw', all)))
       }
       if (i % 2 === 0) {
         await ours()
