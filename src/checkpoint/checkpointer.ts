@@ -295,7 +295,7 @@ export class Checkpointer {
       await this.flush()
     } finally {
       this.closed = true
-      this.committer.stop()
+      await this.committer.stop()
       this.pool.clear()
       if (this.ownsStorage) await this.storage.close()
     }

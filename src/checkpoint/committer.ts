@@ -66,6 +66,9 @@ export class Committer {
   private lastSeq = 0
   private registering: Promise<void> | undefined
   private sweepTimer: NodeJS.Timeout | undefined
+  /** The sweep once started (never rejects), so that stop() can wait for it. */
+  private sweeping: Promise<void> | undefined
+  private stopped = false
 
   constructor(
     private readonly storage: Storage,
@@ -106,19 +109,26 @@ export class Committer {
     // Leftovers of killed writers: only ones far older than any live write could be. Later, not
     // now: the sweep walks the whole location, and the commit right after a restart should not
     // share the disk or the store with it. Unref'd: it never keeps a finished process alive.
-    if (this.storage.sweep && this.sweepTimer === undefined) {
+    // A claim that was still in flight when stop() ran schedules nothing: the storage may be closed.
+    if (this.storage.sweep && this.sweepTimer === undefined && !this.stopped) {
       this.sweepTimer = setTimeout(() => {
-        void this.storage
-          .sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) })
-          .catch((e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`))
+        this.sweeping = Promise.resolve(this.storage.sweep?.({ olderThanMs: Math.max(this.o.locks?.staleMs ?? 0, 10 * 60_000) })).then(
+          () => {},
+          (e: unknown) => this.o.onWarning(`sweeping leftovers failed: ${(e as Error).message}`),
+        )
       }, this.o.sweepAfterMs ?? 60_000)
       this.sweepTimer.unref()
     }
   }
 
-  /** Cancels a sweep not started yet (the storage may be closed next). */
-  stop(): void {
+  /**
+   * Cancels a sweep not started yet, keeps a claim still in flight from scheduling one, and waits
+   * for one already running: the storage may be closed next and must not be used after that.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true
     clearTimeout(this.sweepTimer)
+    await this.sweeping
   }
 
   /**
