@@ -89,7 +89,6 @@ export class HashPool {
     const w = new Worker(this.source, { eval: true, execArgv: [], workerData: { blake3: native?.path } })
     const pending = new Map<number, Job>()
     this.workers.set(w, pending)
-    w.unref()
     w.on('message', ({ id, hash, crc32 }: { id: number; hash: string; crc32?: number }) => {
       const job = pending.get(id)
       pending.delete(id)
@@ -105,7 +104,15 @@ export class HashPool {
     w.on('error', die)
     // An exit without an error would otherwise leave its jobs waiting forever.
     w.on('exit', (code) => die(new Error(`hashing worker thread exited (code ${code}) with jobs pending`)))
+    // After the listeners: adding a 'message' listener refs the worker again, and an idle one
+    // (started ahead of any job) must not keep a finished process alive.
+    w.unref()
     return [w, pending]
+  }
+
+  /** Starts every worker now (idle ones hold nothing open), so the first jobs do not wait ~30 ms each for one. */
+  prestart(): void {
+    while (this.workers.size < this.size) this.start()
   }
 
   /** A new worker while below `size`, else the one with the fewest pending jobs. */
@@ -148,6 +155,14 @@ const offThread = (view: Uint8Array): boolean => view.byteLength >= SMALL && vie
 function hashPool(): HashPool {
   pool ??= new HashPool(Math.max(1, Math.min(4, availableParallelism())))
   return pool
+}
+
+/**
+ * Starts the hashing threads ahead of the first save (a Checkpointer does on open): a restarted
+ * job's first checkpoint then does not wait for them to start, ~30 ms each here.
+ */
+export function warmHashing(): void {
+  hashPool().prestart()
 }
 
 /** Hex digest of `view`: on a worker thread when the bytes are shared and large, else in place. */

@@ -1,4 +1,8 @@
+import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { HashPool, sharedBytes } from '../../src/checkpoint/hash.js'
 
@@ -46,5 +50,19 @@ describe('hash worker pool', () => {
   it('a worker that exits without an error fails its jobs instead of leaving them waiting', async () => {
     const pool = new HashPool(1, `require('node:worker_threads').parentPort.on('message', () => process.exit(3))`)
     await expect(pool.hash(sharedBytes(16))).rejects.toThrow(/exited \(code 3\)/)
+  })
+
+  it('threads started ahead of any job (a Checkpointer starts them on open) never keep a finished process alive (needs npm run build)', () => {
+    const entry = path.resolve('dist/src/index.js')
+    const dir = mkdtempSync(path.join(tmpdir(), 'tp-idle-'))
+    for (const body of [
+      'await Checkpointer.open(dir, { repro: false })', // opened, never written, never closed
+      'const cp = await Checkpointer.open(dir, { repro: false }); await cp.write(new Uint8Array(1 << 20).fill(1)); await cp.close()',
+    ]) {
+      const script = `const { Checkpointer } = await import(${JSON.stringify(entry)}); const dir = ${JSON.stringify(dir)}; ${body}`
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000 })
+      expect(r.signal, body).toBeNull()
+      expect(r.status, `${body}: ${r.stderr}`).toBe(0)
+    }
   })
 })
