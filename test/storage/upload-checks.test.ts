@@ -6,6 +6,7 @@ import { CRC32C } from '@google-cloud/storage'
 import { createHash, randomBytes } from 'node:crypto'
 import zlib from 'node:zlib'
 import { afterAll, describe, expect, it, vi } from 'vitest'
+import { decodeManifest } from '../../src/format/manifest.js'
 import { Checkpointer, type Storage } from '../../src/index.js'
 import { crc32cOf } from '../../src/storage/gcs-checks.js'
 import { FastCrc32c, crc32cBase64, crc32cUpdate } from '../../src/storage/crc32c.js'
@@ -172,13 +173,7 @@ describe('S3 request headers', () => {
     const state = randomBytes(3 * 8 * MiB + MiB) // every chunk large enough to hash off the calling thread
     const cp = await Checkpointer.open(spy, { repro: false, onWarning: () => {} })
     const info = await cp.write(state)
-    const m = JSON.parse(
-      Buffer.from(await s.get(info.id))
-        .toString()
-        .split('\n')
-        .slice(1)
-        .join('\n'),
-    ) as { files: { chunks: { hash: string; size: number }[] }[] }
+    const m = decodeManifest(info.id, await s.get(info.id))
     expect(m.files[0]!.chunks.length).toBe(4)
     let off = 0
     for (const c of m.files[0]!.chunks) {
