@@ -1,6 +1,8 @@
 // Hostile review of write() reading the caller's memory chunk by chunk into pooled chunk buffers
 // (3bd0310), CRC32s from the hashing threads (5980e69) and hashing threads started on open
 // (d76b9be). Each test here failed on d76b9be for the reason its name gives.
+import { spawnSync } from 'node:child_process'
+import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { Checkpointer, type Storage } from '../../src/index.js'
 import { allBackends, closeEnforcingProxies, type Backend } from '../helpers/backends.js'
@@ -93,5 +95,26 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('write review on %
     expect(inFlightAtRejection).toBe(0)
     expect(await cp.latest()).toBeUndefined()
     await cp.close()
+  })
+
+  it('a process where worker threads cannot start still opens, writes and reads small checkpoints (needs npm run build)', async () => {
+    const { uri, env } = await backend.freshUri()
+    const entry = path.resolve('dist/src/index.js')
+    const script = `const { Checkpointer } = await import(${JSON.stringify(entry)})
+const cp = await Checkpointer.open(${JSON.stringify(uri)}, { repro: false })
+await cp.write(new Uint8Array(4096).fill(9), { step: 1 })
+const back = await cp.read()
+await cp.close()
+console.log('read', back.length, back[4095])`
+    // Node's permission model without --allow-worker: new Worker() throws ERR_ACCESS_DENIED. On
+    // d76b9be open() started the hashing threads and failed, though nothing here needs them.
+    const r = spawnSync(process.execPath, ['--experimental-permission', '--allow-fs-read=*', '--allow-fs-write=*', '--input-type=module', '-e', script], {
+      env: { ...process.env, ...env },
+      timeout: 60_000,
+      encoding: 'utf8',
+    })
+    expect(r.stderr).not.toMatch(/ERR_ACCESS_DENIED/)
+    expect(r.stdout.trim()).toBe('read 4096 9')
+    expect(r.status).toBe(0)
   })
 })
