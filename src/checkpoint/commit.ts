@@ -44,22 +44,31 @@ export interface UploadOptions {
 }
 
 /**
- * Chunk buffers kept for the next commit, up to SPARE_BYTES: a fresh one costs a page fault per
- * 4 KiB on first touch, and shared memory that is dropped is not counted by the garbage collector
- * as pressure, so per-commit buffers would also pile up as resident memory.
+ * Chunk buffers kept for the next commit: a fresh one costs a page fault per 4 KiB on first touch,
+ * and shared memory that is dropped is not counted by the garbage collector as pressure, so
+ * buffers dropped after each commit pile up as resident memory (~70 MiB more per write of a large
+ * state with 8 MiB chunks and 16 transfers). So every buffer comes back, up to SPARE_BYTES or the
+ * most that commits ever held at once, whichever is more: no more than this process has needed.
  */
 const SPARE_BYTES = 64 * 1024 * 1024
 const spares: Uint8Array[] = []
+/** Bytes of chunk buffers commits hold now, and the most they held at once. */
+let lent = 0
+let peak = 0
 
 function takeSpare(size: number): Uint8Array {
+  lent += size
+  peak = Math.max(peak, lent)
   const i = spares.findIndex((b) => b.byteLength === size)
   return i >= 0 ? spares.splice(i, 1)[0]! : sharedBytes(size)
 }
 
-function keepSpares(bufs: Uint8Array[]): void {
+/** Takes back `bufs`, the free ones of the `taken` bytes a commit had (the rest are lost to a failure). */
+function keepSpares(bufs: Uint8Array[], taken: number): void {
+  lent -= taken
   let held = spares.reduce((n, b) => n + b.byteLength, 0)
   for (const b of bufs) {
-    if (held + b.byteLength > SPARE_BYTES) break
+    if (held + b.byteLength > Math.max(SPARE_BYTES, peak)) break
     spares.push(b)
     held += b.byteLength
   }
@@ -145,61 +154,66 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
   let reads = 0
 
   const files: FileEntry[] = []
-  for (const e of entries) {
-    if (failed) break
-    o.signal?.throwIfAborted()
-    const fe: FileEntry = { path: e.path, size: e.size, chunks: [] }
-    if (e.mode !== undefined) fe.mode = e.mode
-    if (e.dtype !== undefined) fe.dtype = e.dtype
-    if (e.shape !== undefined) fe.shape = e.shape
-    files.push(fe)
-    if (e.size >= 1 && e.size <= packUpTo) {
-      if (pack && pack.len + e.size > o.chunkSize) closePack()
-      if (!pack) {
-        const buf = await takeBuffer()
-        if (!buf) break
-        pack = { buf, len: 0, index: packs.length }
-        packs.length++
-      }
-      await readWhole(e, pack.buf.subarray(pack.len, pack.len + e.size))
-      fe.packed = { pack: pack.index, offset: pack.len }
-      pack.len += e.size
-      if (endsPack(e.path, e.size, target)) closePack()
-      // Reads of small files are synchronous: let uploads, hashing and timers run now and then.
-      if (++reads % READS_PER_TURN === 0) await new Promise((r) => setImmediate(r))
-      continue
-    }
-    const chunks = fe.chunks
-    for (let off = 0, ci = 0; off < e.size; off += o.chunkSize, ci++) {
+  try {
+    for (const e of entries) {
       if (failed) break
       o.signal?.throwIfAborted()
-      const len = Math.min(o.chunkSize, e.size - off)
-      let bytes: Uint8Array
-      let release: (() => void) | undefined
-      if (e.source instanceof Uint8Array) {
-        bytes = e.source.subarray(off, off + len)
-      } else {
-        const buf = await takeBuffer()
-        if (!buf) break
-        let got = 0
-        while (got < len) {
-          const n = await e.source(buf.subarray(got, len), off + got)
-          if (n === 0) throw new Error(`${e.path} shrank while being saved (expected ${e.size} bytes)`)
-          got += n
+      const fe: FileEntry = { path: e.path, size: e.size, chunks: [] }
+      if (e.mode !== undefined) fe.mode = e.mode
+      if (e.dtype !== undefined) fe.dtype = e.dtype
+      if (e.shape !== undefined) fe.shape = e.shape
+      files.push(fe)
+      if (e.size >= 1 && e.size <= packUpTo) {
+        if (pack && pack.len + e.size > o.chunkSize) closePack()
+        if (!pack) {
+          const buf = await takeBuffer()
+          if (!buf) break
+          pack = { buf, len: 0, index: packs.length }
+          packs.length++
         }
-        bytes = buf.subarray(0, len)
-        release = () => giveBack(buf)
+        await readWhole(e, pack.buf.subarray(pack.len, pack.len + e.size))
+        fe.packed = { pack: pack.index, offset: pack.len }
+        pack.len += e.size
+        if (endsPack(e.path, e.size, target)) closePack()
+        // Reads of small files are synchronous: let uploads, hashing and timers run now and then.
+        if (++reads % READS_PER_TURN === 0) await new Promise((r) => setImmediate(r))
+        continue
       }
-      const index = ci
-      store(bytes, release, (ref) => (chunks[index] = ref))
-      // Hashing of unshared bytes happens on this thread: let other work run between chunks.
-      if (!(bytes.buffer instanceof SharedArrayBuffer)) await new Promise((r) => setImmediate(r))
+      const chunks = fe.chunks
+      for (let off = 0, ci = 0; off < e.size; off += o.chunkSize, ci++) {
+        if (failed) break
+        o.signal?.throwIfAborted()
+        const len = Math.min(o.chunkSize, e.size - off)
+        let bytes: Uint8Array
+        let release: (() => void) | undefined
+        if (e.source instanceof Uint8Array) {
+          bytes = e.source.subarray(off, off + len)
+        } else {
+          const buf = await takeBuffer()
+          if (!buf) break
+          let got = 0
+          while (got < len) {
+            const n = await e.source(buf.subarray(got, len), off + got)
+            if (n === 0) throw new Error(`${e.path} shrank while being saved (expected ${e.size} bytes)`)
+            got += n
+          }
+          bytes = buf.subarray(0, len)
+          release = () => giveBack(buf)
+        }
+        const index = ci
+        store(bytes, release, (ref) => (chunks[index] = ref))
+        // Hashing of unshared bytes happens on this thread: let other work run between chunks.
+        if (!(bytes.buffer instanceof SharedArrayBuffer)) await new Promise((r) => setImmediate(r))
+      }
     }
+    if (!failed) closePack()
+  } finally {
+    // Also when reading failed (a file or the caller's buffer shrank): the chunks already handed
+    // over are still being stored, and no failed commit leaves puts running behind its back.
+    await Promise.allSettled(tasks)
+    // Every task has settled: no hashing thread or transfer holds these any more.
+    keepSpares(free.splice(0), allocated * o.chunkSize)
   }
-  if (!failed) closePack()
-  await Promise.allSettled(tasks)
-  // Every task has settled: no hashing thread or transfer holds these any more.
-  keepSpares(free.splice(0))
   if (failed) throw failed
   // One durability barrier for all chunks: only after it may the manifest be written.
   await storage.sync()

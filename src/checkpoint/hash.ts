@@ -159,10 +159,16 @@ function hashPool(): HashPool {
 
 /**
  * Starts the hashing threads ahead of the first save (a Checkpointer does on open): a restarted
- * job's first checkpoint then does not wait for them to start, ~30 ms each here.
+ * job's first checkpoint then does not wait for them to start, ~30 ms each here. Best effort.
  */
 export function warmHashing(): void {
-  hashPool().prestart()
+  try {
+    hashPool().prestart()
+  } catch {
+    // Threads that cannot start here (the permission model without --allow-worker, a resource
+    // limit) are no reason to refuse opening: reads and small writes hash in place without them,
+    // and a write that needs them reports why.
+  }
 }
 
 /** Hex digest of `view`: on a worker thread when the bytes are shared and large, else in place. */
