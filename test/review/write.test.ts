@@ -108,7 +108,9 @@ await cp.close()
 console.log('read', back.length, back[4095])`
     // Node's permission model without --allow-worker: new Worker() throws ERR_ACCESS_DENIED. On
     // d76b9be open() started the hashing threads and failed, though nothing here needs them.
-    const r = spawnSync(process.execPath, ['--experimental-permission', '--allow-fs-read=*', '--allow-fs-write=*', '--input-type=module', '-e', script], {
+    // The flag is --permission from Node 22.13/23.5 on (Node 24 refuses the old one), --experimental-permission before.
+    const permission = process.allowedNodeEnvironmentFlags.has('--permission') ? '--permission' : '--experimental-permission'
+    const r = spawnSync(process.execPath, [permission, '--allow-fs-read=*', '--allow-fs-write=*', '--input-type=module', '-e', script], {
       env: { ...process.env, ...env },
       timeout: 60_000,
       encoding: 'utf8',
