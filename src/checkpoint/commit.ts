@@ -1,7 +1,7 @@
 import pLimit from 'p-limit'
 import { SHA256_ID, chunkKey, type ChunkRef, type DType, type FileEntry } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
-import { chunkId, chunkIdWithCrc32, sharedBytes } from './hash.js'
+import { hashChunk, sharedBytes } from './hash.js'
 import { endsPack, packTarget } from './pack.js'
 
 /** One file of a checkpoint about to be written: in memory, or read from disk chunk by chunk. */
@@ -109,7 +109,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
     const len = bytes.byteLength
     const task = limit(async () => {
       try {
-        const { hash, crc32 } = storage.capabilities.takesCrc32 ? await chunkIdWithCrc32(bytes) : { hash: await chunkId(bytes), crc32: undefined }
+        const { hash, crc32 } = await hashChunk(bytes, storage.capabilities.takesCrc32 === true)
         done({ hash, size: len })
         stats.total += len
         if (o.known.has(hash, len) || scheduled.has(hash)) {
@@ -191,13 +191,8 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
         } else {
           const buf = await takeBuffer()
           if (!buf) break
-          let got = 0
-          while (got < len) {
-            const n = await e.source(buf.subarray(got, len), off + got)
-            if (n === 0) throw new Error(`${e.path} shrank while being saved (expected ${e.size} bytes)`)
-            got += n
-          }
           bytes = buf.subarray(0, len)
+          await readRange(e, e.source, bytes, off)
           release = () => giveBack(buf)
         }
         const index = ci
@@ -224,8 +219,13 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
 async function readWhole(e: PendingEntry, dst: Uint8Array): Promise<void> {
   if (e.source instanceof Uint8Array) return void dst.set(e.source.subarray(0, e.size))
   if (e.readAll) return e.readAll(dst)
-  for (let got = 0; got < e.size; ) {
-    const n = await e.source(dst.subarray(got), got)
+  await readRange(e, e.source, dst, 0)
+}
+
+/** Fills `dst` with the entry's bytes from `offset` on, reading until full; a source that ends first shrank. */
+async function readRange(e: PendingEntry, read: (buf: Uint8Array, offset: number) => Promise<number>, dst: Uint8Array, offset: number): Promise<void> {
+  for (let got = 0; got < dst.byteLength; ) {
+    const n = await read(dst.subarray(got), offset + got)
     if (n === 0) throw new Error(`${e.path} shrank while being saved (expected ${e.size} bytes)`)
     got += n
   }

@@ -147,9 +147,9 @@ export class Committer {
 
   /**
    * The manifests a commit must know about: those of this writer's epoch after its own last one
-   * (their seqs must be exceeded) and every one of a later epoch (they fence it). Listed after this
-   * writer's last key's group, so the cost does not grow with history; the whole listing past the ordered
-   * bounds.
+   * (their seqs must be exceeded) and every one of a later epoch (they fence it). Listed from this
+   * writer's last key on (`listingStartFor`), so the cost does not grow with history; the whole
+   * listing past the ordered bounds.
    */
   private async manifestsSince(): Promise<ManifestName[]> {
     const mine = { epoch: this.epoch!, seq: this.lastSeq }

@@ -180,22 +180,24 @@ export function sha256(view: Uint8Array): Promise<string> | string {
   return digest(view, 'sha256')
 }
 
+/** The id a digest by CHUNK_ALGORITHM names a chunk by: `b3-<hex>`, or bare sha256 hex. */
+const idOf = (hex: string): string => (CHUNK_ALGORITHM === 'blake3' ? BLAKE3_ID_PREFIX + hex : hex)
+
 /** The content id a new chunk is stored under (see ChunkRef.hash): `b3-<hex>`, or sha256 hex without BLAKE3. */
 export function chunkId(view: Uint8Array): Promise<string> | string {
-  if (CHUNK_ALGORITHM === 'sha256') return digest(view, 'sha256')
-  const d = digest(view, 'blake3')
-  return typeof d === 'string' ? BLAKE3_ID_PREFIX + d : d.then((h) => BLAKE3_ID_PREFIX + h)
+  const d = digest(view, CHUNK_ALGORITHM)
+  return typeof d === 'string' ? idOf(d) : d.then(idOf)
 }
 
 /**
- * The chunk id and, when the bytes are hashed on a worker thread anyway, their CRC32 from the same
- * thread: a store that checks uploads by CRC32 (S3) then takes it instead of computing it on the
- * calling thread. No CRC32 where the bytes are hashed in place (small or unshared).
+ * The chunk id and, with `withCrc32` and when the bytes are hashed on a worker thread anyway, their
+ * CRC32 from the same thread: a store that checks uploads by CRC32 (S3) then takes it instead of
+ * computing it on the calling thread. No CRC32 where the bytes are hashed in place (small or unshared).
  */
-export async function chunkIdWithCrc32(view: Uint8Array): Promise<Hashed> {
-  if (!offThread(view)) return { hash: await chunkId(view) }
+export async function hashChunk(view: Uint8Array, withCrc32: boolean): Promise<Hashed> {
+  if (!withCrc32 || !offThread(view)) return { hash: await chunkId(view) }
   const h = await hashPool().hashWith(view, CHUNK_ALGORITHM, true)
-  return CHUNK_ALGORITHM === 'blake3' ? { ...h, hash: BLAKE3_ID_PREFIX + h.hash } : h
+  return { ...h, hash: idOf(h.hash) }
 }
 
 /**

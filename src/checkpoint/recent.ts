@@ -11,8 +11,9 @@ import { listManifestNames } from './reader.js'
  * it is a well-formed manifest name within the ordered bounds (`sortsInKeyOrder`) and the manifest
  * exists (HEAD), then lists `manifests/` from the hinted key on (`listingStartFor`). Every
  * manifest newer by (epoch, seq, writer), in either key layout, sorts after that start byte for
- * byte, so the listing sees all of them whatever the hint says: a stale hint only makes the listing longer, and a hint that is missing, garbled,
- * names a manifest that does not exist or lies past the bounds falls back to the full listing.
+ * byte, so the listing sees all of them whatever the hint says: a stale hint only makes the
+ * listing longer, and a hint that is missing, garbled, names a manifest that does not exist or
+ * lies past the bounds falls back to the full listing.
  * The result therefore always ends with the same newest manifest as the full listing would.
  */
 export const HINT_KEY = 'hints/latest.json'
@@ -68,7 +69,7 @@ export async function recentManifestNames(storage: Storage): Promise<RecentNames
   const names = [hint]
   for await (const o of storage.list(MANIFEST_DIR, { startAfter: listingStartFor(hint) })) {
     const n = parseManifestKey(o.key)
-    // The hint's group starts before the hint: its older names (and the hint itself) are left out.
+    // The listing may start before the hint (flat names of its group): older names and the hint itself are left out.
     if (n && compareNames(n, hint) > 0) names.push(n)
   }
   return { names: names.sort(compareNames), complete: false }

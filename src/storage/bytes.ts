@@ -27,3 +27,13 @@ export async function readBody(
   }
   return into ? into.subarray(0, n) : parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts)
 }
+
+/**
+ * The 4 big-endian bytes of a 32-bit checksum, base64: how GCS writes a CRC32C (`crc32c` metadata,
+ * x-goog-hash) and S3 a CRC32 (x-amz-checksum-crc32). Signed or unsigned input alike.
+ */
+export function checksumBase64(crc: number): string {
+  const b = Buffer.alloc(4)
+  b.writeInt32BE(crc | 0)
+  return b.toString('base64')
+}

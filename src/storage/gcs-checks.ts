@@ -1,4 +1,5 @@
-import { crc32cBase64, crc32cUpdate } from './crc32c.js'
+import { checksumBase64 } from './bytes.js'
+import { crc32cUpdate } from './crc32c.js'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import type { ObjectInfo } from './types.js'
 
@@ -33,5 +34,5 @@ export function hashFromHeader(h: string | string[] | undefined, kind: 'crc32c' 
 
 /** The crc32c (base64, as GCS writes it) of `bytes`. */
 export function crc32cOf(bytes: Uint8Array): string {
-  return crc32cBase64(crc32cUpdate(0, bytes))
+  return checksumBase64(crc32cUpdate(0, bytes))
 }

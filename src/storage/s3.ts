@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { NotFoundError, type StorageErrorDetails } from '../errors.js'
-import { readBody } from './bytes.js'
+import { checksumBase64, readBody } from './bytes.js'
 import { defineDriver } from './driver.js'
 import { ObjectRoot } from './object-root.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
@@ -58,13 +58,6 @@ function addUnsignedPayload(stack: { add(middleware: unknown, options: unknown):
 }
 
 const isCrc32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff
-
-/** S3's spelling of a CRC32: the four bytes big-endian, base64. */
-function crc32Base64(crc: number): string {
-  const b = Buffer.alloc(4)
-  b.writeUInt32BE(crc)
-  return b.toString('base64')
-}
 
 const PAYLOAD_HASH = 'x-amz-content-sha256'
 /** Bodies from this size on go up unsigned (unless their SHA-256 is known). */
@@ -202,7 +195,7 @@ export class S3Storage implements Storage {
       // Else a CRC32 computed beside the chunk's hash (off this thread) replaces the SDK's: with any
       // x-amz-checksum-* header present, the SDK computes none.
       const crc = !sha256 && body instanceof Uint8Array && isCrc32(options.crc32) ? options.crc32 : undefined
-      const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : crc !== undefined ? { ChecksumCRC32: crc32Base64(crc) } : {}
+      const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : crc !== undefined ? { ChecksumCRC32: checksumBase64(crc) } : {}
       const cmd = new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.byteLength, ...checksum, ...extra })
       if (sha256) addPayloadHash(cmd.middlewareStack, sha256)
       else if (!this.signPayload && !this.ownsClient) addUnsignedPayload(cmd.middlewareStack)
