@@ -12,7 +12,6 @@ import { readInfos, retainAfterCommit } from './gc.js'
 import { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
 import { ManifestCache, readFiles } from './reader.js'
 import { recentManifestNames } from './recent.js'
-import { warmHashing } from './hash.js'
 import { reproInfo } from './repro.js'
 import { CommitQueue } from './queue.js'
 import { resolveNewest } from './resolve.js'
@@ -96,7 +95,6 @@ export class Checkpointer {
     const storage = typeof target === 'string' ? await openStorage(target, options.storage) : target
     const cp = new Checkpointer(storage, owns, options)
     if (options.repro !== false) void reproInfo() // start it now; the first commit awaits it
-    warmHashing()
     try {
       const { names } = await recentManifestNames(storage)
       cp.seenAny = names.length > 0

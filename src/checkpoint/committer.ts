@@ -17,6 +17,7 @@ import {
 } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { uploadChunks, type UploadStats } from './commit.js'
+import { warmHashing } from './hash.js'
 import { ChunkLedger } from './ledger.js'
 import { acquireShared, type LockOptions } from './locks.js'
 import { infoOf } from './reader.js'
@@ -90,6 +91,9 @@ export class Committer {
   }
 
   private async register(): Promise<void> {
+    // A writer hashes its chunks on worker threads: start them while the claim goes out, not on
+    // open (readers hash in place and never need them), and not at the first chunk.
+    warmHashing()
     // The newest manifest has the highest manifest epoch; markers below it cannot matter.
     const newest = (await recentManifestNames(this.storage)).names.at(-1)
     const markers = await this.markersFrom(newest?.epoch ?? 0)

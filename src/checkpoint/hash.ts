@@ -158,8 +158,9 @@ function hashPool(): HashPool {
 }
 
 /**
- * Starts the hashing threads ahead of the first save (a Checkpointer does on open): a restarted
- * job's first checkpoint then does not wait for them to start, ~30 ms each here. Best effort.
+ * Starts the hashing threads ahead of the first chunk (a writer does when it claims the location;
+ * a task attempt claims at its start): the first checkpoint then does not wait for them to start,
+ * ~30 ms each here. Best effort.
  */
 export function warmHashing(): void {
   try {

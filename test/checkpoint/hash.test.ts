@@ -52,11 +52,11 @@ describe('hash worker pool', () => {
     await expect(pool.hash(sharedBytes(16))).rejects.toThrow(/exited \(code 3\)/)
   })
 
-  it('threads started ahead of any job (a Checkpointer starts them on open) never keep a finished process alive (needs npm run build)', () => {
+  it('threads started ahead of any job (a writer starts them when it claims) never keep a finished process alive (needs npm run build)', () => {
     const entry = path.resolve('dist/src/index.js')
     const dir = mkdtempSync(path.join(tmpdir(), 'tp-idle-'))
     for (const body of [
-      'await Checkpointer.open(dir, { repro: false })', // opened, never written, never closed
+      'await (await Checkpointer.open(dir, { repro: false })).claim()', // claimed, never written, never closed
       'const cp = await Checkpointer.open(dir, { repro: false }); await cp.write(new Uint8Array(1 << 20).fill(1)); await cp.close()',
     ]) {
       const script = `const { Checkpointer } = await import(${JSON.stringify(entry)}); const dir = ${JSON.stringify(dir)}; ${body}`

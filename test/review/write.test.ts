@@ -1,5 +1,5 @@
 // Hostile review of write() reading the caller's memory chunk by chunk into pooled chunk buffers
-// (3bd0310), CRC32s from the hashing threads (5980e69) and hashing threads started on open
+// (3bd0310), CRC32s from the hashing threads (5980e69) and hashing threads started ahead of the first chunk
 // (d76b9be). Each test here failed on d76b9be for the reason its name gives.
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
