@@ -8,8 +8,9 @@ import { listManifestNames } from './reader.js'
  *
  * After each commit the writer stores a *hint*, `hints/latest.json`, naming its manifest. A hint is
  * never trusted on its own: it only says where to start listing. A reader takes the hinted key if
- * it is a well-formed manifest name within the ordered bounds (`sortsInKeyOrder`) and the manifest
- * exists (HEAD), then lists `manifests/` from the hinted key on (`listingStartFor`). Every
+ * it is a well-formed manifest name within the ordered bounds (`sortsInKeyOrder`), lists
+ * `manifests/` from the hinted key on (`listingStartFor`), and uses the listing only if the hinted
+ * manifest is in it (it sorts after its own start key, so it is listed if it exists). Every
  * manifest newer by (epoch, seq, writer), in either key layout, sorts after that start byte for
  * byte, so the listing sees all of them whatever the hint says: a stale hint only makes the
  * listing longer, and a hint that is missing, garbled, names a manifest that does not exist or
@@ -64,13 +65,18 @@ export async function writeHint(storage: Storage, key: string): Promise<void> {
 /** The manifests from the hinted one on (or all of them), oldest first; the last is the newest stored. */
 export async function recentManifestNames(storage: Storage): Promise<RecentNames> {
   const hint = await readHint(storage)
-  // The hinted manifest must exist: a hint naming a key past every real one would hide them all.
-  if (!hint || !(await storage.head(hint.key))) return { names: await listManifestNames(storage), complete: true }
-  const names = [hint]
+  if (!hint) return { names: await listManifestNames(storage), complete: true }
+  const names: ManifestName[] = []
+  let hinted = false
   for await (const o of storage.list(MANIFEST_DIR, { startAfter: listingStartFor(hint) })) {
     const n = parseManifestKey(o.key)
-    // The listing may start before the hint (flat names of its group): older names and the hint itself are left out.
-    if (n && compareNames(n, hint) > 0) names.push(n)
+    // The listing may start before the hint (flat names of its group): older names are left out.
+    if (!n || compareNames(n, hint) < 0) continue
+    names.push(n)
+    if (n.key === hint.key) hinted = true
   }
+  // The hinted manifest must exist (its key sorts after its own start, so the listing shows it): a
+  // hint naming a key past every real one would hide them all.
+  if (!hinted) return { names: await listManifestNames(storage), complete: true }
   return { names: names.sort(compareNames), complete: false }
 }
