@@ -69,6 +69,8 @@ export class HeldLock {
   private lastRefresh = performance.now()
   private lostReason: string | undefined
   private released = false
+  /** The refresh under way, if any (one at a time): release() waits for it. */
+  private refreshing: Promise<void> | undefined
 
   constructor(
     private readonly storage: Storage,
@@ -78,7 +80,9 @@ export class HeldLock {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.refresh(), this.o.refreshMs)
+    this.timer = setInterval(() => {
+      this.refreshing ??= this.refresh().finally(() => (this.refreshing = undefined))
+    }, this.o.refreshMs)
     this.timer.unref()
   }
 
@@ -96,6 +100,7 @@ export class HeldLock {
         this.lostReason = 'it was removed as stale by another process'
         return
       }
+      if (this.released) return
       await this.storage.put(this.key, this.body)
       this.lastRefresh = performance.now()
     } catch {
@@ -122,6 +127,9 @@ export class HeldLock {
     if (this.released) return
     this.released = true
     clearInterval(this.timer)
+    // A refresh that found the lock there before this delete would write it back after it: a
+    // lock of a live process on this host that nobody holds, blocking collection until stale.
+    await this.refreshing
     await this.storage.delete(this.key)
   }
 }

@@ -1,7 +1,7 @@
 import { mkdtempSync, mkdirSync, utimesSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { Checkpointer } from '../../src/index.js'
 import { TEMP_MARK } from '../../src/storage/keys.js'
 import { LocalStorage } from '../../src/storage/local.js'
@@ -45,11 +45,19 @@ describe('sweep of killed writers leftovers', () => {
     let sweeps = 0
     const inner = storage.sweep.bind(storage)
     storage.sweep = (o) => (sweeps++, inner(o))
-    const cp = await Checkpointer.open(storage, { ...quiet, gc: { sweepAfterMs: 50 } })
-    await cp.write(Buffer.from('one'))
-    await cp.close()
-    // Timers fire in the order they expire: had close() left the 50 ms one, it would run first.
-    await new Promise((r) => setTimeout(r, 100))
+    // The sweep's delay runs on a fake clock. On the real one, a write slower than the delay (a busy
+    // disk's fsyncs) started the sweep before close() was even called, and this test failed.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] })
+    try {
+      const cp = await Checkpointer.open(storage, { ...quiet, gc: { sweepAfterMs: 50 } })
+      await cp.write(Buffer.from('one'))
+      expect(vi.getTimerCount(), 'the sweep waits for its delay').toBe(1)
+      await cp.close()
+      // Had close() left the timer, the sweep would start now.
+      vi.advanceTimersByTime(60_000)
+    } finally {
+      vi.useRealTimers()
+    }
     expect(sweeps).toBe(0)
     expect(existsSync(junk)).toBe(true)
     const again = await Checkpointer.open(storage, { ...quiet, gc: { sweepAfterMs: 1 } })

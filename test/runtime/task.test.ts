@@ -201,10 +201,14 @@ describe('timeouts', () => {
     let zombieError: unknown
     let zombieDone!: () => void
     const zombieFinished = new Promise<void>((r) => (zombieDone = r))
+    // The zombie writes once the next attempt runs, which is after that attempt's claim. It slept
+    // 400 ms instead: a claim slower than the ~250 ms left (a loaded machine) let its write in first.
+    let nextRuns!: () => void
+    const nextRunning = new Promise<void>((r) => (nextRuns = r))
     const t = task({ name: 'stubborn', retries: 1, timeout: 100, abandonAfterMs: 50, checkpoint: dir(), ...fast }, async () => {
       const ctx = currentContext()
       if (ctx.attempt === 0) {
-        await new Promise((r) => setTimeout(r, 400)) // ignores the signal
+        await nextRunning // ignores the signal
         try {
           await ctx.checkpoint.write(Buffer.from('zombie'))
         } catch (e) {
@@ -213,6 +217,7 @@ describe('timeouts', () => {
         zombieDone()
         return 'zombie'
       }
+      nextRuns()
       await ctx.checkpoint.write(Buffer.from('fresh'))
       return 'fresh'
     })
