@@ -181,9 +181,13 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('use_checkpoint on
 })
 
 describe('timeouts', () => {
+  // The timeout covers each attempt's claim and its writes too, so it is far above what they take on
+  // a loaded machine: a CI run with 100 ms timed out the attempt that was meant to succeed.
+  const timeout = 2_000
+
   it('aborts an attempt past its timeout and retries it; the next attempt resumes', async () => {
     const attempts: number[] = []
-    const t = task({ name: 'slow', retries: 1, timeout: 150, checkpoint: dir(), ...fast }, async () => {
+    const t = task({ name: 'slow', retries: 1, timeout, checkpoint: dir(), ...fast }, async () => {
       const ctx = currentContext()
       attempts.push(ctx.attempt)
       const prev = await ctx.checkpoint.read()
@@ -205,7 +209,7 @@ describe('timeouts', () => {
     // 400 ms instead: a claim slower than the ~250 ms left (a loaded machine) let its write in first.
     let nextRuns!: () => void
     const nextRunning = new Promise<void>((r) => (nextRuns = r))
-    const t = task({ name: 'stubborn', retries: 1, timeout: 100, abandonAfterMs: 50, checkpoint: dir(), ...fast }, async () => {
+    const t = task({ name: 'stubborn', retries: 1, timeout, abandonAfterMs: 50, checkpoint: dir(), ...fast }, async () => {
       const ctx = currentContext()
       if (ctx.attempt === 0) {
         await nextRunning // ignores the signal
