@@ -167,8 +167,8 @@ export function warmHashing(): void {
     hashPool().prestart()
   } catch {
     // Threads that cannot start here (the permission model without --allow-worker, a resource
-    // limit) are no reason to refuse opening: reads and small writes hash in place without them,
-    // and a write that needs them reports why.
+    // limit) are no reason to fail the claim: small writes hash in place without them, and a write
+    // that needs them reports why.
   }
 }
 
