@@ -167,9 +167,9 @@ export class Committer {
   }
 
   /** Throws FencedError when a writer of a higher epoch (or the same epoch, higher id) exists. */
-  private async checkFence(names: ManifestName[]): Promise<void> {
+  private async checkFence(names: ManifestName[], markers: { epoch: number; writer: string }[]): Promise<void> {
     const mine = { epoch: this.epoch!, writer: this.o.writerId }
-    const newer = [...(await this.markersFrom(mine.epoch)), ...names].find((o) => o.epoch > mine.epoch || (o.epoch === mine.epoch && o.writer > mine.writer))
+    const newer = [...markers, ...names].find((o) => o.epoch > mine.epoch || (o.epoch === mine.epoch && o.writer > mine.writer))
     if (newer) throw new FencedError(this.o.writerId, `writer ${newer.writer}, epoch ${newer.epoch}`)
   }
 
@@ -196,8 +196,9 @@ export class Committer {
         for (const a of this.ledger.anchors()) if (!(await this.storage.head(a))) this.ledger.dropAnchor(a)
         const { files, packs, stats } = await upload(this.ledger)
         // All chunks are durable. Now the manifest: its existence is the commit.
-        const names = await this.manifestsSince()
-        await this.checkFence(names)
+        // Both listings at once: in a background commit each step waits for the training loop to yield.
+        const [names, markers] = await Promise.all([this.manifestsSince(), this.markersFrom(this.epoch!)])
+        await this.checkFence(names, markers)
         if (lock.lost !== undefined) {
           // Not refreshed in time (a paused process): a collector may have taken us for dead and
           // deleted chunks we rely on. Start over trusting nothing stored.

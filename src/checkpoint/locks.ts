@@ -101,7 +101,7 @@ export class HeldLock {
         return
       }
       if (this.released) return
-      await this.storage.put(this.key, this.body)
+      await this.storage.put(this.key, this.body, { ephemeral: true })
       this.lastRefresh = performance.now()
     } catch {
       // A failed refresh is retried by the next tick; `lost` turns true if none succeeds in time.
@@ -137,7 +137,8 @@ export class HeldLock {
 async function put(storage: Storage, kind: LockKind, owner: string, o: Resolved): Promise<HeldLock> {
   const key = `${LOCK_DIR}${kind}-${owner}-${randomBytes(8).toString('hex')}.json`
   const body = Buffer.from(JSON.stringify({ kind, owner, pid: process.pid, host: hostname(), at: new Date().toISOString() }))
-  await storage.put(key, body)
+  // A lock need not outlive its process, let alone a power loss: no fsyncs.
+  await storage.put(key, body, { ephemeral: true })
   return new HeldLock(storage, key, body, o)
 }
 

@@ -59,7 +59,7 @@ export async function readHint(storage: Storage): Promise<ManifestName | undefin
  * a crash only sends readers to the full listing, and concurrent writers may leave an older one.
  */
 export async function writeHint(storage: Storage, key: string): Promise<void> {
-  await storage.put(HINT_KEY, Buffer.from(JSON.stringify({ v: HINT_VERSION, key })), { batch: true })
+  await storage.put(HINT_KEY, Buffer.from(JSON.stringify({ v: HINT_VERSION, key })), { ephemeral: true })
 }
 
 /** The manifests from the hinted one on (or all of them), oldest first; the last is the newest stored. */

@@ -40,6 +40,7 @@ export async function writeBody(fh: fs.FileHandle, body: Body, key: string, opti
   return total
 }
 
+/** fsyncs a directory (a FileHandle: Node's permission model refuses fs.fsync on a plain descriptor). */
 export async function syncDir(dir: string): Promise<void> {
   const fh = await fs.open(dir, 'r')
   try {

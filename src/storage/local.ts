@@ -1,4 +1,4 @@
-import { constants as fsc } from 'node:fs'
+import { constants as fsc, type Stats } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import pLimit from 'p-limit'
@@ -63,13 +63,17 @@ export class LocalStorage implements Storage {
     // The inode this call linked into place, should a later step fail and the put be retried:
     // meeting it again at the target is our own create, not someone else's.
     let linkedIno: number | undefined
+    const durable = this.durable && options.ephemeral !== true
     return this.run('put', key, async () => {
       const { fh, tmp } = await this.openTemp(dir)
       let size = 0
+      let st: Stats
       try {
         try {
           size = await writeBody(fh, body, key, options)
-          if (this.durable) await fh.sync()
+          // The tag is read from the descriptor, beside the fsync: rename and link keep the inode,
+          // size and mtime, and a later put to the same key cannot slip its own tag in.
+          ;[st] = await Promise.all([fh.stat(), durable ? fh.sync() : undefined])
         } finally {
           await fh.close()
         }
@@ -77,9 +81,12 @@ export class LocalStorage implements Storage {
           // link(2) fails with EEXIST atomically when the target exists: a true create-if-absent.
           try {
             await fs.link(tmp, target)
-            linkedIno = (await fs.stat(tmp)).ino
+            linkedIno = st.ino
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || linkedIno === undefined || (await fs.stat(target)).ino !== linkedIno) throw e
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || linkedIno === undefined) throw e
+            // Our own link of an earlier attempt (its reply lost): that file is the object.
+            st = await fs.stat(target)
+            if (st.ino !== linkedIno) throw e
           }
           // The object is in place; a temp name left behind is only litter (sweep() removes it).
           await fs.unlink(tmp).catch(() => {})
@@ -90,11 +97,10 @@ export class LocalStorage implements Storage {
         await fs.rm(tmp, { force: true })
         throw e
       }
-      if (this.durable) {
+      if (durable) {
         if (options.batch) this.unsyncedDirs.add(dir)
         else await pLimit(4).map(this.chainOf(dir), syncDir)
       }
-      const st = await fs.stat(target)
       return { key, size, etag: tagOf(st), lastModified: st.mtime }
     })
   }
@@ -215,9 +221,13 @@ export class LocalStorage implements Storage {
     for (const d of dirs) await this.pruneEmptyDirs(d)
   }
 
-  /** Removes directories left empty by deletes, up to (not including) the root. */
+  /**
+   * Removes directories left empty by deletes, up to (not including) the root's own subdirectories:
+   * `locks/` empties at every commit, and removing it then would only make the next commit create
+   * it again and fsync the root for it.
+   */
   private async pruneEmptyDirs(dir: string): Promise<void> {
-    while (dir.startsWith(this.root + path.sep)) {
+    while (dir.startsWith(this.root + path.sep) && path.dirname(dir) !== this.root) {
       try {
         await fs.rmdir(dir)
       } catch {

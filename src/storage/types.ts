@@ -48,6 +48,13 @@ export interface PutOptions {
    */
   batch?: boolean
   /**
+   * The object need not survive a power loss: a lock (a dead holder's lock is only litter) or a
+   * hint that readers verify. Local disk skips its fsyncs (file and directories); the put is still
+   * atomic, so readers see the old object or the new one. Cloud puts are durable either way.
+   * Default false.
+   */
+  ephemeral?: boolean
+  /**
    * The SHA-256 of the body (64 hex digits), when the caller has it already (chunk ids are
    * content hashes). A driver may send it for the server to verify instead of hashing the body
    * again: S3 gets it as the payload hash of the signature and as x-amz-checksum-sha256, so a

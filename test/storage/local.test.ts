@@ -105,7 +105,13 @@ describe('local driver', () => {
         await s.put('chunks/ef/x2', Buffer.from('2'), { batch: true })
         fs.writeSync(1, 'MARK-BATCH\\n')
         await s.sync()
-        fs.writeSync(1, 'MARK-SYNC\\n')`
+        fs.writeSync(1, 'MARK-SYNC\\n')
+        await s.put('locks/l1', Buffer.from('l'), { ephemeral: true })
+        await s.put('locks/l1', Buffer.from('l2'), { ephemeral: true })
+        fs.writeSync(1, 'MARK-EPHEMERAL\\n')
+        await s.sync()
+        fs.writeSync(1, 'MARK-END\\n')
+        fs.writeSync(1, Buffer.from(await s.get('locks/l1')).toString() + '\\n')`
       execFileSync('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync,write', '-o', log, process.execPath, '--input-type=module', '-e', script, root], {
         stdio: ['ignore', 'pipe', 'inherit'],
       })
@@ -117,7 +123,7 @@ describe('local driver', () => {
           const m = /fsync\(\d+<([^>]+)>/.exec(l)
           return m ? [m[1]!] : []
         })
-      const [put, batch, sync] = [mark('MARK-PUT'), mark('MARK-BATCH'), mark('MARK-SYNC')]
+      const [put, batch, sync, ephemeral, end] = [mark('MARK-PUT'), mark('MARK-BATCH'), mark('MARK-SYNC'), mark('MARK-EPHEMERAL'), mark('MARK-END')]
       expect(put).toBeGreaterThan(0)
       expect(batch).toBeGreaterThan(put)
       expect(sync).toBeGreaterThan(batch)
@@ -127,9 +133,30 @@ describe('local driver', () => {
       // The batch's new chunks/cd, chunks/ef and chunks/ become durable by sync(), before it returns.
       const inSync = synced(batch, sync)
       for (const d of [path.join(root, 'chunks', 'cd'), path.join(root, 'chunks', 'ef'), path.join(root, 'chunks'), root]) expect(inSync).toContain(d)
+      // Ephemeral puts (locks, hints) fsync nothing, not even at the next sync(), and still land whole.
+      expect(end).toBeGreaterThan(ephemeral)
+      expect(ephemeral).toBeGreaterThan(sync)
+      expect(synced(sync, end + 1)).toEqual([])
+      expect(lines.some((l) => l.includes('"l2\\n"'))).toBe(true)
     },
     60_000,
   )
+
+  it('delete() removes fan-out directories it empties, never the top-level ones (locks/ empties at every commit)', async () => {
+    const root = fresh()
+    const s = new LocalStorage(root)
+    await s.put('locks/shared-a', Buffer.from('l'), { ephemeral: true })
+    await s.put('chunks/ab/abc', Buffer.from('c'))
+    await s.put('manifests/00000001-0000000000/m', Buffer.from('m'))
+    await s.delete('locks/shared-a')
+    await s.deleteMany(['chunks/ab/abc', 'manifests/00000001-0000000000/m'])
+    expect(readdirSync(root).sort()).toEqual(['chunks', 'locks', 'manifests'])
+    expect(readdirSync(path.join(root, 'chunks'))).toEqual([])
+    expect(readdirSync(path.join(root, 'manifests'))).toEqual([])
+    // And the kept directories take new objects as before.
+    await s.put('locks/shared-b', Buffer.from('l2'), { ephemeral: true })
+    expect(Buffer.from(await s.get('locks/shared-b')).toString()).toBe('l2')
+  })
 
   // A real full file system: a small tmpfs (needs root to mount; named skip otherwise).
   const tiny = path.join(base, 'tiny')
