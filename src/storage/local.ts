@@ -221,13 +221,9 @@ export class LocalStorage implements Storage {
     for (const d of dirs) await this.pruneEmptyDirs(d)
   }
 
-  /**
-   * Removes directories left empty by deletes, up to (not including) the root's own subdirectories:
-   * `locks/` empties at every commit, and removing it then would only make the next commit create
-   * it again and fsync the root for it.
-   */
+  /** Removes directories left empty by deletes, up to (not including) the root. */
   private async pruneEmptyDirs(dir: string): Promise<void> {
-    while (dir.startsWith(this.root + path.sep) && path.dirname(dir) !== this.root) {
+    while (dir.startsWith(this.root + path.sep)) {
       try {
         await fs.rmdir(dir)
       } catch {

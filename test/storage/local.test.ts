@@ -142,22 +142,6 @@ describe('local driver', () => {
     60_000,
   )
 
-  it('delete() removes fan-out directories it empties, never the top-level ones (locks/ empties at every commit)', async () => {
-    const root = fresh()
-    const s = new LocalStorage(root)
-    await s.put('locks/shared-a', Buffer.from('l'), { ephemeral: true })
-    await s.put('chunks/ab/abc', Buffer.from('c'))
-    await s.put('manifests/00000001-0000000000/m', Buffer.from('m'))
-    await s.delete('locks/shared-a')
-    await s.deleteMany(['chunks/ab/abc', 'manifests/00000001-0000000000/m'])
-    expect(readdirSync(root).sort()).toEqual(['chunks', 'locks', 'manifests'])
-    expect(readdirSync(path.join(root, 'chunks'))).toEqual([])
-    expect(readdirSync(path.join(root, 'manifests'))).toEqual([])
-    // And the kept directories take new objects as before.
-    await s.put('locks/shared-b', Buffer.from('l2'), { ephemeral: true })
-    expect(Buffer.from(await s.get('locks/shared-b')).toString()).toBe('l2')
-  })
-
   // A real full file system: a small tmpfs (needs root to mount; named skip otherwise).
   const tiny = path.join(base, 'tiny')
   const mounted = (() => {
