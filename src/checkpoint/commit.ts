@@ -39,6 +39,11 @@ export interface UploadOptions {
    * instead of a chunk each. At most `chunkSize`. Default 0: none.
    */
   packUpTo?: number
+  /**
+   * A caller awaits this upload: chunks are hashed on its thread until a hashing thread has started,
+   * instead of waiting for one (see hashChunk). Default false (background commits).
+   */
+  hashInPlaceUntilReady?: boolean
   onProgress?: (loaded: number, uploaded: number) => void
   signal?: AbortSignal
 }
@@ -109,7 +114,7 @@ export async function uploadChunks(storage: Storage, entries: PendingEntry[], o:
     const len = bytes.byteLength
     const task = limit(async () => {
       try {
-        const { hash, crc32 } = await hashChunk(bytes, storage.capabilities.takesCrc32 === true)
+        const { hash, crc32 } = await hashChunk(bytes, storage.capabilities.takesCrc32 === true, o.hashInPlaceUntilReady === true)
         done({ hash, size: len })
         stats.total += len
         if (o.known.has(hash, len) || scheduled.has(hash)) {

@@ -186,6 +186,8 @@ export class Committer {
         // Only directory saves have many files; a bytes or state checkpoint is one.
         packUpTo: snap.kind === 'files' ? this.o.packFilesUpTo : 0,
         known,
+        // No pooled buffer: a write or save the caller awaits (background snapshots live in one).
+        hashInPlaceUntilReady: snap.buffer === undefined,
         onProgress: (loaded, uploaded) => this.o.onProgress?.({ phase: 'upload', loaded, total, uploaded, step }),
       })
     for (let round = 0; ; round++) {

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
+import * as zlib from 'node:zlib'
 import { TaskpointError } from '../errors.js'
 import { BLAKE3_ID_PREFIX, chunkDigest, isBlake3Id, sha256Hex } from '../format/manifest.js'
 
@@ -50,6 +51,7 @@ parentPort.on('message', ({ id, buf, off, len, algo, crc }) => {
   const hash = algo === 'blake3' ? Buffer.from(b3(view)).toString('hex') : createHash('sha256').update(view).digest('hex')
   parentPort.postMessage({ id, hash, crc32: crc && crc32 ? crc32(view) : undefined })
 })
+parentPort.postMessage({ ready: true })
 `
 
 /** A digest, and the bytes' CRC32 (IEEE) where it was asked for and zlib has it (Node >= 20.15). */
@@ -72,6 +74,8 @@ interface Job {
 export class HashPool {
   /** Each live worker and the jobs it was handed, by id. */
   private readonly workers = new Map<Worker, Map<number, Job>>()
+  /** Workers that have started and taken their listener (see `hasReady`). */
+  private readonly ready = new Set<Worker>()
   private nextId = 0
 
   /** `source` is the worker's code (tests hand in one that misbehaves on purpose). */
@@ -89,7 +93,11 @@ export class HashPool {
     const w = new Worker(this.source, { eval: true, execArgv: [], workerData: { blake3: native?.path } })
     const pending = new Map<number, Job>()
     this.workers.set(w, pending)
-    w.on('message', ({ id, hash, crc32 }: { id: number; hash: string; crc32?: number }) => {
+    w.on('message', ({ id, hash, crc32, ready }: { id: number; hash: string; crc32?: number; ready?: true }) => {
+      if (ready) {
+        this.ready.add(w)
+        return
+      }
       const job = pending.get(id)
       pending.delete(id)
       if (pending.size === 0) w.unref()
@@ -98,6 +106,7 @@ export class HashPool {
     const die = (e: unknown): void => {
       if (this.workers.get(w) !== pending) return // already retired
       this.workers.delete(w)
+      this.ready.delete(w)
       for (const job of pending.values()) job.reject(e)
       pending.clear()
     }
@@ -108,6 +117,11 @@ export class HashPool {
     // (started ahead of any job) must not keep a finished process alive.
     w.unref()
     return [w, pending]
+  }
+
+  /** Whether some worker has started: jobs sent before then wait for it (~30-45 ms for the first). */
+  hasReady(): boolean {
+    return this.ready.size > 0
   }
 
   /** Starts every worker now (idle ones hold nothing open), so the first jobs do not wait ~30 ms each for one. */
@@ -194,8 +208,19 @@ export function chunkId(view: Uint8Array): Promise<string> | string {
  * The chunk id and, with `withCrc32` and when the bytes are hashed on a worker thread anyway, their
  * CRC32 from the same thread: a store that checks uploads by CRC32 (S3) then takes it instead of
  * computing it on the calling thread. No CRC32 where the bytes are hashed in place (small or unshared).
+ * `inPlaceUntilReady`: while no hashing thread has started yet, hash on the calling thread instead
+ * of waiting for one (for writes a caller awaits, never for background ones).
  */
-export async function hashChunk(view: Uint8Array, withCrc32: boolean): Promise<Hashed> {
+export async function hashChunk(view: Uint8Array, withCrc32: boolean, inPlaceUntilReady = false): Promise<Hashed> {
+  if (inPlaceUntilReady && offThread(view) && !hashPool().hasReady()) {
+    // A caller waits for this write: its own thread hashes while the threads start, rather than
+    // idling ~30-45 ms for the first of them (a restarted process's first save).
+    warmHashing()
+    const hash = idOf(hashInPlace(view, CHUNK_ALGORITHM))
+    // The CRC32 as the thread would have sent it (zlib's, Node >= 20.15): else the S3 SDK computes one, slower.
+    const crc = withCrc32 ? (zlib as { crc32?: (d: Uint8Array) => number }).crc32?.(view) : undefined
+    return crc === undefined ? { hash } : { hash, crc32: crc }
+  }
   if (!withCrc32 || !offThread(view)) return { hash: await chunkId(view) }
   const h = await hashPool().hashWith(view, CHUNK_ALGORITHM, true)
   return { ...h, hash: idOf(h.hash) }

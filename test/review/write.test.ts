@@ -58,7 +58,12 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('write review on %
     const cp = await Checkpointer.open(storage, { chunkSize, concurrency: 20, ...quiet })
     const data = new Uint8Array(21 * chunkSize)
     const fresh = (step: number): Uint8Array => {
-      for (let off = 0; off < data.length; off += chunkSize) data[off] = step // every chunk new: all are put
+      // Every chunk new and unlike the others, so all are put. (Chunks alike were put once per write:
+      // the rest reused it, and a first write hashed on the calling thread needed only a few buffers.)
+      for (let off = 0; off < data.length; off += chunkSize) {
+        data[off] = step
+        data[off + 1] = off / chunkSize
+      }
       return data
     }
     try {
@@ -117,6 +122,30 @@ console.log('read', back.length, back[4095])`
     })
     expect(r.stderr).not.toMatch(/ERR_ACCESS_DENIED/)
     expect(r.stdout.trim()).toBe('read 4096 9')
+    expect(r.status).toBe(0)
+  })
+
+  it('a write the caller awaits does not wait for hashing threads: where none can start, 24 MiB are hashed in place (needs npm run build)', async () => {
+    const { uri, env } = await backend.freshUri()
+    const entry = path.resolve('dist/src/index.js')
+    // Large enough to be cut into shared chunks that would otherwise go to the threads.
+    const script = `const { Checkpointer } = await import(${JSON.stringify(entry)})
+const cp = await Checkpointer.open(${JSON.stringify(uri)}, { repro: false })
+const data = new Uint8Array(24 << 20)
+for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 255
+await cp.write(data, { step: 1 })
+const back = await cp.read()
+await cp.close()
+console.log('read', back.length, Buffer.compare(Buffer.from(back), Buffer.from(data)))`
+    const permission = process.allowedNodeEnvironmentFlags.has('--permission') ? '--permission' : '--experimental-permission'
+    const r = spawnSync(process.execPath, [permission, '--allow-fs-read=*', '--allow-fs-write=*', '--input-type=module', '-e', script], {
+      env: { ...process.env, ...env },
+      timeout: 60_000,
+      encoding: 'utf8',
+    })
+    // Before hashing in place until a thread is ready, this write failed: ERR_ACCESS_DENIED from new Worker().
+    expect(r.stderr).not.toMatch(/ERR_ACCESS_DENIED|Error/)
+    expect(r.stdout.trim()).toBe(`read ${24 << 20} 0`)
     expect(r.status).toBe(0)
   })
 })
