@@ -95,7 +95,8 @@ export class HashPool {
     this.workers.set(w, pending)
     w.on('message', ({ id, hash, crc32, ready }: { id: number; hash: string; crc32?: number; ready?: true }) => {
       if (ready) {
-        this.ready.add(w)
+        // Not after its death: an error can be delivered before a 'ready' posted just ahead of it.
+        if (this.workers.get(w) === pending) this.ready.add(w)
         return
       }
       const job = pending.get(id)
