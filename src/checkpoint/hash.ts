@@ -208,9 +208,9 @@ export function chunkId(view: Uint8Array): Promise<string> | string {
 /**
  * The chunk id and, with `withCrc32` and when the bytes are hashed on a worker thread anyway, their
  * CRC32 from the same thread: a store that checks uploads by CRC32 (S3) then takes it instead of
- * computing it on the calling thread. No CRC32 where the bytes are hashed in place (small or unshared).
+ * computing it on the calling thread. No CRC32 where small or unshared bytes are hashed in place.
  * `inPlaceUntilReady`: while no hashing thread has started yet, hash on the calling thread instead
- * of waiting for one (for writes a caller awaits, never for background ones).
+ * of waiting for one (for writes a caller awaits, never for background ones), with zlib's CRC32.
  */
 export async function hashChunk(view: Uint8Array, withCrc32: boolean, inPlaceUntilReady = false): Promise<Hashed> {
   if (inPlaceUntilReady && offThread(view) && !hashPool().hasReady()) {

@@ -122,6 +122,8 @@ export class LocalStorage implements Storage {
         if (!this.knownDirs.has(dir)) {
           const created = await fs.mkdir(dir, { recursive: true })
           // Directories above the root that we had to create: their entries must be durable too.
+          // Also for an ephemeral put (so `this.durable`, not the put's own): the root it created is
+          // where later durable puts go, and theirs fsync directories only up to the root.
           if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
           if (this.knownDirs.size >= 4096) this.knownDirs.clear()
           this.knownDirs.add(dir)

@@ -111,7 +111,10 @@ describe('local driver', () => {
         fs.writeSync(1, 'MARK-EPHEMERAL\\n')
         await s.sync()
         fs.writeSync(1, 'MARK-END\\n')
-        fs.writeSync(1, Buffer.from(await s.get('locks/l1')).toString() + '\\n')`
+        fs.writeSync(1, Buffer.from(await s.get('locks/l1')).toString() + '\\n')
+        // An ephemeral put that creates its root: later durable puts there fsync only up to the root.
+        await new LocalStorage(process.argv[1] + '-eph').put('locks/l', Buffer.from('e'), { ephemeral: true })
+        fs.writeSync(1, 'MARK-EPH-ROOT\\n')`
       execFileSync('strace', ['-f', '-y', '-e', 'trace=fsync,fdatasync,write', '-o', log, process.execPath, '--input-type=module', '-e', script, root], {
         stdio: ['ignore', 'pipe', 'inherit'],
       })
@@ -138,6 +141,8 @@ describe('local driver', () => {
       expect(ephemeral).toBeGreaterThan(sync)
       expect(synced(sync, end + 1)).toEqual([])
       expect(lines.some((l) => l.includes('"l2\\n"'))).toBe(true)
+      // ...but the directories it creates above a new root are made durable all the same.
+      expect(synced(end, mark('MARK-EPH-ROOT'))).toEqual([path.dirname(root)])
     },
     60_000,
   )
