@@ -34,10 +34,25 @@ export interface S3StorageOptions {
    * trust (over HTTPS, TLS already protects the body).
    */
   signPayload?: boolean
+  /**
+   * Send uploads whose bytes are in shared memory (every chunk a checkpoint writes) from a worker
+   * thread with its own client, so the request work (the SDK's middleware, and the socket writes,
+   * or TLS, of every byte) stays off the thread that runs the training loop. Default true. Used
+   * only where taskpoint builds the client from options that can be handed to a thread as they
+   * are: no `client` passed in, and no functions or class instances in `clientConfig` (a
+   * credentials provider function, a custom request handler); other uploads, and every other
+   * request, go from the calling thread.
+   */
+  uploadThread?: boolean
 }
 
 /** Builds an S3 client from options and the SDK's usual environment (AWS_REGION, AWS_ENDPOINT_URL, ...). */
 export function makeS3Client(options: S3StorageOptions = {}): S3Client {
+  return newS3Client(s3ClientConfig(options))
+}
+
+/** The config makeS3Client builds a client from. */
+export function s3ClientConfig(options: S3StorageOptions = {}): S3ClientConfig {
   const env = process.env
   const endpoint = options.clientConfig?.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL
   const pathStyleEnv = env.AWS_S3_FORCE_PATH_STYLE ?? env.TASKPOINT_S3_FORCE_PATH_STYLE
@@ -55,6 +70,12 @@ export function makeS3Client(options: S3StorageOptions = {}): S3Client {
     ...options.clientConfig,
   }
   if (endpoint !== undefined) config.endpoint = endpoint
+  return config
+}
+
+/** A client from a config built by s3ClientConfig, without the SDK's Node-version warning. */
+export function newS3Client(config: S3ClientConfig): S3Client {
+  const env = process.env
   // The SDK's 8-line "Node 20 support ends" warning on every run is noise to our users: set the
   // SDK's own switch for the client we build (it warns at most once per process), then undo it so
   // child processes and the user's own clients see their environment unchanged.

@@ -19,7 +19,8 @@ import { checksumBase64, readBody } from './bytes.js'
 import { defineDriver } from './driver.js'
 import { ObjectRoot } from './object-root.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
-import { makeS3Client, type S3StorageOptions } from './s3-client.js'
+import { newS3Client, s3ClientConfig, type S3StorageOptions } from './s3-client.js'
+import { isPlainData, S3PutThread } from './s3-put-thread.js'
 import { checkLength, isPreconditionFailed, isS3NotFound, mapS3Error, s3Status } from './s3-errors.js'
 import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
@@ -89,6 +90,8 @@ export class S3Storage implements Storage {
   private readonly sizes: Required<Pick<S3StorageOptions, 'multipartThreshold' | 'partSize' | 'queueSize' | 'pageSize'>>
   private readonly run: Runner
   private readonly signPayload: boolean
+  /** Sends single-request uploads of shared-memory bodies, when the client's config can go to a thread. */
+  readonly putThread: S3PutThread | undefined
 
   constructor(
     readonly bucket: string,
@@ -98,8 +101,10 @@ export class S3Storage implements Storage {
     this.root = new ObjectRoot('s3', 's3', bucket, prefix, { pattern: /^[a-z0-9][a-z0-9.\-_]{1,254}$/i, hint: '' })
     this.prefix = this.root.prefix
     this.uri = this.root.uri
-    this.client = options.client ?? makeS3Client(options)
+    const config = options.client ? undefined : s3ClientConfig(options)
+    this.client = options.client ?? newS3Client(config!)
     this.ownsClient = !options.client
+    this.putThread = config && options.uploadThread !== false && isPlainData(config) ? new S3PutThread(config) : undefined
     this.signPayload = options.signPayload ?? false
     // Our own client: multipart parts go up unsigned too (a client passed in is left as it is; our
     // single-request puts still are, per command).
@@ -196,10 +201,18 @@ export class S3Storage implements Storage {
       // x-amz-checksum-* header present, the SDK computes none.
       const crc = !sha256 && body instanceof Uint8Array && isCrc32(options.crc32) ? options.crc32 : undefined
       const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : crc !== undefined ? { ChecksumCRC32: checksumBase64(crc) } : {}
-      const cmd = new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.byteLength, ...checksum, ...extra })
-      if (sha256) addPayloadHash(cmd.middlewareStack, sha256)
-      else if (!this.signPayload && !this.ownsClient) addUnsignedPayload(cmd.middlewareStack)
-      const out = await this.client.send(cmd, { abortSignal: a.signal })
+      const params = { Bucket: this.bucket, Key, ContentLength: bytes.byteLength, ...checksum, ...extra }
+      let out: { ETag?: string | undefined }
+      if (this.putThread?.takes(bytes)) {
+        // The same request from the upload thread, with the payload hash the middlewares below would set.
+        const payloadHash = sha256 ?? (!this.signPayload && bytes.byteLength >= UNSIGNED_FROM ? 'UNSIGNED-PAYLOAD' : undefined)
+        out = await this.putThread.put(params, bytes, payloadHash, a.signal, this.details(key, 'put'))
+      } else {
+        const cmd = new PutObjectCommand({ ...params, Body: bytes })
+        if (sha256) addPayloadHash(cmd.middlewareStack, sha256)
+        else if (!this.signPayload && !this.ownsClient) addUnsignedPayload(cmd.middlewareStack)
+        out = await this.client.send(cmd, { abortSignal: a.signal })
+      }
       options.onProgress?.({ key, loaded: bytes.byteLength, total: bytes.byteLength })
       const info: ObjectInfo = { key, size: bytes.byteLength }
       if (out.ETag) info.etag = out.ETag
@@ -390,6 +403,7 @@ export class S3Storage implements Storage {
   }
 
   async close(): Promise<void> {
+    await this.putThread?.close()
     if (this.ownsClient) this.client.destroy()
   }
 }

@@ -54,6 +54,8 @@ export interface FaultProxy {
   /** Conditional creates seen (refused or forwarded). */
   conditionalCreates: number
   enforceConditionalCreates: boolean
+  /** Every request received, as it arrived (method, path with query, headers), faulted or not. */
+  readonly requests: { method: string; path: string; headers: http.IncomingHttpHeaders }[]
   close(): Promise<void>
 }
 
@@ -134,6 +136,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
     preconditionFailed: 0,
     conditionalCreates: 0,
     enforceConditionalCreates: options.enforceConditionalCreates ?? false,
+    requests: [],
     get pending() {
       return queue.length
     },
@@ -303,6 +306,7 @@ export async function startFaultProxy(target: string, options: FaultProxyOptions
   }
 
   const server = http.createServer((req, res) => {
+    proxy.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers })
     open.add(res)
     res.on('close', () => open.delete(res))
     const i = queue.findIndex((q) => q.match(req))

@@ -1,0 +1,161 @@
+import type { PutObjectCommandInput, S3ClientConfig } from '@aws-sdk/client-s3'
+import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
+import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
+
+// Why a thread: a PutObject of a 8 MiB chunk costs the calling thread ~1 ms of the SDK's middleware
+// and, in the socket writes, a kernel copy of every byte (over TLS, its encryption too): ~18 % of a
+// background commit's duration on the training loop's thread in `npm run bench`. Chunks already
+// live in shared memory (snapshots, chunk buffers), so a thread with its own client can send them
+// without a copy. Only the sending moves: what to send (headers, checksums, the payload hash) is
+// decided by the driver on the calling thread, and so are retries, fencing tokens and error mapping,
+// so both paths share one implementation of everything but `client.send`.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads')
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+const { S3Client, PutObjectCommand } = require(workerData.sdk)
+const client = new S3Client(workerData.config)
+const inflight = new Map()
+const FIELDS = ['name', 'message', 'code', 'Code', '$fault', '$retryable', '$metadata']
+function plain(e, depth) {
+  if (e === null || typeof e !== 'object') return { message: String(e) }
+  const o = {}
+  for (const k of FIELDS) {
+    if (e[k] === undefined) continue
+    try { o[k] = structuredClone(e[k]) } catch { o[k] = String(e[k]) }
+  }
+  if (e.cause !== undefined && e.cause !== e && depth < 4) o.cause = plain(e.cause, depth + 1)
+  return o
+}
+parentPort.on('message', async (m) => {
+  if (m.abort !== undefined) return inflight.get(m.abort)?.abort()
+  const ac = new AbortController()
+  inflight.set(m.id, ac)
+  try {
+    const cmd = new PutObjectCommand({ ...m.params, Body: new Uint8Array(m.buf, m.off, m.len) })
+    if (m.payloadHash) {
+      const set = (next) => (args) => {
+        if (args.request && args.request.headers) args.request.headers['x-amz-content-sha256'] = m.payloadHash
+        return next(args)
+      }
+      cmd.middlewareStack.add(set, { step: 'build', name: 'taskpointPayloadHash', override: true })
+    }
+    const out = await client.send(cmd, { abortSignal: ac.signal })
+    parentPort.postMessage({ id: m.id, etag: out.ETag })
+  } catch (e) {
+    parentPort.postMessage({ id: m.id, error: plain(e, 0) })
+  } finally {
+    inflight.delete(m.id)
+  }
+})
+`
+
+/** What put() sends besides the body: everything PutObject takes but `Body`. */
+export type PutParams = Omit<PutObjectCommandInput, 'Body'>
+
+interface Job {
+  resolve: (out: { ETag?: string }) => void
+  reject: (e: unknown) => void
+  details: StorageErrorDetails
+}
+
+/** A value a thread receives exactly as it is: no functions, no class instances (which arrive as bare objects). */
+export function isPlainData(v: unknown, depth = 0): boolean {
+  if (v === null || v === undefined) return true
+  const t = typeof v
+  if (t === 'string' || t === 'number' || t === 'boolean') return true
+  if (t !== 'object' || depth > 8) return false
+  if (Array.isArray(v)) return v.every((x) => isPlainData(x, depth + 1))
+  const proto = Object.getPrototypeOf(v)
+  if (proto !== Object.prototype && proto !== null) return false
+  return Object.values(v as object).every((x) => isPlainData(x, depth + 1))
+}
+
+/**
+ * One worker thread that sends PutObject requests for bodies in shared memory, with its own client
+ * built from the same config. Started on the first upload; holds the process open only while it
+ * has requests. A thread that fails (cannot start, dies) fails only the requests it held, with a
+ * transient error, and is not used again: those requests, retried, and all later ones go from the
+ * calling thread.
+ */
+export class S3PutThread {
+  private worker: Worker | undefined
+  private readonly pending = new Map<number, Job>()
+  private nextId = 0
+  private broken = false
+  /** Requests this thread has sent (tests check that chunks went this way). */
+  sent = 0
+
+  constructor(private readonly config: S3ClientConfig) {}
+
+  /** Whether put() takes `body`: bytes in shared memory, and a thread that runs. */
+  takes(body: Uint8Array): boolean {
+    if (this.broken || !(body.buffer instanceof SharedArrayBuffer)) return false
+    try {
+      this.worker ??= this.start()
+      return true
+    } catch {
+      // The permission model without --allow-worker, a resource limit: the calling thread sends.
+      this.broken = true
+      return false
+    }
+  }
+
+  private start(): Worker {
+    const sdk = createRequire(import.meta.url).resolve('@aws-sdk/client-s3')
+    // No flags of the parent (see HashPool.start): the source is CommonJS.
+    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { sdk, config: this.config } })
+    w.on('message', (m: { id: number; etag?: string; error?: Record<string, unknown> }) => {
+      const job = this.pending.get(m.id)
+      if (!job) return
+      this.pending.delete(m.id)
+      if (this.pending.size === 0) w.unref()
+      if (m.error) job.reject(revive(m.error))
+      else job.resolve(m.etag === undefined ? {} : { ETag: m.etag })
+    })
+    const die = (why: string): void => {
+      this.broken = true
+      if (this.worker === w) this.worker = undefined
+      for (const job of this.pending.values()) job.reject(new TransientStorageError(job.details, `the upload thread stopped (${why}); retried from the calling thread`))
+      this.pending.clear()
+    }
+    w.on('error', (e) => die(e.message))
+    w.on('exit', (code) => die(`exit code ${code}`))
+    w.unref()
+    return w
+  }
+
+  /** Sends one PutObject of `body` (shared memory: see takes()). `payloadHash` is the x-amz-content-sha256 to sign with, if set. */
+  put(params: PutParams, body: Uint8Array, payloadHash: string | undefined, signal: AbortSignal, details: StorageErrorDetails): Promise<{ ETag?: string }> {
+    const w = this.worker
+    if (!w) return Promise.reject(new TransientStorageError(details, 'the upload thread stopped; retried from the calling thread'))
+    return new Promise((resolve, reject) => {
+      const id = this.nextId++
+      this.pending.set(id, { resolve, reject, details })
+      // The runner stops waiting for an aborted attempt itself; this stops the request too.
+      signal.addEventListener('abort', () => this.worker?.postMessage({ abort: id }), { once: true })
+      w.ref()
+      w.postMessage({ id, params, buf: body.buffer, off: body.byteOffset, len: body.byteLength, payloadHash })
+      this.sent++
+    })
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker
+    this.worker = undefined
+    this.broken = true
+    if (w) await w.terminate()
+  }
+}
+
+/** An SDK error from the thread, with the fields that classify it (mapS3Error reads them). */
+function revive(fields: Record<string, unknown>): Error {
+  const e = new Error(String(fields.message ?? 'upload failed in the upload thread')) as Error & Record<string, unknown>
+  for (const [k, v] of Object.entries(fields)) {
+    if (k === 'message') continue
+    if (k === 'cause') e.cause = revive(v as Record<string, unknown>)
+    else if (k === 'name') e.name = String(v)
+    else e[k] = v
+  }
+  return e
+}
