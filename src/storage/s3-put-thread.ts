@@ -85,6 +85,10 @@ export class S3PutThread {
   private broken = false
   /** Requests this thread has sent (tests check that chunks went this way). */
   sent = 0
+  /** Requests sent and not yet answered by the thread. */
+  get inFlight(): number {
+    return this.pending.size
+  }
 
   constructor(private readonly config: S3ClientConfig) {}
 
@@ -132,11 +136,14 @@ export class S3PutThread {
     return new Promise((resolve, reject) => {
       const id = this.nextId++
       this.pending.set(id, { resolve, reject, details })
-      // The runner stops waiting for an aborted attempt itself; this stops the request too.
-      signal.addEventListener('abort', () => this.worker?.postMessage({ abort: id }), { once: true })
       w.ref()
       w.postMessage({ id, params, buf: body.buffer, off: body.byteOffset, len: body.byteLength, payloadHash })
       this.sent++
+      // The runner stops waiting for an aborted attempt itself; this stops the request too, and its
+      // reply (an AbortError) settles this promise: it never settles before the thread is done.
+      const abort = (): void => this.worker?.postMessage({ abort: id })
+      if (signal.aborted) abort()
+      else signal.addEventListener('abort', abort, { once: true })
     })
   }
 

@@ -144,22 +144,30 @@ export class S3Storage implements Storage {
     const token = randomBytes(12).toString('hex')
     const Metadata = { [PUT_TOKEN_META]: token }
     const size = body instanceof Uint8Array ? body.byteLength : body.size
-    return this.run(
-      'put',
-      key,
-      async (a) => {
-        try {
-          return await this.putOnce(key, Key, body, size, { ...cond, Metadata }, options, a)
-        } catch (e) {
-          if (options.ifAbsent && isPreconditionFailed(e)) {
-            const own = await this.ownObject(key, Key, token, size, a)
-            if (own) return own
+    // Requests of this put on the upload thread. An attempt the runner abandons (a stall, the
+    // deadline) is aborted there by message, a little later: the put returns only once each has
+    // ended, so its caller never reuses the body's memory while the thread may still send from it.
+    const sending: Promise<unknown>[] = []
+    try {
+      return await this.run(
+        'put',
+        key,
+        async (a) => {
+          try {
+            return await this.putOnce(key, Key, body, size, { ...cond, Metadata }, options, a, sending)
+          } catch (e) {
+            if (options.ifAbsent && isPreconditionFailed(e)) {
+              const own = await this.ownObject(key, Key, token, size, a)
+              if (own) return own
+            }
+            throw e
           }
-          throw e
-        }
-      },
-      options.signal,
-    )
+        },
+        options.signal,
+      )
+    } finally {
+      await Promise.allSettled(sending)
+    }
   }
 
   /** The object at Key if a put carrying `token` wrote it (and it has the expected size). */
@@ -191,6 +199,7 @@ export class S3Storage implements Storage {
     extra: { IfNoneMatch?: string; Metadata: Record<string, string> },
     options: PutOptions,
     a: Attempt,
+    sending: Promise<unknown>[],
   ): Promise<ObjectInfo> {
     if (size !== undefined && size <= this.sizes.multipartThreshold) {
       const bytes = body instanceof Uint8Array ? body : await buffer(Readable.from(body.open()))
@@ -206,7 +215,9 @@ export class S3Storage implements Storage {
       if (this.putThread?.takes(bytes)) {
         // The same request from the upload thread, with the payload hash the middlewares below would set.
         const payloadHash = sha256 ?? (!this.signPayload && bytes.byteLength >= UNSIGNED_FROM ? 'UNSIGNED-PAYLOAD' : undefined)
-        out = await this.putThread.put(params, bytes, payloadHash, a.signal, this.details(key, 'put'))
+        const sent = this.putThread.put(params, bytes, payloadHash, a.signal, this.details(key, 'put'))
+        sending.push(sent.catch(() => {}))
+        out = await sent
       } else {
         const cmd = new PutObjectCommand({ ...params, Body: bytes })
         if (sha256) addPayloadHash(cmd.middlewareStack, sha256)

@@ -97,6 +97,29 @@ describe('the S3 upload thread', () => {
     }
   }, 60_000)
 
+  it('a put abandoned by its deadline returns only once the thread has stopped sending from its body', async () => {
+    const s = new S3Storage(S3_BUCKET, unique(), {
+      clientConfig: s3Config(proxy.url),
+      retry: { retries: 0 },
+      requestTimeoutMs: 300,
+    })
+    try {
+      proxy.inject('stall', (req) => req.method === 'PUT' && (req.url ?? '').includes('/abandoned'))
+      let inFlightAtReturn = -1
+      const err = await s.put('abandoned', shared(2 * MiB)).catch((e: unknown) => {
+        inFlightAtReturn = s.putThread!.inFlight
+        return e
+      })
+      expect((err as StorageError).code).toBe('Transient')
+      expect(s.putThread!.sent).toBe(1)
+      // The commit that owns the body recycles it for other chunks as soon as the put returns.
+      expect(inFlightAtReturn).toBe(0)
+    } finally {
+      proxy.clearFaults()
+      await s.close()
+    }
+  }, 30_000)
+
   it('a failure from the thread is the same typed error as from the calling thread', async () => {
     const bucket = `missing-${randomBytes(4).toString('hex')}`
     const codes: string[] = []
