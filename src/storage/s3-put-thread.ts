@@ -90,7 +90,11 @@ export class S3PutThread {
     return this.pending.size
   }
 
-  constructor(private readonly config: S3ClientConfig) {}
+  /** `source` is the thread's code (tests hand in one that misbehaves on purpose). */
+  constructor(
+    private readonly config: S3ClientConfig,
+    private readonly source = WORKER_SOURCE,
+  ) {}
 
   /** Whether put() takes `body`: bytes in shared memory, and a thread that runs. */
   takes(body: Uint8Array): boolean {
@@ -108,7 +112,7 @@ export class S3PutThread {
   private start(): Worker {
     const sdk = createRequire(import.meta.url).resolve('@aws-sdk/client-s3')
     // No flags of the parent (see HashPool.start): the source is CommonJS.
-    const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { sdk, config: this.config } })
+    const w = new Worker(this.source, { eval: true, execArgv: [], workerData: { sdk, config: this.config } })
     w.on('message', (m: { id: number; etag?: string; error?: Record<string, unknown> }) => {
       const job = this.pending.get(m.id)
       if (!job) return
@@ -145,6 +149,20 @@ export class S3PutThread {
       if (signal.aborted) abort()
       else signal.addEventListener('abort', abort, { once: true })
     })
+  }
+
+  /**
+   * Waits until every one of `requests` has ended. A thread that has not answered an aborted
+   * request within `graceMs` (it answers in well under a millisecond) is stopped: its requests end
+   * then, so no caller waits on it for ever.
+   */
+  async settle(requests: Promise<unknown>[], graceMs = 10_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((r) => (timer = setTimeout(r, graceMs)))
+    const all = Promise.allSettled(requests)
+    if ((await Promise.race([all.then(() => true), late.then(() => false)])) === false) await this.close()
+    clearTimeout(timer)
+    await all
   }
 
   async close(): Promise<void> {

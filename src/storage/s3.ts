@@ -146,7 +146,8 @@ export class S3Storage implements Storage {
     const size = body instanceof Uint8Array ? body.byteLength : body.size
     // Requests of this put on the upload thread. An attempt the runner abandons (a stall, the
     // deadline) is aborted there by message, a little later: the put returns only once each has
-    // ended, so its caller never reuses the body's memory while the thread may still send from it.
+    // ended (see settle), so its caller never reuses the body's memory while the thread may still
+    // send from it.
     const sending: Promise<unknown>[] = []
     try {
       return await this.run(
@@ -166,7 +167,7 @@ export class S3Storage implements Storage {
         options.signal,
       )
     } finally {
-      await Promise.allSettled(sending)
+      if (sending.length > 0) await this.putThread!.settle(sending)
     }
   }
 

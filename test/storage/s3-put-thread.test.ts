@@ -8,6 +8,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { StorageError } from '../../src/index.js'
 import { S3Storage } from '../../src/storage/s3.js'
+import { S3PutThread } from '../../src/storage/s3-put-thread.js'
 import { allBackends, s3Backend, s3Config, S3_BUCKET } from '../helpers/backends.js'
 import { MiB } from '../helpers/common.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js'
@@ -119,6 +120,20 @@ describe('the S3 upload thread', () => {
       await s.close()
     }
   }, 30_000)
+
+  it('a thread that never answers is stopped after the grace period, so nothing waits on it for ever', async () => {
+    const mute = `require('node:worker_threads').parentPort.on('message', () => {})`
+    const thread = new S3PutThread(s3Config(proxy.url), mute)
+    const body = shared(MiB)
+    expect(thread.takes(body)).toBe(true)
+    const ac = new AbortController()
+    const put = thread.put({ Bucket: S3_BUCKET, Key: 'never' }, body, undefined, ac.signal, { backend: 's3', op: 'put', key: 'never' })
+    ac.abort()
+    await thread.settle([put.catch(() => {})], 50)
+    expect(thread.inFlight).toBe(0)
+    await expect(put).rejects.toMatchObject({ code: 'Transient' })
+    expect(thread.takes(body)).toBe(false)
+  })
 
   it('a failure from the thread is the same typed error as from the calling thread', async () => {
     const bucket = `missing-${randomBytes(4).toString('hex')}`
