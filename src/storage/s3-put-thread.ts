@@ -1,4 +1,4 @@
-import type { PutObjectCommandInput, S3ClientConfig } from '@aws-sdk/client-s3'
+import { type PutObjectCommandInput, type S3ClientConfig, S3ServiceException } from '@aws-sdk/client-s3'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
@@ -13,13 +13,13 @@ import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
-const { S3Client, PutObjectCommand } = require(workerData.sdk)
+const { S3Client, PutObjectCommand, S3ServiceException } = require(workerData.sdk)
 const client = new S3Client(workerData.config)
 const inflight = new Map()
 const FIELDS = ['name', 'message', 'code', 'Code', '$fault', '$retryable', '$metadata']
 function plain(e, depth) {
   if (e === null || typeof e !== 'object') return { message: String(e) }
-  const o = {}
+  const o = { service: e instanceof S3ServiceException }
   for (const k of FIELDS) {
     if (e[k] === undefined) continue
     try { o[k] = structuredClone(e[k]) } catch { o[k] = String(e[k]) }
@@ -85,6 +85,10 @@ export class S3PutThread {
   private broken = false
   /** Requests this thread has sent (tests check that chunks went this way). */
   sent = 0
+  /** Whether this thread has stopped, or could not start: it takes nothing more. */
+  get stopped(): boolean {
+    return this.broken
+  }
   /** Requests sent and not yet answered by the thread. */
   get inFlight(): number {
     return this.pending.size
@@ -137,6 +141,8 @@ export class S3PutThread {
   put(params: PutParams, body: Uint8Array, payloadHash: string | undefined, signal: AbortSignal, details: StorageErrorDetails): Promise<{ ETag?: string }> {
     const w = this.worker
     if (!w) return Promise.reject(new TransientStorageError(details, 'the upload thread stopped; retried from the calling thread'))
+    // As the SDK does for a signal aborted before it sends: nothing is sent, nothing is stored.
+    if (signal.aborted) return Promise.reject(signal.reason)
     return new Promise((resolve, reject) => {
       const id = this.nextId++
       this.pending.set(id, { resolve, reject, details })
@@ -145,9 +151,7 @@ export class S3PutThread {
       this.sent++
       // The runner stops waiting for an aborted attempt itself; this stops the request too, and its
       // reply (an AbortError) settles this promise: it never settles before the thread is done.
-      const abort = (): void => this.worker?.postMessage({ abort: id })
-      if (signal.aborted) abort()
-      else signal.addEventListener('abort', abort, { once: true })
+      signal.addEventListener('abort', () => this.worker?.postMessage({ abort: id }), { once: true })
     })
   }
 
@@ -173,11 +177,48 @@ export class S3PutThread {
   }
 }
 
-/** An SDK error from the thread, with the fields that classify it (mapS3Error reads them). */
+/** Threads by config, shared by the storages built from equal configs. */
+const threads = new Map<string, { thread: S3PutThread; users: number }>()
+
+/**
+ * The upload thread for `config`, shared with every open storage built from an equal config (a
+ * thread holds its own copy of the SDK, ~20 MiB: one per storage would add up where storages are
+ * opened often, or dropped without close()). A stopped thread is replaced for later callers.
+ * `release()` once the storage closes: the last one out stops the thread.
+ */
+export function sharedPutThread(config: S3ClientConfig): { thread: S3PutThread; release: () => Promise<void> } {
+  const key = JSON.stringify(config)
+  let entry = threads.get(key)
+  if (!entry || entry.thread.stopped) threads.set(key, (entry = { thread: new S3PutThread(config), users: 0 }))
+  entry.users++
+  const mine = entry
+  let released = false
+  return {
+    thread: mine.thread,
+    release: async () => {
+      if (released) return
+      released = true
+      if (--mine.users > 0) return
+      if (threads.get(key) === mine) threads.delete(key)
+      await mine.thread.close()
+    },
+  }
+}
+
+/**
+ * An SDK error from the thread, with the fields that classify it (mapS3Error reads them): an
+ * S3ServiceException again if it was one (not its subclass, whose name it keeps), else an Error.
+ * What does not cross: the raw `$response` and the stack.
+ */
 function revive(fields: Record<string, unknown>): Error {
-  const e = new Error(String(fields.message ?? 'upload failed in the upload thread')) as Error & Record<string, unknown>
+  const message = String(fields.message ?? 'upload failed in the upload thread')
+  const e = (
+    fields.service
+      ? new S3ServiceException({ name: String(fields.name ?? 'S3ServiceException'), $fault: fields.$fault === 'server' ? 'server' : 'client', $metadata: {}, message })
+      : new Error(message)
+  ) as Error & Record<string, unknown>
   for (const [k, v] of Object.entries(fields)) {
-    if (k === 'message') continue
+    if (k === 'message' || k === 'service') continue
     if (k === 'cause') e.cause = revive(v as Record<string, unknown>)
     else if (k === 'name') e.name = String(v)
     else e[k] = v

@@ -20,7 +20,7 @@ import { defineDriver } from './driver.js'
 import { ObjectRoot } from './object-root.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
 import { newS3Client, s3ClientConfig, type S3StorageOptions } from './s3-client.js'
-import { isPlainData, S3PutThread } from './s3-put-thread.js'
+import { isPlainData, type S3PutThread, sharedPutThread } from './s3-put-thread.js'
 import { checkLength, isPreconditionFailed, isS3NotFound, mapS3Error, s3Status } from './s3-errors.js'
 import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
@@ -92,6 +92,11 @@ export class S3Storage implements Storage {
   private readonly signPayload: boolean
   /** Sends single-request uploads of shared-memory bodies, when the client's config can go to a thread. */
   readonly putThread: S3PutThread | undefined
+  private readonly releaseThread: (() => Promise<void>) | undefined
+  /** Requests this storage sent from the upload thread. */
+  sentFromThread = 0
+  /** Whether the user changed `client` (middleware, send): its uploads must then go through it. */
+  private customized = false
 
   constructor(
     readonly bucket: string,
@@ -104,11 +109,16 @@ export class S3Storage implements Storage {
     const config = options.client ? undefined : s3ClientConfig(options)
     this.client = options.client ?? newS3Client(config!)
     this.ownsClient = !options.client
-    this.putThread = config && options.uploadThread !== false && isPlainData(config) ? new S3PutThread(config) : undefined
+    if (config && options.uploadThread !== false && isPlainData(config)) {
+      const lease = sharedPutThread(config)
+      this.putThread = lease.thread
+      this.releaseThread = lease.release
+    }
     this.signPayload = options.signPayload ?? false
     // Our own client: multipart parts go up unsigned too (a client passed in is left as it is; our
     // single-request puts still are, per command).
     if (this.ownsClient && !this.signPayload) addUnsignedPayload(this.client.middlewareStack)
+    if (this.putThread) this.watchCustomization()
     // Many parallel requests hide per-request latency; S3 serves far more than 16 per prefix.
     // Chunks of 8 MiB: one request each, at the multipart threshold (so a single PUT).
     this.capabilities = { conditionalCreate: options.conditionalCreate ?? true, preferredConcurrency: 16, preferredChunkSize: 8 * MiB, takesCrc32: true }
@@ -126,6 +136,30 @@ export class S3Storage implements Storage {
       queueSize: options.queueSize ?? 4,
       pageSize: options.pageSize ?? 1000,
     }
+  }
+
+  /**
+   * `client` is public, and before chunks went from a thread, middleware a user added to it (headers
+   * a bucket policy requires, tracing) applied to every request: once the user changes its
+   * middleware, uploads go through it again. (Comparing the stack before each put would cost
+   * ~50 µs per chunk.)
+   */
+  private watchCustomization(): void {
+    const stack = this.client.middlewareStack as unknown as Record<string, (...args: unknown[]) => unknown>
+    for (const name of ['add', 'addRelativeTo', 'use', 'remove', 'removeByTag']) {
+      const original = stack[name]
+      if (typeof original !== 'function') continue
+      stack[name] = (...args: unknown[]) => {
+        this.customized = true
+        return original.apply(stack, args)
+      }
+    }
+  }
+
+  /** Whether a put of `bytes` goes from the upload thread. */
+  private fromThread(bytes: Uint8Array): boolean {
+    // An own `send` is a replaced one (a test double, a tracing wrapper): requests must reach it.
+    return !this.customized && !Object.hasOwn(this.client, 'send') && this.putThread !== undefined && this.putThread.takes(bytes)
   }
 
   private full(key: string, op: string): string {
@@ -213,10 +247,11 @@ export class S3Storage implements Storage {
       const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : crc !== undefined ? { ChecksumCRC32: checksumBase64(crc) } : {}
       const params = { Bucket: this.bucket, Key, ContentLength: bytes.byteLength, ...checksum, ...extra }
       let out: { ETag?: string | undefined }
-      if (this.putThread?.takes(bytes)) {
+      if (this.fromThread(bytes)) {
         // The same request from the upload thread, with the payload hash the middlewares below would set.
         const payloadHash = sha256 ?? (!this.signPayload && bytes.byteLength >= UNSIGNED_FROM ? 'UNSIGNED-PAYLOAD' : undefined)
-        const sent = this.putThread.put(params, bytes, payloadHash, a.signal, this.details(key, 'put'))
+        const sent = this.putThread!.put(params, bytes, payloadHash, a.signal, this.details(key, 'put'))
+        this.sentFromThread++
         sending.push(sent.catch(() => {}))
         out = await sent
       } else {
@@ -415,7 +450,7 @@ export class S3Storage implements Storage {
   }
 
   async close(): Promise<void> {
-    await this.putThread?.close()
+    await this.releaseThread?.()
     if (this.ownsClient) this.client.destroy()
   }
 }

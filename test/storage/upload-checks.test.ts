@@ -183,7 +183,7 @@ describe('S3 request headers', () => {
       const m = decodeManifest(info.id, await s.get(info.id))
       expect(m.files[0]!.chunks.length).toBe(4)
       // Chunks (in shared memory) go from the thread, and only they: locks and manifests do not.
-      expect(s.putThread?.sent ?? 0).toBe(thread ? 4 : 0)
+      expect(s.sentFromThread).toBe(thread ? 4 : 0)
       let off = 0
       for (const c of m.files[0]!.chunks) {
         const key = [...given.keys()].find((k) => k.endsWith(c.hash))!
