@@ -159,7 +159,7 @@ export class S3Storage implements Storage {
   /** Whether a put of `bytes` goes from the upload thread. */
   private fromThread(bytes: Uint8Array): boolean {
     // An own `send` is a replaced one (a test double, a tracing wrapper): requests must reach it.
-    return !this.customized && !Object.hasOwn(this.client, 'send') && this.putThread !== undefined && this.putThread.takes(bytes)
+    return !this.customized && !Object.hasOwn(this.client, 'send') && this.putThread?.takes(bytes) === true
   }
 
   private full(key: string, op: string): string {
