@@ -1,7 +1,8 @@
 // tfjs integration benchmarks:
 //  1. fit-time overhead of fitWithCheckpoints saving every 50 batches against the same fit without
-//     taskpoint (the demo's model and data, each run a separate process), in pairs with the order
-//     alternated; the mean overhead with a 95 % confidence interval over the pairs;
+//     taskpoint (the demo's model and data, each run a separate process), and of the same callback
+//     with no save due, in triples with the order rotated; mean overheads with 95 % confidence
+//     intervals over the triples;
 //  2. a ~10M-parameter model with Adam state on the local backend: a durable save after a training
 //     step (changed weights: every chunk new) against a raw write+fsync+rename of the same bytes,
 //     the time training is blocked by an async save, and a verified restore into the model.
@@ -211,12 +212,12 @@ async function bigModelRows(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  console.log(`tfjs benchmarks: demo model (784-128-10, 4000 MNIST digits, ${EPOCHS} epochs, wasm), ${PAIRS} pairs; 10M-param model, ${REPS} repetitions`)
+  console.log(`tfjs benchmarks: demo model (784-128-10, 4000 MNIST digits, ${EPOCHS} epochs, wasm), ${PAIRS} runs of each fit variant; 10M-param model, ${REPS} repetitions`)
   const started = performance.now()
   if (PAIRS > 0) overheadRows()
   await bigModelRows()
   table.print([
-    `Fit pairs ran as separate processes, alternating which went first; the overhead of a pair is (with / without − 1) of the fit time before the final flush, and its mean is given with a 95 % t-interval over the pairs. The 10M-param rows: ${REPS} repetitions, each after one training step.`,
+    `Each fit ran as a separate process, in triples (saving, callback alone, plain fit) whose order rotates; an overhead is (with / without − 1) of the fit time before the final flush, paired within a triple, and its mean is given with a 95 % t-interval over the triples. The 10M-param rows: ${REPS} repetitions, each after one training step.`,
     `Took ${((performance.now() - started) / 1000).toFixed(0)} s.`,
   ])
 }
