@@ -40,8 +40,10 @@ export interface S3StorageOptions {
    * or TLS, of every byte) stays off the thread that runs the training loop. Default true. Used
    * only where taskpoint builds the client from options that can be handed to a thread as they
    * are: no `client` passed in, and no functions or class instances in `clientConfig` (a
-   * credentials provider function, a custom request handler); other uploads, and every other
-   * request, go from the calling thread.
+   * credentials provider function, a custom request handler), and not once middleware is added to
+   * the storage's `client`; other uploads, and every other request, go from the calling thread.
+   * The thread sees the environment as it was when it started, and none of the process's
+   * `--require` preloads (a proxy agent, a tracer): set false where those must see every upload.
    */
   uploadThread?: boolean
 }
