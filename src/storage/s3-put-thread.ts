@@ -83,8 +83,6 @@ export class S3PutThread {
   private readonly pending = new Map<number, Job>()
   private nextId = 0
   private broken = false
-  /** Requests this thread has sent (tests check that chunks went this way). */
-  sent = 0
   /** Whether this thread has stopped, or could not start: it takes nothing more. */
   get stopped(): boolean {
     return this.broken
@@ -148,7 +146,6 @@ export class S3PutThread {
       this.pending.set(id, { resolve, reject, details })
       w.ref()
       w.postMessage({ id, params, buf: body.buffer, off: body.byteOffset, len: body.byteLength, payloadHash })
-      this.sent++
       // The runner stops waiting for an aborted attempt itself; this stops the request too, and its
       // reply (an AbortError) settles this promise: it never settles before the thread is done.
       signal.addEventListener('abort', () => this.worker?.postMessage({ abort: id }), { once: true })

@@ -65,14 +65,14 @@ const PAYLOAD_HASH = 'x-amz-content-sha256'
 const UNSIGNED_FROM = 1024 * 1024
 const SHA256_HEX = /^[0-9a-f]{64}$/
 
-/** Gives the signer the body's SHA-256 (hex) the caller already has, so it does not hash the body again. */
-function addPayloadHash(stack: { add(middleware: unknown, options: unknown): void }, hex: string): void {
+/** Gives the signer the payload hash a put decided on: the body's SHA-256 (hex) the caller already has, or UNSIGNED-PAYLOAD. */
+function addPayloadHash(stack: { add(middleware: unknown, options: unknown): void }, value: string): void {
   type Args = { request?: { headers?: Record<string, string> } }
   const middleware =
     (next: (args: Args) => Promise<unknown>) =>
     (args: Args): Promise<unknown> => {
       const headers = args.request?.headers
-      if (headers) headers[PAYLOAD_HASH] = hex
+      if (headers) headers[PAYLOAD_HASH] = value
       return next(args)
     }
   stack.add(middleware, { step: 'build', name: 'taskpointPayloadHash', override: true })
@@ -246,18 +246,18 @@ export class S3Storage implements Storage {
       const crc = !sha256 && body instanceof Uint8Array && isCrc32(options.crc32) ? options.crc32 : undefined
       const checksum = sha256 ? { ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') } : crc !== undefined ? { ChecksumCRC32: checksumBase64(crc) } : {}
       const params = { Bucket: this.bucket, Key, ContentLength: bytes.byteLength, ...checksum, ...extra }
+      // The signature's payload hash, for both paths: the known SHA-256, else unsigned from UNSIGNED_FROM
+      // on (see addUnsignedPayload), else none (the SDK hashes the small body).
+      const payloadHash = sha256 ?? (!this.signPayload && bytes.byteLength >= UNSIGNED_FROM ? 'UNSIGNED-PAYLOAD' : undefined)
       let out: { ETag?: string | undefined }
       if (this.fromThread(bytes)) {
-        // The same request from the upload thread, with the payload hash the middlewares below would set.
-        const payloadHash = sha256 ?? (!this.signPayload && bytes.byteLength >= UNSIGNED_FROM ? 'UNSIGNED-PAYLOAD' : undefined)
         const sent = this.putThread!.put(params, bytes, payloadHash, a.signal, this.details(key, 'put'))
         this.sentFromThread++
         sending.push(sent.catch(() => {}))
         out = await sent
       } else {
         const cmd = new PutObjectCommand({ ...params, Body: bytes })
-        if (sha256) addPayloadHash(cmd.middlewareStack, sha256)
-        else if (!this.signPayload && !this.ownsClient) addUnsignedPayload(cmd.middlewareStack)
+        if (payloadHash) addPayloadHash(cmd.middlewareStack, payloadHash)
         out = await this.client.send(cmd, { abortSignal: a.signal })
       }
       options.onProgress?.({ key, loaded: bytes.byteLength, total: bytes.byteLength })
