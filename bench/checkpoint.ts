@@ -131,7 +131,6 @@ async function asyncBlocked(label: string, cp: Checkpointer, data: Uint8Array, b
   table.paired(`${label}: async save, loop blocked vs one warm copy`, r.ours, r.base, { unit: ms, ratio: slower, goal: '≤ 2×', ok: (x) => x <= 2 })
 }
 
-/** 4. Main-thread time during a background commit, from performance.eventLoopUtilization(). */
 /**
  * For information: what one background commit of a small state (the demo model's 1.2 MB) costs a
  * training loop that yields once per 2 ms step. Each file operation of the commit completes in a
@@ -178,6 +177,7 @@ async function commitTurns(base: string): Promise<void> {
   })
 }
 
+/** 4. Main-thread time during a background commit, from performance.eventLoopUtilization(). */
 async function busyDuringCommit(label: string, cp: Checkpointer, size: number, reps: number, before?: () => Promise<void>): Promise<void> {
   const data = randomState(size)
   cp.writeAsync(data)
