@@ -12,6 +12,9 @@ import { TfStateError, type LayersModel, type TF } from './state.js'
 export { STATE_FORMAT, type SavedTraining } from './run.js'
 export type { CheckpointCallbackOptions, SaveEvery, SaveKind } from './options.js'
 
+/** The longest the callback goes without turning the event loop while no commit is under way. */
+const YIELD_MS = 50
+
 /** A log value as a number: subclass callbacks get Tensor scalars, plain-object ones numbers. */
 function num(v: unknown): number | undefined {
   if (typeof v === 'number') return v
@@ -51,6 +54,18 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
   const mirror = loop === 'fit' && shuffle
   let samples: number | undefined
   let batchSize: number | undefined
+  // A fit loop of tf.Callback subclasses never turns the event loop: without a turn a SIGTERM
+  // handler would only run after fit() returns, and a background commit, whose file and network
+  // operations each resume on this thread, would wait for it too. A turn costs the loop about as
+  // much as a tenth of a small batch, so it is taken at every batch only while a commit is under
+  // way, and otherwise once YIELD_MS have passed (a signal is seen within that; fit()'s own
+  // yieldEvery 'auto' waits 125 ms).
+  let lastTurn = performance.now()
+  const turn = async (): Promise<void> => {
+    if (!run.checkpoint.committing && performance.now() - lastTurn < YIELD_MS) return
+    await new Promise((r) => setImmediate(r))
+    lastTurn = performance.now()
+  }
 
   class TaskpointCheckpointCallback extends tf.Callback {
     override async onTrainBegin(): Promise<void> {
@@ -72,9 +87,7 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
         numbers(logs, (k) => k !== 'batch' && k !== 'size'),
         size,
       )
-      // A fit loop of tf.Callback subclasses never yields to the event loop: without this a
-      // SIGTERM handler would only run after fit() returns.
-      await new Promise((r) => setImmediate(r))
+      await turn()
       await options.onBatch?.({ epoch: position.epoch, batch: position.batch, step: position.globalStep })
       // On an epoch's last batch the epoch-end bookkeeping (history, validation) must still
       // happen, so a preemption there is handled at the epoch end.

@@ -282,6 +282,15 @@ export class Checkpointer {
     })
   }
 
+  /**
+   * Whether a write is under way (queued or committing, background ones included). A loop that
+   * seldom gives its event loop a turn can turn it more often while this is true: a commit's file
+   * and network operations each resume on this thread.
+   */
+  get committing(): boolean {
+    return this.queue.busy
+  }
+
   /** Waits for background commits; throws the first background error (once). */
   async flush(): Promise<void> {
     await this.queue.drain()

@@ -12,12 +12,20 @@ export class CommitQueue {
   /** The newest background snapshot not yet taken by a commit. */
   private pending: Snapshot | undefined
   private bgError: unknown
+  /** Jobs queued or running. */
+  private jobs = 0
 
   constructor(private readonly pool: BufferPool) {}
 
+  /** Whether a job is queued or running. */
+  get busy(): boolean {
+    return this.jobs > 0
+  }
+
   /** Runs `job` after every job asked for before it. */
   serially<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(job)
+    this.jobs++
+    const run = this.tail.then(job).finally(() => this.jobs--)
     this.tail = run.catch(() => {})
     return run
   }

@@ -6,6 +6,7 @@ import { SizeMismatchError, StorageConfigError } from '../errors.js'
 import { defineDriver, type DriverOptionsBase } from './driver.js'
 import { tempName, validateKey, validatePrefix } from './keys.js'
 import { mapLocalError } from './local-errors.js'
+import { localPutThread, type FilePutError, type LocalPutThread } from './local-put-thread.js'
 import { sweepTempFiles, syncDir, tagOf, walk, writeBody } from './local-fs.js'
 import { operationRunner, type Runner } from './retry.js'
 import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
@@ -16,6 +17,13 @@ export interface LocalStorageOptions extends DriverOptionsBase {
    * not just a process crash. Default true; turn off only for throwaway runs.
    */
   durable?: boolean
+  /**
+   * Write bodies in shared memory (a background commit's chunks) and small ones (manifests,
+   * markers) from a worker thread, each put in one message instead of eight file operations that
+   * each wait for the calling thread's event loop (see LocalPutThread). Default true. Off: every
+   * put runs on the calling thread, as where worker threads are not allowed (that is detected).
+   */
+  fileThread?: boolean
 }
 
 /**
@@ -35,11 +43,14 @@ export class LocalStorage implements Storage {
   /** Directories this instance made or found (see openTemp). */
   private readonly knownDirs = new Set<string>()
   private readonly run: Runner
+  /** The process's file thread, unless turned off (see LocalStorageOptions.fileThread). */
+  readonly thread: LocalPutThread | undefined
 
   constructor(root: string, options: LocalStorageOptions = {}) {
     this.root = path.resolve(root)
     this.uri = `file://${this.root}`
     this.durable = options.durable ?? true
+    this.thread = options.fileThread === false ? undefined : localPutThread()
     // No stall timer: a file operation cannot be aborted, and an abandoned attempt would race its
     // retry into the same target. The operation's deadline still bounds every call.
     this.run = operationRunner({
@@ -60,11 +71,13 @@ export class LocalStorage implements Storage {
   async put(key: string, body: Body, options: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.pathOf(key, 'put')
     const dir = path.dirname(target)
-    // The inode this call linked into place, should a later step fail and the put be retried:
-    // meeting it again at the target is our own create, not someone else's.
-    let linkedIno: number | undefined
+    // Inodes of the files this call created, should a later step fail and the put be retried:
+    // meeting one of them at the target is our own create, not someone else's.
+    const own: number[] = []
     const durable = this.durable && options.ephemeral !== true
+    const thread = body instanceof Uint8Array && this.thread?.takes(body) ? this.thread : undefined
     return this.run('put', key, async () => {
+      if (thread && !thread.stopped) return this.putInThread(thread, key, dir, target, body as Uint8Array, options, durable, own)
       const { fh, tmp } = await this.openTemp(dir)
       let size = 0
       let st: Stats
@@ -78,15 +91,15 @@ export class LocalStorage implements Storage {
           await fh.close()
         }
         if (options.ifAbsent) {
+          own.push(st.ino)
           // link(2) fails with EEXIST atomically when the target exists: a true create-if-absent.
           try {
             await fs.link(tmp, target)
-            linkedIno = st.ino
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || linkedIno === undefined) throw e
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
             // Our own link of an earlier attempt (its reply lost): that file is the object.
             st = await fs.stat(target)
-            if (st.ino !== linkedIno) throw e
+            if (!own.includes(st.ino)) throw e
           }
           // The object is in place; a temp name left behind is only litter (sweep() removes it).
           await fs.unlink(tmp).catch(() => {})
@@ -105,6 +118,40 @@ export class LocalStorage implements Storage {
     })
   }
 
+  /** One attempt of put() by the file thread: the same steps, in one message (see LocalPutThread). */
+  private async putInThread(
+    thread: LocalPutThread,
+    key: string,
+    dir: string,
+    target: string,
+    body: Uint8Array,
+    options: PutOptions,
+    durable: boolean,
+    own: number[],
+  ): Promise<ObjectInfo> {
+    for (let i = 0; ; i++) {
+      await this.ensureDir(dir)
+      const put = {
+        tmp: path.join(dir, tempName()),
+        target,
+        sync: durable,
+        ifAbsent: options.ifAbsent === true,
+        own,
+        dirs: durable && !options.batch ? this.chainOf(dir) : [],
+      }
+      try {
+        const st = await thread.put(put, body, { backend: 'local', key, op: 'put' }, (ino) => own.push(ino))
+        if (durable && options.batch) this.unsyncedDirs.add(dir)
+        options.onProgress?.({ key, loaded: st.size, total: body.byteLength })
+        return { key, size: st.size, etag: tagOf(st), lastModified: new Date(st.mtimeMs) }
+      } catch (e) {
+        // The directory was removed since it was made (see openTemp): made again, and tried again.
+        if ((e as FilePutError).stage !== 'open' || (e as FilePutError).code !== 'ENOENT' || i >= 9) throw e
+        this.knownDirs.delete(dir)
+      }
+    }
+  }
+
   /**
    * A new temp file in `dir`, creating the directory if needed. Its name is short whatever the
    * key (NAME_MAX is 255 bytes) and carries TEMP_MARK, so listings skip it and sweep() finds it.
@@ -117,23 +164,29 @@ export class LocalStorage implements Storage {
     for (let i = 0; ; i++) {
       const tmp = path.join(dir, tempName())
       try {
-        // mkdir only for a directory not seen yet (a chunk commit puts hundreds of objects into the
-        // same few): a directory removed since shows as ENOENT below and is made again.
-        if (!this.knownDirs.has(dir)) {
-          const created = await fs.mkdir(dir, { recursive: true })
-          // Directories above the root that we had to create: their entries must be durable too.
-          // Also for an ephemeral put (so `this.durable`, not the put's own): the root it created is
-          // where later durable puts go, and theirs fsync directories only up to the root.
-          if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
-          if (this.knownDirs.size >= 4096) this.knownDirs.clear()
-          this.knownDirs.add(dir)
-        }
+        await this.ensureDir(dir)
         return { fh: await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644), tmp }
       } catch (e) {
         this.knownDirs.delete(dir)
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || i >= 9) throw e
       }
     }
+  }
+
+  /**
+   * Makes `dir` unless this instance has seen it (a chunk commit puts hundreds of objects into the
+   * same few). A directory removed since shows as ENOENT when a file is created in it: the caller
+   * forgets it and comes back here.
+   */
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return
+    const created = await fs.mkdir(dir, { recursive: true })
+    // Directories above the root that we had to create: their entries must be durable too.
+    // Also for an ephemeral put (so `this.durable`, not the put's own): the root it created is
+    // where later durable puts go, and theirs fsync directories only up to the root.
+    if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
+    if (this.knownDirs.size >= 4096) this.knownDirs.clear()
+    this.knownDirs.add(dir)
   }
 
   /** `dir` and every directory above it up to the root: the entries a new file depends on. */
@@ -243,15 +296,19 @@ export class LocalStorage implements Storage {
     const dirs = new Set<string>()
     for (const d of this.unsyncedDirs) for (const c of this.chainOf(d)) dirs.add(c)
     this.unsyncedDirs.clear()
+    if (dirs.size === 0) return
+    const thread = this.thread?.takes() ? this.thread : undefined
     await this.run('sync', undefined, () =>
-      pLimit(16)
-        .map([...dirs], (d) =>
-          // A directory deleted since (its objects deleted too) has nothing left to make durable.
-          syncDir(d).catch((e: NodeJS.ErrnoException) => {
-            if (e.code !== 'ENOENT') throw e
-          }),
-        )
-        .then(() => undefined),
+      thread && !thread.stopped
+        ? thread.syncDirs([...dirs], { backend: 'local', op: 'sync' })
+        : pLimit(16)
+            .map([...dirs], (d) =>
+              // A directory deleted since (its objects deleted too) has nothing left to make durable.
+              syncDir(d).catch((e: NodeJS.ErrnoException) => {
+                if (e.code !== 'ENOENT') throw e
+              }),
+            )
+            .then(() => undefined),
     )
   }
 

@@ -1,0 +1,248 @@
+import { Worker } from 'node:worker_threads'
+import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
+
+// Why a thread: a durable put is eight file operations in a row (open, write, fsync, close, rename,
+// then open, fsync and close of each directory up to the root), and each one comes back to the
+// calling thread through its event loop before the next can start. A training loop turns that loop
+// once per batch, so a small checkpoint's commit waited for ~40 batch ends (~0.5 s at 12 ms a batch)
+// and ran ~40 callbacks on the training thread. Here one message carries a put: the thread runs
+// the steps with synchronous calls and answers once. What the steps are, and every decision around
+// them (directories, retries, ownership of a create-if-absent, error mapping), stays in the driver.
+export const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads')
+const fs = require('node:fs')
+const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
+const plain = (e, stage) => ({ stage, message: String(e && e.message), code: e && e.code, errno: e && e.errno, syscall: e && e.syscall, path: e && e.path, dest: e && e.dest })
+function syncDirs(dirs, skipMissing) {
+  for (const d of dirs) {
+    let f
+    try {
+      f = fs.openSync(d, 'r')
+    } catch (e) {
+      if (skipMissing && e.code === 'ENOENT') continue
+      throw e
+    }
+    try { fs.fsyncSync(f) } finally { fs.closeSync(f) }
+  }
+}
+parentPort.on('message', (m) => {
+  if (m.syncOnly) {
+    try {
+      syncDirs(m.dirs, true)
+      return parentPort.postMessage({ id: m.id, st: {} })
+    } catch (e) {
+      return parentPort.postMessage({ id: m.id, error: plain(e, 'dirs') })
+    }
+  }
+  let fd
+  let stage = 'open'
+  let st
+  try {
+    fd = fs.openSync(m.tmp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+    stage = 'write'
+    const view = new Uint8Array(m.buf, m.off, m.len)
+    for (let off = 0; off < view.byteLength; ) off += fs.writeSync(fd, view, off, view.byteLength - off)
+    st = fs.fstatSync(fd)
+    if (m.sync) fs.fsyncSync(fd)
+    fs.closeSync(fd)
+    fd = undefined
+    // Before the link: should this thread die after it, the driver still knows the file is its own.
+    if (m.ifAbsent) parentPort.postMessage({ id: m.id, ino: st.ino })
+    stage = 'place'
+    if (m.ifAbsent) {
+      try {
+        fs.linkSync(m.tmp, m.target)
+      } catch (e) {
+        if (e.code !== 'EEXIST') throw e
+        const t = fs.statSync(m.target)
+        if (!m.own.includes(t.ino)) throw e
+        st = t
+      }
+      try { fs.unlinkSync(m.tmp) } catch {}
+    } else {
+      fs.renameSync(m.tmp, m.target)
+    }
+  } catch (e) {
+    if (fd !== undefined) try { fs.closeSync(fd) } catch {}
+    if (stage !== 'open') try { fs.rmSync(m.tmp, { force: true }) } catch {}
+    return parentPort.postMessage({ id: m.id, error: plain(e, stage) })
+  }
+  try {
+    syncDirs(m.dirs, false)
+  } catch (e) {
+    return parentPort.postMessage({ id: m.id, error: plain(e, 'dirs') })
+  }
+  parentPort.postMessage({ id: m.id, st: { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs } })
+})
+`
+
+/** Bodies up to this size in ordinary memory are copied to the thread; larger ones stay on the calling thread (a copy would cost more than the turns it saves). */
+const COPY_LIMIT = 256 * 1024
+
+/** One durable put as the thread runs it. */
+export interface FilePut {
+  /** The temp file to create (O_EXCL) in the target's directory. */
+  tmp: string
+  target: string
+  /** fsync the file before it is placed. */
+  sync: boolean
+  /** link(2) instead of rename(2): fails with EEXIST if the target exists, unless it is one of `own`. */
+  ifAbsent: boolean
+  /** Inodes of this put's earlier attempts: meeting one at the target is our own create. */
+  own: number[]
+  /** Directories to fsync after the file is in place, in order. */
+  dirs: string[]
+}
+
+/** What the thread reports of a failed put: the errno fields, and the step it failed at. */
+export type FilePutError = Error & { code?: string; stage: 'open' | 'write' | 'place' | 'dirs' }
+
+interface Job {
+  resolve: (st: { ino: number; size: number; mtimeMs: number }) => void
+  reject: (e: unknown) => void
+  onIno?: (ino: number) => void
+  details: StorageErrorDetails
+}
+
+/** A worker and the jobs it was handed, by id. */
+interface Lane {
+  worker: Worker
+  jobs: Map<number, Job>
+}
+
+/**
+ * Up to `size` worker threads that write files durably for the local driver: as many puts at once
+ * as the libuv pool runs file operations (4), so a large commit's chunks are written and fsynced
+ * side by side as before. A thread is started when every running one is busy; each holds the
+ * process open only while it has puts. A thread that fails (cannot start, dies) fails the puts it
+ * held with a transient error, and no thread is used again: those puts, retried, and all later ones
+ * run on the calling thread.
+ */
+export class LocalPutThread {
+  private readonly lanes: Lane[] = []
+  private nextId = 0
+  private broken = false
+  /** Puts the threads have carried out. */
+  done = 0
+
+  /** `source` is the threads' code (tests hand in one that misbehaves on purpose). */
+  constructor(
+    private readonly source = WORKER_SOURCE,
+    private readonly size = 4,
+  ) {}
+
+  get stopped(): boolean {
+    return this.broken
+  }
+
+  /** Whether put() takes `body` (shared memory, or small enough to copy; none: syncDirs()) and a thread runs. */
+  takes(body?: Uint8Array): boolean {
+    if (this.broken || (body && !(body.buffer instanceof SharedArrayBuffer) && body.byteLength > COPY_LIMIT)) return false
+    try {
+      if (this.lanes.length === 0) this.lanes.push(this.start())
+      return true
+    } catch {
+      // The permission model without --allow-worker, a resource limit: the calling thread writes.
+      this.broken = true
+      return false
+    }
+  }
+
+  /** The least busy thread, or a new one when all are busy and there is room. */
+  private lane(): Lane | undefined {
+    if (this.broken) return undefined
+    let best = this.lanes[0]
+    for (const l of this.lanes) if (l.jobs.size < best!.jobs.size) best = l
+    if ((!best || best.jobs.size > 0) && this.lanes.length < this.size) {
+      try {
+        const l = this.start()
+        this.lanes.push(l)
+        return l
+      } catch {
+        // No room for another thread now: the busy one queues the put.
+      }
+    }
+    return best
+  }
+
+  private start(): Lane {
+    // No flags of the parent (see HashPool.start): the source is CommonJS.
+    const worker = new Worker(this.source, { eval: true, execArgv: [] })
+    const lane: Lane = { worker, jobs: new Map() }
+    worker.on('message', (m: { id: number; ino?: number; st?: { ino: number; size: number; mtimeMs: number }; error?: Record<string, unknown> }) => {
+      const job = lane.jobs.get(m.id)
+      if (!job) return
+      if (m.ino !== undefined) return job.onIno?.(m.ino)
+      lane.jobs.delete(m.id)
+      if (lane.jobs.size === 0) worker.unref()
+      if (m.error) job.reject(revive(m.error))
+      else {
+        this.done++
+        job.resolve(m.st!)
+      }
+    })
+    const die = (why: string): void => {
+      this.broken = true
+      const at = this.lanes.indexOf(lane)
+      if (at >= 0) this.lanes.splice(at, 1)
+      for (const job of lane.jobs.values()) job.reject(new TransientStorageError(job.details, `the file thread stopped (${why}); retried from the calling thread`))
+      lane.jobs.clear()
+    }
+    worker.on('error', (e) => die(e.message))
+    worker.on('exit', (code) => die(`exit code ${code}`))
+    worker.unref()
+    return lane
+  }
+
+  private send(
+    message: Record<string, unknown>,
+    transfer: ArrayBuffer[],
+    job: Omit<Job, 'resolve' | 'reject'>,
+    details: StorageErrorDetails,
+  ): Promise<{ ino: number; size: number; mtimeMs: number }> {
+    const lane = this.lane()
+    if (!lane) return Promise.reject(new TransientStorageError(details, 'the file thread stopped; retried from the calling thread'))
+    return new Promise((resolve, reject) => {
+      const id = this.nextId++
+      lane.jobs.set(id, { ...job, resolve, reject })
+      lane.worker.ref()
+      lane.worker.postMessage({ id, ...message }, transfer)
+    })
+  }
+
+  /** Runs one put of `body` (see takes()). `onIno`: the new file's inode, reported before a create-if-absent links it. */
+  put(p: FilePut, body: Uint8Array, details: StorageErrorDetails, onIno?: (ino: number) => void): Promise<{ ino: number; size: number; mtimeMs: number }> {
+    // Shared memory is read in place; anything else is copied into a buffer of its own, which is
+    // handed over (not body.slice(): on a Buffer that is a view, and the caller's buffer, often
+    // Node's shared pool, would be transferred away).
+    const shared = body.buffer instanceof SharedArrayBuffer
+    const bytes = shared ? body : new Uint8Array(body.byteLength)
+    if (!shared) bytes.set(body)
+    const message = { ...p, buf: bytes.buffer, off: bytes.byteOffset, len: bytes.byteLength }
+    return this.send(message, shared ? [] : [bytes.buffer as ArrayBuffer], { details, ...(onIno ? { onIno } : {}) }, details)
+  }
+
+  /** fsyncs `dirs` in order; a directory that no longer exists is skipped (see LocalStorage.sync). */
+  async syncDirs(dirs: string[], details: StorageErrorDetails): Promise<void> {
+    await this.send({ syncOnly: true, dirs }, [], { details }, details)
+  }
+
+  async close(): Promise<void> {
+    this.broken = true
+    await Promise.all(this.lanes.splice(0).map((l) => l.worker.terminate()))
+  }
+}
+
+/** The errno error the thread met, as fs would have thrown it on the calling thread (mapLocalError reads `code`). */
+function revive(f: Record<string, unknown>): FilePutError {
+  const e = new Error(String(f.message ?? 'file operation failed in the file thread')) as FilePutError & Record<string, unknown>
+  for (const k of ['code', 'errno', 'syscall', 'path', 'dest', 'stage']) if (f[k] !== undefined) e[k] = f[k]
+  return e
+}
+
+let shared: LocalPutThread | undefined
+
+/** The process's file threads, shared by every local storage (they hold no state of theirs). Once stopped, they are not replaced. */
+export function localPutThread(): LocalPutThread {
+  return (shared ??= new LocalPutThread())
+}

@@ -1,0 +1,190 @@
+// The local file thread (src/storage/local-put-thread.ts): puts of bodies in shared memory, and of
+// small ones, run in a worker thread as one message each. Everything here runs on the real file
+// system and checks that the thread keeps every guarantee of the calling thread's path: the exact
+// bytes and mode, create-if-absent and its retries, typed errors, no temp file left, no early exit.
+import { execFileSync, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { StorageError } from '../../src/index.js'
+import { LocalStorage } from '../../src/storage/index.js'
+import { TEMP_MARK } from '../../src/storage/keys.js'
+import { LocalPutThread, WORKER_SOURCE } from '../../src/storage/local-put-thread.js'
+
+const base = mkdtempSync(path.join(tmpdir(), 'taskpoint-filethread-'))
+afterAll(() => rmSync(base, { recursive: true, force: true }))
+const fresh = (): string => mkdtempSync(path.join(base, 'r-'))
+
+/** `n` random bytes in shared memory, as a background commit's chunks are. */
+function shared(n: number): Uint8Array {
+  const b = new Uint8Array(new SharedArrayBuffer(n))
+  b.set(randomBytes(n))
+  return b
+}
+
+function tempFiles(root: string): string[] {
+  const out: string[] = []
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(d, e.name))
+      else if (e.name.includes(TEMP_MARK)) out.push(path.join(d, e.name))
+    }
+  }
+  walk(root)
+  return out
+}
+
+async function failure(p: Promise<unknown>): Promise<StorageError> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  )
+  expect(e).toBeInstanceOf(StorageError)
+  return e as StorageError
+}
+
+/** A storage whose puts go through `thread` (a misbehaving one, in some tests). */
+function withThread(root: string, thread: LocalPutThread): LocalStorage {
+  const s = new LocalStorage(root, { retry: { retries: 2, minTimeoutMs: 1 } })
+  ;(s as { thread: LocalPutThread | undefined }).thread = thread
+  return s
+}
+
+describe.each([
+  ['the file thread', true],
+  ['the calling thread', false],
+] as const)('local puts from %s', (_name, fileThread) => {
+  const open = (root = fresh()): LocalStorage => new LocalStorage(root, { fileThread, retry: { retries: 1, minTimeoutMs: 1 } })
+  const carried = (s: LocalStorage): number => s.thread?.done ?? 0
+
+  it('store the exact bytes with mode 0644 at every size a commit sends, and report the tag head() reads', async () => {
+    const s = open()
+    const bodies: [string, Uint8Array][] = [
+      ['empty', new Uint8Array(0)],
+      ['small', randomBytes(1000)],
+      ['shared-4m', shared(4 << 20)],
+      // A view into a larger ordinary buffer: only its own bytes may be stored.
+      ['view', Buffer.from(randomBytes(300_000)).subarray(1000, 201_000)],
+      ['large-ordinary', randomBytes(2 << 20)],
+    ]
+    for (const [key, body] of bodies) {
+      const info = await s.put(`d/${key}`, body)
+      const file = path.join(s.root, 'd', key)
+      expect(Buffer.compare(readFileSync(file), Buffer.from(body.buffer, body.byteOffset, body.byteLength))).toBe(0)
+      expect(statSync(file).mode & 0o777).toBe(0o644)
+      expect(info.size).toBe(body.byteLength)
+      expect(info.etag).toBe((await s.head(`d/${key}`))!.etag)
+    }
+    // Shared memory, and ordinary bodies up to 256 KiB, go through the thread; a large ordinary body does not.
+    expect(carried(s)).toBe(fileThread ? 4 : 0)
+    expect(tempFiles(s.root)).toEqual([])
+  })
+
+  it('create-if-absent of an existing key is AlreadyExists and leaves the object as it was', async () => {
+    const s = open()
+    await s.put('m/1', shared(1000), { ifAbsent: true })
+    const before = readFileSync(path.join(s.root, 'm', '1'))
+    const e = await failure(s.put('m/1', shared(1000), { ifAbsent: true }))
+    expect(e.code).toBe('AlreadyExists')
+    expect(Buffer.compare(readFileSync(path.join(s.root, 'm', '1')), before)).toBe(0)
+    expect(tempFiles(s.root)).toEqual([])
+  })
+
+  it('names the file system cannot hold are InvalidKey with the same message either way, and leave no temp file', async () => {
+    const s = open()
+    expect((await failure(s.put(`x/${'n'.repeat(300)}`, shared(10)))).code).toBe('InvalidKey')
+    await s.put('a/b', shared(10))
+    const e = await failure(s.put('a', shared(10)))
+    expect(e.code).toBe('InvalidKey')
+    expect(e.message).toMatch(/directory/)
+    expect(tempFiles(s.root)).toEqual([])
+  })
+
+  it('a directory removed since the storage made it (a prune beside us) is made again', async () => {
+    const s = open()
+    await s.put('chunks/ab/1', shared(100))
+    rmSync(path.join(s.root, 'chunks'), { recursive: true })
+    await s.put('chunks/ab/2', shared(100))
+    expect(readFileSync(path.join(s.root, 'chunks', 'ab', '2')).byteLength).toBe(100)
+  })
+
+  it('batch puts then sync(): a directory deleted meanwhile is skipped, the others are synced', async () => {
+    const s = open()
+    await s.put('b/x/1', shared(10), { batch: true })
+    await s.put('b/y/1', shared(10), { batch: true })
+    rmSync(path.join(s.root, 'b', 'y'), { recursive: true })
+    await s.sync()
+    expect(readFileSync(path.join(s.root, 'b', 'x', '1')).byteLength).toBe(10)
+  })
+
+  // A real full file system: a small tmpfs (needs root to mount; named skip otherwise).
+  const tiny = path.join(base, `tiny-${fileThread}`)
+  const mounted = (() => {
+    try {
+      execFileSync('mkdir', ['-p', tiny])
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tiny], { stdio: 'ignore' })
+      return true
+    } catch {
+      return false
+    }
+  })()
+  afterAll(() => {
+    if (mounted) execFileSync('umount', [tiny])
+  })
+  it.skipIf(!mounted)(`a full disk is a NoSpace error, leaves no temp file, and the storage stays usable${mounted ? '' : ' [skipped: cannot mount a tmpfs here]'}`, async () => {
+    const s = open(path.join(tiny, 'store'))
+    const e = await failure(s.put('big', shared(1 << 20)))
+    expect(e.code).toBe('NoSpace')
+    expect(e.message).toContain('big')
+    expect(tempFiles(path.join(tiny, 'store'))).toEqual([])
+    await s.put('small', shared(4))
+    expect(readFileSync(path.join(tiny, 'store', 'small')).byteLength).toBe(4)
+  })
+})
+
+describe('the file thread failing', () => {
+  it('a thread that dies after linking a create-if-absent, before it answers: the retry knows the object for its own, not AlreadyExists', async () => {
+    const dies = WORKER_SOURCE.replace('try { fs.unlinkSync(m.tmp) } catch {}', 'process.exit(3)')
+    expect(dies).not.toBe(WORKER_SOURCE)
+    const thread = new LocalPutThread(dies)
+    const s = withThread(fresh(), thread)
+    const body = shared(5000)
+    const info = await s.put('manifests/1', body, { ifAbsent: true })
+    expect(thread.stopped).toBe(true)
+    expect(info.size).toBe(5000)
+    expect(Buffer.compare(readFileSync(path.join(s.root, 'manifests', '1')), Buffer.from(body))).toBe(0)
+    // Someone else's object at a key is still a conflict on the calling thread's path.
+    expect((await failure(s.put('manifests/1', shared(10), { ifAbsent: true }))).code).toBe('AlreadyExists')
+  })
+
+  it('a thread that dies before writing fails only that attempt: the put is retried on the calling thread, and later puts stay there', async () => {
+    const thread = new LocalPutThread(WORKER_SOURCE.replace("let stage = 'open'", 'process.exit(4)'))
+    const s = withThread(fresh(), thread)
+    const body = shared(3000)
+    await s.put('k', body)
+    expect(Buffer.compare(readFileSync(path.join(s.root, 'k')), Buffer.from(body))).toBe(0)
+    expect(thread.stopped).toBe(true)
+    expect(thread.takes(shared(1))).toBe(false)
+    await s.put('k2', shared(10))
+    expect(thread.done).toBe(0)
+    expect(tempFiles(s.root)).toEqual([])
+  })
+
+  it('holds the process open while it writes, and not once idle (needs npm run build)', () => {
+    const entry = path.resolve('dist/src/storage/local.js')
+    const root = fresh()
+    // No close(): the process must still wait for the put, then exit on its own.
+    const script = `const { LocalStorage } = await import(${JSON.stringify(entry)})
+const s = new LocalStorage(${JSON.stringify(root)})
+const body = new Uint8Array(new SharedArrayBuffer(4 << 20)).fill(7)
+s.put('k', body).then(async () => {
+  const back = await s.get('k')
+  console.log('stored', back.length, back[12345], s.thread.done)
+})`
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 30_000, encoding: 'utf8' })
+    expect(r.stdout.trim()).toBe(`stored ${4 << 20} 7 1`)
+    expect(r.status).toBe(0)
+  })
+})
