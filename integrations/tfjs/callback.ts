@@ -56,10 +56,10 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
   let batchSize: number | undefined
   // A fit loop of tf.Callback subclasses never turns the event loop: without a turn a SIGTERM
   // handler would only run after fit() returns, and a background commit, whose file and network
-  // operations each resume on this thread, would wait for it too. A turn costs the loop about as
-  // much as a tenth of a small batch, so it is taken at every batch only while a commit is under
-  // way, and otherwise once YIELD_MS have passed (a signal is seen within that; fit()'s own
-  // yieldEvery 'auto' waits 125 ms).
+  // operations each resume on this thread, would wait for it too. A turn is not free for the
+  // training loop, so it is taken at every batch only while a commit is under way, and otherwise
+  // once YIELD_MS have passed (a signal is seen within that; fit()'s own yieldEvery 'auto' waits
+  // 125 ms).
   let lastTurn = performance.now()
   const turn = async (): Promise<void> => {
     if (!run.checkpoint.committing && performance.now() - lastTurn < YIELD_MS) return

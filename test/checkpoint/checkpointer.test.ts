@@ -48,7 +48,9 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('Checkpointer on %
       cp.writeAsync(buf, { step: i })
     }
     buf.fill(255) // mutating after writeAsync must not leak into the snapshot
+    expect(cp.committing).toBe(true)
     await cp.flush()
+    expect(cp.committing).toBe(false)
     const list = await cp.list()
     expect(list.length).toBeGreaterThanOrEqual(1)
     expect(list.length).toBeLessThan(20)
@@ -290,9 +292,13 @@ describe('background errors', () => {
     // root ignores permissions; make the chunk directory a file instead so the next put must fail
     await fs.rm(path.join(dir, 'chunks'), { recursive: true })
     await fs.writeFile(path.join(dir, 'chunks'), 'not a directory')
+    expect(cp.committing).toBe(false)
     cp.writeAsync(Buffer.from('will fail'))
+    expect(cp.committing).toBe(true)
     await new Promise((r) => setTimeout(r, 200))
     await expect(cp.flush()).rejects.toThrow()
+    // A commit that failed is no longer under way.
+    expect(cp.committing).toBe(false)
     await expect(cp.flush()).resolves.toBeUndefined()
     process.off('unhandledRejection', onUnhandled)
     expect(unhandled).toEqual([])

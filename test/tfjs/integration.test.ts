@@ -94,3 +94,40 @@ describe('drop-in callback', () => {
     await cp.close()
   })
 })
+
+describe('the event loop during fit', () => {
+  it('turns while no save is committing: a timer that aborts the signal mid-epoch stops training long before the epoch ends', async () => {
+    const { fitWithCheckpoints } = await import('../../integrations/tfjs/index.js')
+    const { PreemptedError } = await import('../../src/index.js')
+    seedRandom(9)
+    const cp = await open()
+    const n = 24_000
+    const x = tf.randomNormal([n, 4])
+    const y = tf.randomNormal([n, 2])
+    const m = model(tf.train.sgd(0.01))
+    const ac = new AbortController()
+    let at: number | undefined
+    // Saves at epoch ends only, so no commit is under way during the batches: only the callback's
+    // own turns let the timer run. Without them it would fire after fit() returned.
+    const fit = fitWithCheckpoints(
+      tf,
+      m,
+      x,
+      y,
+      { epochs: 1, batchSize: 8, verbose: 0 },
+      {
+        checkpoint: cp,
+        signal: ac.signal,
+        onBatch: ({ batch }) => {
+          if (batch === 5) setTimeout(() => (at ??= batch), 0)
+          if (at !== undefined) ac.abort()
+        },
+      },
+    )
+    await expect(fit).rejects.toBeInstanceOf(PreemptedError)
+    const saved = (await cp.readState())!.json as { batch: number }
+    expect(at).toBeDefined()
+    expect(saved.batch).toBeLessThan(n / 8)
+    await cp.close()
+  }, 60_000)
+})
