@@ -11,6 +11,7 @@ import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 export const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const fs = require('node:fs')
+const path = require('node:path')
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
 const plain = (e, stage) => ({ stage, message: String(e && e.message), code: e && e.code, errno: e && e.errno, syscall: e && e.syscall, path: e && e.path, dest: e && e.dest })
 function syncDirs(dirs, skipMissing) {
@@ -38,7 +39,16 @@ parentPort.on('message', (m) => {
   let stage = 'open'
   let st
   try {
-    fd = fs.openSync(m.tmp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+    // A prune beside us may remove the directory (left empty) at any moment: made again here, in
+    // the same message, so the gap a message to the driver and back would leave is not there.
+    for (let i = 0; fd === undefined; i++) {
+      try {
+        fd = fs.openSync(m.tmp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+      } catch (e) {
+        if (e.code !== 'ENOENT' || i >= 9) throw e
+        try { fs.mkdirSync(path.dirname(m.tmp), { recursive: true }) } catch (e2) { if (e2.code !== 'ENOENT') throw e2 }
+      }
+    }
     stage = 'write'
     const view = new Uint8Array(m.buf, m.off, m.len)
     for (let off = 0; off < view.byteLength; ) off += fs.writeSync(fd, view, off, view.byteLength - off)

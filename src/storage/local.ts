@@ -91,10 +91,12 @@ export class LocalStorage implements Storage {
           await fh.close()
         }
         if (options.ifAbsent) {
-          own.push(st.ino)
           // link(2) fails with EEXIST atomically when the target exists: a true create-if-absent.
           try {
             await fs.link(tmp, target)
+            // Only once linked: a temp file removed after a failed link frees its inode number,
+            // which the file system may give to another writer's file at this very key.
+            own.push(st.ino)
           } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
             // Our own link of an earlier attempt (its reply lost): that file is the object.
@@ -130,23 +132,34 @@ export class LocalStorage implements Storage {
     own: number[],
   ): Promise<ObjectInfo> {
     for (let i = 0; ; i++) {
-      await this.ensureDir(dir)
-      const put = {
-        tmp: path.join(dir, tempName()),
-        target,
-        sync: durable,
-        ifAbsent: options.ifAbsent === true,
-        own,
-        dirs: durable && !options.batch ? this.chainOf(dir) : [],
-      }
+      // This attempt's file, as the thread reports it before a create-if-absent links it: should
+      // the thread die after the link, the retry knows the object for its own by that inode.
+      let mine: number | undefined
       try {
-        const st = await thread.put(put, body, { backend: 'local', key, op: 'put' }, (ino) => own.push(ino))
+        await this.ensureDir(dir)
+        const put = {
+          tmp: path.join(dir, tempName()),
+          target,
+          sync: durable,
+          ifAbsent: options.ifAbsent === true,
+          own,
+          dirs: durable && !options.batch ? this.chainOf(dir) : [],
+        }
+        const st = await thread.put(put, body, { backend: 'local', key, op: 'put' }, (ino) => {
+          mine = ino
+          own.push(ino)
+        })
         if (durable && options.batch) this.unsyncedDirs.add(dir)
         options.onProgress?.({ key, loaded: st.size, total: body.byteLength })
         return { key, size: st.size, etag: tagOf(st), lastModified: new Date(st.mtimeMs) }
       } catch (e) {
-        // The directory was removed since it was made (see openTemp): made again, and tried again.
-        if ((e as FilePutError).stage !== 'open' || (e as FilePutError).code !== 'ENOENT' || i >= 9) throw e
+        const { stage, code } = e as FilePutError
+        // The link failed and the thread removed the file: its inode number is free for any other
+        // file, another writer's at this key included, and must not count as ours.
+        if (stage === 'place' && mine !== undefined) own.splice(own.indexOf(mine), 1)
+        // The directory was removed since it was made, by a prune beside us (inside the recursive
+        // mkdir, or before the file was opened in it): made again, and tried again (see openTemp).
+        if (code !== 'ENOENT' || (stage !== 'open' && stage !== undefined) || i >= 9) throw e
         this.knownDirs.delete(dir)
       }
     }

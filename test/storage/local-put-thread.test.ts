@@ -172,6 +172,19 @@ describe('the file thread failing', () => {
     expect(tempFiles(s.root)).toEqual([])
   })
 
+  it('a prune that removes the directory right before the file is created in it: made again in the thread, the put succeeds', async () => {
+    const open = 'fd = fs.openSync(m.tmp, O_WRONLY | O_CREAT | O_EXCL, 0o644)'
+    const pruned = WORKER_SOURCE.replace(open, `if (i < 3) fs.rmSync(path.dirname(m.tmp), { recursive: true, force: true }); ${open}`)
+    expect(pruned).not.toBe(WORKER_SOURCE)
+    const thread = new LocalPutThread(pruned)
+    const s = withThread(fresh(), thread)
+    const body = shared(777)
+    await s.put('chunks/cd/1', body)
+    expect(Buffer.compare(readFileSync(path.join(s.root, 'chunks', 'cd', '1')), Buffer.from(body))).toBe(0)
+    expect(thread.done).toBe(1)
+    await thread.close()
+  })
+
   it('holds the process open while it writes, and not once idle (needs npm run build)', () => {
     const entry = path.resolve('dist/src/storage/local.js')
     const root = fresh()
