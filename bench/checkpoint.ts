@@ -133,9 +133,10 @@ async function asyncBlocked(label: string, cp: Checkpointer, data: Uint8Array, b
 
 /**
  * For information: what one background commit of a small state (the demo model's 1.2 MB) costs a
- * training loop that yields once per 2 ms step. Each file operation of the commit completes in a
- * turn of the event loop, and the loop turns only when the training loop yields: the commit spans
- * as many steps as it has operations one after another, and each of those yields runs its step.
+ * training loop that yields once per 2 ms step. Each operation of the commit that comes back to
+ * this thread (a listing, a put handed to a file thread, a hash) completes in a turn of the event
+ * loop, and the loop turns only when the training loop yields: the commit spans as many steps as it
+ * has such operations one after another, and each of those yields runs its step.
  */
 async function commitTurns(base: string): Promise<void> {
   const cp = await Checkpointer.open(path.join(base, 'turns'), quiet)
@@ -169,7 +170,7 @@ async function commitTurns(base: string): Promise<void> {
   await cp.close()
   await fs.rm(path.join(base, 'turns'), { recursive: true, force: true })
   table.add({
-    what: 'local: a background commit of a 1.2 MB state in a loop that yields once per 2 ms step: steps it spans (one per file operation in a row) and the time spent in those yields (for information)',
+    what: 'local: a background commit of a 1.2 MB state in a loop that yields once per 2 ms step: steps it spans (one per operation in a row that comes back to this thread) and the time spent in those yields (for information)',
     ours: fmtSpread(turns, (x) => `${x.toFixed(0)} steps`),
     baseline: '',
     ratio: fmtSpread(spent, ms),

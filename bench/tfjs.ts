@@ -6,7 +6,7 @@
 //  2. a ~10M-parameter model with Adam state on the local backend: a durable save after a training
 //     step (changed weights: every chunk new) against a raw write+fsync+rename of the same bytes,
 //     the time training is blocked by an async save, and a verified restore into the model.
-//   node dist/bench/tfjs.js [--pairs 10] [--epochs 5] [--reps 5] [--full]   (--full adds tmpfs runs)
+//   node dist/bench/tfjs.js [--pairs 15] [--epochs 5] [--reps 5] [--full]   (--full adds tmpfs runs)
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
 import { spawnSync } from 'node:child_process'
@@ -21,7 +21,7 @@ import { rawWrite } from './raw.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const trainer = path.join(here, '..', 'examples', 'mnist-train.js')
-const PAIRS = numArg('pairs', 10)
+const PAIRS = numArg('pairs', 15)
 const EPOCHS = numArg('epochs', 5)
 const REPS = numArg('reps', 5)
 const EVERY = numArg('every', 50)
