@@ -67,7 +67,7 @@ function overheadRows(): void {
     const callbackOnly: number[] = []
     const flush: number[] = []
     // Triples, the order rotated: the callback alone (no save ever due) splits what the fit pays
-    // into the callback's per-batch work (its bookkeeping and one turn of the event loop per batch)
+    // into the callback's per-batch work (its bookkeeping, and a turn of the event loop at most every 50 ms)
     // and the saves.
     const order: Variant[][] = [
       ['saves', 'none', 'callback'],
@@ -98,7 +98,7 @@ function overheadRows(): void {
       met: saving.mean <= 0.02,
     })
     table.add({
-      what: `of which the callback alone: the same fit with the checkpoint callback but no save due (its per-batch bookkeeping and event-loop turn; ${v.label}, same runs; for information)`,
+      what: `of which the callback alone: the same fit with the checkpoint callback but no save due (its per-batch bookkeeping, and a turn of the event loop at most every 50 ms; ${v.label}, same runs; for information)`,
       ours: fmtSpread(callbackOnly, sec),
       baseline: fmtSpread(none, sec),
       ratio: overheadOf(callbackOnly, none).cell,
