@@ -1,7 +1,11 @@
 // Small things every suite needs.
 import { blake3 } from '@napi-rs/blake-hash'
 import { createHash } from 'node:crypto'
-import type { Storage } from '../../src/index.js'
+import { readdirSync } from 'node:fs'
+import path from 'node:path'
+import { expect } from 'vitest'
+import { StorageError, type Storage } from '../../src/index.js'
+import { TEMP_MARK } from '../../src/storage/keys.js'
 
 export const KiB = 1024
 export const MiB = 1024 * 1024
@@ -47,4 +51,27 @@ export function collectorStrikesDuringManifest(s: Storage, dropped: string, mean
     return out
   }
   return { storage, struck: () => struck }
+}
+
+/** Temp files (TEMP_MARK in the name) anywhere under `root`: what a put must never leave behind. */
+export function tempFiles(root: string): string[] {
+  const out: string[] = []
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(d, e.name))
+      else if (e.name.includes(TEMP_MARK)) out.push(path.join(d, e.name))
+    }
+  }
+  walk(root)
+  return out
+}
+
+/** The StorageError `p` rejects with (fails the test if it resolves or rejects with anything else). */
+export async function failure(p: Promise<unknown>): Promise<StorageError> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  )
+  expect(e).toBeInstanceOf(StorageError)
+  return e as StorageError
 }

@@ -4,13 +4,12 @@
 // bytes and mode, create-if-absent and its retries, typed errors, no temp file left, no early exit.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { StorageError } from '../../src/index.js'
 import { LocalStorage } from '../../src/storage/index.js'
-import { TEMP_MARK } from '../../src/storage/keys.js'
+import { failure, tempFiles } from '../helpers/common.js'
 import { LocalPutThread, WORKER_SOURCE } from '../../src/storage/local-put-thread.js'
 
 const base = mkdtempSync(path.join(tmpdir(), 'taskpoint-filethread-'))
@@ -22,27 +21,6 @@ function shared(n: number): Uint8Array {
   const b = new Uint8Array(new SharedArrayBuffer(n))
   b.set(randomBytes(n))
   return b
-}
-
-function tempFiles(root: string): string[] {
-  const out: string[] = []
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(path.join(d, e.name))
-      else if (e.name.includes(TEMP_MARK)) out.push(path.join(d, e.name))
-    }
-  }
-  walk(root)
-  return out
-}
-
-async function failure(p: Promise<unknown>): Promise<StorageError> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  )
-  expect(e).toBeInstanceOf(StorageError)
-  return e as StorageError
 }
 
 /** A storage whose puts go through `thread` (a misbehaving one, in some tests). */

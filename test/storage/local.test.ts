@@ -1,13 +1,12 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3'
-import { StorageError } from '../../src/index.js'
 import { LocalStorage } from '../../src/storage/index.js'
-import { TEMP_MARK } from '../../src/storage/keys.js'
+import { failure, tempFiles } from '../helpers/common.js'
 import { S3_BUCKET, s3Backend, s3Config } from '../helpers/backends.js'
 
 // Child processes run the compiled driver: `npm run build` first.
@@ -15,27 +14,6 @@ const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..',
 const base = mkdtempSync(path.join(tmpdir(), 'taskpoint-localdrv-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
 const fresh = (): string => mkdtempSync(path.join(base, 'r-'))
-
-function tempFiles(root: string): string[] {
-  const out: string[] = []
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(path.join(d, e.name))
-      else if (e.name.includes(TEMP_MARK)) out.push(path.join(d, e.name))
-    }
-  }
-  walk(root)
-  return out
-}
-
-async function failure(p: Promise<unknown>): Promise<StorageError> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  )
-  expect(e).toBeInstanceOf(StorageError)
-  return e as StorageError
-}
 
 describe('local driver', () => {
   it('sweep() removes the temp file of a writer SIGKILLed in the middle of a large put, and nothing else', async () => {
@@ -147,30 +125,8 @@ describe('local driver', () => {
     60_000,
   )
 
-  // A real full file system: a small tmpfs (needs root to mount; named skip otherwise).
-  const tiny = path.join(base, 'tiny')
-  const mounted = (() => {
-    try {
-      execFileSync('mkdir', ['-p', tiny])
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tiny], { stdio: 'ignore' })
-      return true
-    } catch {
-      return false
-    }
-  })()
-  afterAll(() => {
-    if (mounted) execFileSync('umount', [tiny])
-  })
-  it.skipIf(!mounted)(`a full disk is a NoSpace error, leaves no temp file, and the storage stays usable${mounted ? '' : ' [skipped: cannot mount a tmpfs here]'}`, async () => {
-    const s = new LocalStorage(path.join(tiny, 'store'), { retry: { retries: 1, minTimeoutMs: 1 } })
-    const e = await failure(s.put('big', new Uint8Array(1 << 20)))
-    expect(e.code).toBe('NoSpace')
-    expect(e.message).toMatch(/no space/i)
-    expect(e.message).toContain('big')
-    expect(tempFiles(path.join(tiny, 'store'))).toEqual([])
-    await s.put('small', Buffer.from('fits'))
-    expect(Buffer.from(await s.get('small')).toString()).toBe('fits')
-  })
+  // A full disk (NoSpace, no temp file left, the storage usable after): test/storage/local-put-thread.test.ts,
+  // from both the file thread and the calling thread.
 
   it('names the file system cannot hold are InvalidKey, not Unknown or a raw error', async () => {
     const s = new LocalStorage(fresh())
