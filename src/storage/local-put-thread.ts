@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
+import { WorkerJobs } from './worker-jobs.js'
 
 // Why a thread: a durable put is eight file operations in a row (open, write, fsync, close, rename,
 // then open, fsync and close of each directory up to the root), and each one comes back to the
@@ -30,7 +31,7 @@ parentPort.on('message', (m) => {
   if (m.syncOnly) {
     try {
       syncDirs(m.dirs, true)
-      return parentPort.postMessage({ id: m.id, st: {} })
+      return parentPort.postMessage({ id: m.id, value: {} })
     } catch (e) {
       return parentPort.postMessage({ id: m.id, error: plain(e, 'dirs') })
     }
@@ -57,7 +58,7 @@ parentPort.on('message', (m) => {
     fs.closeSync(fd)
     fd = undefined
     // Before the link: should this thread die after it, the driver still knows the file is its own.
-    if (m.ifAbsent) parentPort.postMessage({ id: m.id, ino: st.ino })
+    if (m.ifAbsent) parentPort.postMessage({ id: m.id, note: st.ino })
     stage = 'place'
     if (m.ifAbsent) {
       try {
@@ -82,7 +83,7 @@ parentPort.on('message', (m) => {
   } catch (e) {
     return parentPort.postMessage({ id: m.id, error: plain(e, 'dirs') })
   }
-  parentPort.postMessage({ id: m.id, st: { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs } })
+  parentPort.postMessage({ id: m.id, value: { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs } })
 })
 `
 
@@ -107,18 +108,14 @@ export interface FilePut {
 /** What the thread reports of a failed put: the errno fields, and the step it failed at. */
 export type FilePutError = Error & { code?: string; stage: 'open' | 'write' | 'place' | 'dirs' }
 
-interface Job {
-  resolve: (st: { ino: number; size: number; mtimeMs: number }) => void
-  reject: (e: unknown) => void
-  onIno?: (ino: number) => void
-  details: StorageErrorDetails
+/** What a put reports of the file it placed. */
+export interface PlacedFile {
+  ino: number
+  size: number
+  mtimeMs: number
 }
 
-/** A worker and the jobs it was handed, by id. */
-interface Lane {
-  worker: Worker
-  jobs: Map<number, Job>
-}
+type Lane = WorkerJobs<PlacedFile>
 
 /**
  * `size` worker threads that write files durably for the local driver: two puts at once wrote a
@@ -130,9 +127,8 @@ interface Lane {
  */
 export class LocalPutThread {
   private readonly lanes: Lane[] = []
-  private nextId = 0
   private broken = false
-  /** Puts the threads have carried out. */
+  /** Requests the threads have carried out (puts, and directory syncs). */
   done = 0
 
   /** `source` is the threads' code (tests hand in one that misbehaves on purpose). */
@@ -164,57 +160,32 @@ export class LocalPutThread {
   private lane(): Lane | undefined {
     if (this.broken) return undefined
     let best = this.lanes[0]
-    for (const l of this.lanes) if (l.jobs.size < best!.jobs.size) best = l
+    for (const l of this.lanes) if (l.size < best!.size) best = l
     return best
   }
 
   private start(): Lane {
     // No flags of the parent (see HashPool.start): the source is CommonJS.
-    const worker = new Worker(this.source, { eval: true, execArgv: [] })
-    const lane: Lane = { worker, jobs: new Map() }
-    worker.on('message', (m: { id: number; ino?: number; st?: { ino: number; size: number; mtimeMs: number }; error?: Record<string, unknown> }) => {
-      const job = lane.jobs.get(m.id)
-      if (!job) return
-      if (m.ino !== undefined) return job.onIno?.(m.ino)
-      lane.jobs.delete(m.id)
-      if (lane.jobs.size === 0) worker.unref()
-      if (m.error) job.reject(revive(m.error))
-      else {
-        this.done++
-        job.resolve(m.st!)
-      }
-    })
-    const die = (why: string): void => {
+    const lane: Lane = new WorkerJobs(new Worker(this.source, { eval: true, execArgv: [] }), 'file thread', revive, () => {
       this.broken = true
       const at = this.lanes.indexOf(lane)
       if (at >= 0) this.lanes.splice(at, 1)
-      for (const job of lane.jobs.values()) job.reject(new TransientStorageError(job.details, `the file thread stopped (${why}); retried from the calling thread`))
-      lane.jobs.clear()
-    }
-    worker.on('error', (e) => die(e.message))
-    worker.on('exit', (code) => die(`exit code ${code}`))
-    worker.unref()
+    })
     return lane
   }
 
-  private send(
-    message: Record<string, unknown>,
-    transfer: ArrayBuffer[],
-    job: Omit<Job, 'resolve' | 'reject'>,
-    details: StorageErrorDetails,
-  ): Promise<{ ino: number; size: number; mtimeMs: number }> {
+  private send(message: Record<string, unknown>, transfer: ArrayBuffer[], details: StorageErrorDetails, onIno?: (ino: number) => void): Promise<PlacedFile> {
     const lane = this.lane()
     if (!lane) return Promise.reject(new TransientStorageError(details, 'the file thread stopped; retried from the calling thread'))
-    return new Promise((resolve, reject) => {
-      const id = this.nextId++
-      lane.jobs.set(id, { ...job, resolve, reject })
-      lane.worker.ref()
-      lane.worker.postMessage({ id, ...message }, transfer)
+    const done = lane.send(message, transfer, { details, ...(onIno ? { onNote: (ino) => onIno(ino as number) } : {}) })
+    return done.then((placed) => {
+      this.done++
+      return placed
     })
   }
 
   /** Runs one put of `body` (see takes()). `onIno`: the new file's inode, reported before a create-if-absent links it. */
-  put(p: FilePut, body: Uint8Array, details: StorageErrorDetails, onIno?: (ino: number) => void): Promise<{ ino: number; size: number; mtimeMs: number }> {
+  put(p: FilePut, body: Uint8Array, details: StorageErrorDetails, onIno?: (ino: number) => void): Promise<PlacedFile> {
     // Shared memory is read in place; anything else is copied into a buffer of its own, which is
     // handed over (not body.slice(): on a Buffer that is a view, and the caller's buffer, often
     // Node's shared pool, would be transferred away).
@@ -222,12 +193,12 @@ export class LocalPutThread {
     const bytes = shared ? body : new Uint8Array(body.byteLength)
     if (!shared) bytes.set(body)
     const message = { ...p, buf: bytes.buffer, off: bytes.byteOffset, len: bytes.byteLength }
-    return this.send(message, shared ? [] : [bytes.buffer as ArrayBuffer], { details, ...(onIno ? { onIno } : {}) }, details)
+    return this.send(message, shared ? [] : [bytes.buffer as ArrayBuffer], details, onIno)
   }
 
   /** fsyncs `dirs` in order; a directory that no longer exists is skipped (see LocalStorage.sync). */
   async syncDirs(dirs: string[], details: StorageErrorDetails): Promise<void> {
-    await this.send({ syncOnly: true, dirs }, [], { details }, details)
+    await this.send({ syncOnly: true, dirs }, [], details)
   }
 
   async close(): Promise<void> {

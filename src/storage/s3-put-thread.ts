@@ -2,6 +2,7 @@ import { type PutObjectCommandInput, type S3ClientConfig, S3ServiceException } f
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
+import { WorkerJobs } from './worker-jobs.js'
 
 // Why a thread: a PutObject of a 8 MiB chunk costs the calling thread ~1 ms of the SDK's middleware
 // and, in the socket writes, a kernel copy of every byte (over TLS, its encryption too): ~18 % of a
@@ -41,7 +42,7 @@ parentPort.on('message', async (m) => {
       cmd.middlewareStack.add(set, { step: 'build', name: 'taskpointPayloadHash', override: true })
     }
     const out = await client.send(cmd, { abortSignal: ac.signal })
-    parentPort.postMessage({ id: m.id, etag: out.ETag })
+    parentPort.postMessage({ id: m.id, value: out.ETag === undefined ? {} : { ETag: out.ETag } })
   } catch (e) {
     parentPort.postMessage({ id: m.id, error: plain(e, 0) })
   } finally {
@@ -52,12 +53,6 @@ parentPort.on('message', async (m) => {
 
 /** What put() sends besides the body: everything PutObject takes but `Body`. */
 export type PutParams = Omit<PutObjectCommandInput, 'Body'>
-
-interface Job {
-  resolve: (out: { ETag?: string }) => void
-  reject: (e: unknown) => void
-  details: StorageErrorDetails
-}
 
 /** A value a thread receives exactly as it is: no functions, no class instances (which arrive as bare objects). */
 export function isPlainData(v: unknown, depth = 0): boolean {
@@ -79,9 +74,7 @@ export function isPlainData(v: unknown, depth = 0): boolean {
  * calling thread.
  */
 export class S3PutThread {
-  private worker: Worker | undefined
-  private readonly pending = new Map<number, Job>()
-  private nextId = 0
+  private thread: WorkerJobs<{ ETag?: string }> | undefined
   private broken = false
   /** Whether this thread has stopped, or could not start: it takes nothing more. */
   get stopped(): boolean {
@@ -89,7 +82,7 @@ export class S3PutThread {
   }
   /** Requests sent and not yet answered by the thread. */
   get inFlight(): number {
-    return this.pending.size
+    return this.thread?.size ?? 0
   }
 
   /** `source` is the thread's code (tests hand in one that misbehaves on purpose). */
@@ -102,7 +95,7 @@ export class S3PutThread {
   takes(body: Uint8Array): boolean {
     if (this.broken || !(body.buffer instanceof SharedArrayBuffer)) return false
     try {
-      this.worker ??= this.start()
+      this.thread ??= this.start()
       return true
     } catch {
       // The permission model without --allow-worker, a resource limit: the calling thread sends.
@@ -111,45 +104,28 @@ export class S3PutThread {
     }
   }
 
-  private start(): Worker {
+  private start(): WorkerJobs<{ ETag?: string }> {
     const sdk = createRequire(import.meta.url).resolve('@aws-sdk/client-s3')
     // No flags of the parent (see HashPool.start): the source is CommonJS.
     const w = new Worker(this.source, { eval: true, execArgv: [], workerData: { sdk, config: this.config } })
-    w.on('message', (m: { id: number; etag?: string; error?: Record<string, unknown> }) => {
-      const job = this.pending.get(m.id)
-      if (!job) return
-      this.pending.delete(m.id)
-      if (this.pending.size === 0) w.unref()
-      if (m.error) job.reject(revive(m.error))
-      else job.resolve(m.etag === undefined ? {} : { ETag: m.etag })
-    })
-    const die = (why: string): void => {
+    const jobs: WorkerJobs<{ ETag?: string }> = new WorkerJobs(w, 'upload thread', revive, () => {
       this.broken = true
-      if (this.worker === w) this.worker = undefined
-      for (const job of this.pending.values()) job.reject(new TransientStorageError(job.details, `the upload thread stopped (${why}); retried from the calling thread`))
-      this.pending.clear()
-    }
-    w.on('error', (e) => die(e.message))
-    w.on('exit', (code) => die(`exit code ${code}`))
-    w.unref()
-    return w
+      if (this.thread === jobs) this.thread = undefined
+    })
+    return jobs
   }
 
   /** Sends one PutObject of `body` (shared memory: see takes()). `payloadHash` is the x-amz-content-sha256 to sign with, if set. */
   put(params: PutParams, body: Uint8Array, payloadHash: string | undefined, signal: AbortSignal, details: StorageErrorDetails): Promise<{ ETag?: string }> {
-    const w = this.worker
-    if (!w) return Promise.reject(new TransientStorageError(details, 'the upload thread stopped; retried from the calling thread'))
+    const thread = this.thread
+    if (!thread) return Promise.reject(new TransientStorageError(details, 'the upload thread stopped; retried from the calling thread'))
     // As the SDK does for a signal aborted before it sends: nothing is sent, nothing is stored.
     if (signal.aborted) return Promise.reject(signal.reason)
-    return new Promise((resolve, reject) => {
-      const id = this.nextId++
-      this.pending.set(id, { resolve, reject, details })
-      w.ref()
-      w.postMessage({ id, params, buf: body.buffer, off: body.byteOffset, len: body.byteLength, payloadHash })
-      // The runner stops waiting for an aborted attempt itself; this stops the request too, and its
-      // reply (an AbortError) settles this promise: it never settles before the thread is done.
-      signal.addEventListener('abort', () => this.worker?.postMessage({ abort: id }), { once: true })
-    })
+    const message = { params, buf: body.buffer, off: body.byteOffset, len: body.byteLength, payloadHash }
+    // The runner stops waiting for an aborted attempt itself; this stops the request too, and its
+    // reply (an AbortError) settles the promise: it never settles before the thread is done.
+    const abortWhenAsked = (id: number): void => signal.addEventListener('abort', () => this.thread?.worker.postMessage({ abort: id }), { once: true })
+    return thread.send(message, [], { details }, abortWhenAsked)
   }
 
   /**
@@ -167,10 +143,10 @@ export class S3PutThread {
   }
 
   async close(): Promise<void> {
-    const w = this.worker
-    this.worker = undefined
+    const thread = this.thread
+    this.thread = undefined
     this.broken = true
-    if (w) await w.terminate()
+    if (thread) await thread.worker.terminate()
   }
 }
 
