@@ -91,9 +91,11 @@ export class Committer {
   }
 
   private async register(): Promise<void> {
-    // A writer hashes its chunks on worker threads: start them while the claim goes out, not on
-    // open (readers hash in place and never need them), and not at the first chunk.
+    // A writer hashes its chunks on worker threads, and the driver may write from threads of its
+    // own: start them while the claim goes out, not on open (readers never need them), and not at
+    // the first chunk, inside the job's loop.
     warmHashing()
+    this.storage.prepareWrites?.()
     // The newest manifest has the highest manifest epoch; markers below it cannot matter.
     const newest = (await recentManifestNames(this.storage)).names.at(-1)
     const markers = await this.markersFrom(newest?.epoch ?? 0)

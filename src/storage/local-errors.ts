@@ -5,6 +5,10 @@ export function mapLocalError(e: unknown, d: StorageErrorDetails): unknown {
   if (e instanceof StorageError) return e
   const code = (e as NodeJS.ErrnoException).code
   const withCause = { ...d, cause: e }
+  // A put under a key that is an object ("a/b" when "a" is a file): mkdir meets the file (EEXIST)
+  // or the open walks through it (ENOTDIR). Neither means the object exists or is missing.
+  if (d.op === 'put' && (code === 'ENOTDIR' || (code === 'EEXIST' && (e as NodeJS.ErrnoException).syscall === 'mkdir')))
+    return new InvalidKeyError(withCause, `a part of the key's path is an object (${code}): on local disk "a" and "a/b" cannot both exist`)
   switch (code) {
     case 'ENOENT':
     case 'ENOTDIR':

@@ -60,6 +60,10 @@ export class LocalStorage implements Storage {
     })
   }
 
+  prepareWrites(): void {
+    this.thread?.takes()
+  }
+
   private pathOf(key: string, op: string): string {
     validateKey(key, 'local', op)
     const p = path.join(this.root, ...key.split('/'))
@@ -136,7 +140,11 @@ export class LocalStorage implements Storage {
       // the thread die after the link, the retry knows the object for its own by that inode.
       let mine: number | undefined
       try {
-        await this.ensureDir(dir)
+        // The root once per instance (directories above it that mkdir makes need fsyncs of their
+        // own, see ensureDir). Below it the thread makes the directory itself when the open finds
+        // none: one message instead of a mkdir round trip first, and the entries it adds are in
+        // the chain of directories the put fsyncs.
+        await this.ensureDir(this.root)
         const put = {
           tmp: path.join(dir, tempName()),
           target,

@@ -80,6 +80,10 @@ export class S3PutThread {
   get stopped(): boolean {
     return this.broken
   }
+  /** Whether the thread has been started (and not found unable to run). */
+  get started(): boolean {
+    return this.thread !== undefined
+  }
   /** Requests sent and not yet answered by the thread. */
   get inFlight(): number {
     return this.thread?.size ?? 0
@@ -93,7 +97,12 @@ export class S3PutThread {
 
   /** Whether put() takes `body`: bytes in shared memory, and a thread that runs. */
   takes(body: Uint8Array): boolean {
-    if (this.broken || !(body.buffer instanceof SharedArrayBuffer)) return false
+    return body.buffer instanceof SharedArrayBuffer && this.prestart()
+  }
+
+  /** Starts the thread unless it runs already; false when it cannot run. */
+  prestart(): boolean {
+    if (this.broken) return false
     try {
       this.thread ??= this.start()
       return true

@@ -156,6 +156,10 @@ export class S3Storage implements Storage {
     }
   }
 
+  prepareWrites(): void {
+    if (!this.customized && !Object.hasOwn(this.client, 'send')) this.putThread?.prestart()
+  }
+
   /** Whether a put of `bytes` goes from the upload thread. */
   private fromThread(bytes: Uint8Array): boolean {
     // An own `send` is a replaced one (a test double, a tracing wrapper): requests must reach it.

@@ -159,6 +159,13 @@ export interface Storage {
    * invisible and expires on its own after a week; simple uploads are atomic).
    */
   sweep?(options?: SweepOptions): Promise<SweepResult>
+  /**
+   * Starts what this driver's writes run on (the local file threads, the S3 upload thread) ahead of
+   * the first write: a writer calls it when it claims the location, so that a job's first
+   * checkpoint, inside its training loop, does not pay for starting them. Best effort: it never
+   * throws, and writes start them anyway when it was not called.
+   */
+  prepareWrites?(): void
   /** Releases sockets; the storage must not be used afterwards. */
   close(): Promise<void>
 }

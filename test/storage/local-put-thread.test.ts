@@ -77,7 +77,16 @@ describe.each([
     const e = await failure(s.put('a', shared(10)))
     expect(e.code).toBe('InvalidKey')
     expect(e.message).toMatch(/directory/)
+    // The other way round: a key under an object. Not NotFound, not AlreadyExists (create-if-absent
+    // was never asked), and the object stays as it was.
+    for (const key of ['a/b/c', 'a/b/c/d/e']) {
+      const under = await failure(s.put(key, shared(10)))
+      expect(under.code).toBe('InvalidKey')
+      expect(under.message).toMatch(/"a" and "a\/b" cannot both exist/)
+    }
+    expect((await s.get('a/b')).byteLength).toBe(10)
     expect(tempFiles(s.root)).toEqual([])
+    if (fileThread) expect(carried(s)).toBeGreaterThan(0)
   })
 
   it('a directory removed since the storage made it (a prune beside us) is made again', async () => {

@@ -9,7 +9,7 @@ import { S3ServiceException } from '@aws-sdk/client-s3'
 import { createHash, randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { StorageError } from '../../src/index.js'
+import { Checkpointer, StorageError } from '../../src/index.js'
 import { S3Storage } from '../../src/storage/s3.js'
 import { S3PutThread } from '../../src/storage/s3-put-thread.js'
 import { allBackends, s3Backend, s3Config, S3_BUCKET } from '../helpers/backends.js'
@@ -312,6 +312,35 @@ describe('the S3 upload thread', () => {
       expect(sends).toBe(1)
       expect(t.sentFromThread).toBe(0)
     } finally {
+      await t.close()
+    }
+  })
+
+  it("a writer's claim starts the thread ahead of its first upload; not for a client the user customized", async () => {
+    // A config of its own: a thread of its own, not one an earlier test started.
+    const own = (): S3Storage => new S3Storage(S3_BUCKET, unique(), { clientConfig: { ...s3Config(proxy.url), maxAttempts: 2 } })
+    const s = own()
+    const cp = await Checkpointer.open(s, { repro: false, onWarning: () => {} })
+    try {
+      expect(s.putThread!.started).toBe(false)
+      await cp.claim()
+      expect(s.putThread!.started).toBe(true)
+      expect(s.sentFromThread).toBe(0) // the claim's own small objects went from the calling thread
+      await cp.write(randomBytes(3 * MiB))
+      expect(s.sentFromThread).toBeGreaterThan(0)
+    } finally {
+      await cp.close()
+      await s.close()
+    }
+    const t = own()
+    const send = t.client.send.bind(t.client)
+    t.client.send = ((...args: Parameters<typeof send>) => send(...args)) as typeof t.client.send
+    const ct = await Checkpointer.open(t, { repro: false, onWarning: () => {} })
+    try {
+      await ct.claim()
+      expect(t.putThread!.started).toBe(false)
+    } finally {
+      await ct.close()
       await t.close()
     }
   })
