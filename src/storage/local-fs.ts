@@ -50,7 +50,53 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-export async function walk(dir: string, dirKey: string, prefix: string, out: ObjectInfo[], startAfter?: string): Promise<void> {
+/** A file a listing found: what ObjectInfo is made of (see listed()). */
+export interface ListedFile {
+  key: string
+  size: number
+  ino: number
+  mtimeMs: number
+}
+
+export function listed(f: ListedFile): ObjectInfo {
+  return { key: f.key, size: f.size, etag: tagOf(f), lastModified: mtimeOf(f.mtimeMs) }
+}
+
+/** A file's mtime as fs.Stats gives it (`mtime` rounds `mtimeMs` to the millisecond; a plain Date would truncate it). */
+export function mtimeOf(mtimeMs: number): Date {
+  return new Date(Math.round(mtimeMs))
+}
+
+/**
+ * Which entries of a directory a listing of `prefix` after `startAfter` visits: 'descend' into a
+ * directory, 'stat' a file, or skip. Self-contained (no imports, no closures): the file thread runs
+ * this very function (see local-put-thread.ts), so both paths list by one rule.
+ */
+export function listStep(
+  name: string,
+  key: string,
+  isDirectory: boolean,
+  isFile: boolean,
+  prefix: string,
+  startAfter: string | undefined,
+  tempMark: string,
+): 'descend' | 'stat' | undefined {
+  if (name.includes(tempMark)) return undefined
+  if (isDirectory) {
+    // Descend only where keys below could still match the prefix and sort after startAfter:
+    // every key below starts with `${key}/`, so when that sorts before startAfter and is not
+    // a prefix of it, all of them do (a listing from a recent key skips older directories unread).
+    const below = `${key}/`
+    const matches = prefix.startsWith(below) || below.startsWith(prefix)
+    const allBefore = startAfter !== undefined && below < startAfter && !startAfter.startsWith(below)
+    return matches && !allBefore ? 'descend' : undefined
+  }
+  // Filtered before the stat: a listing after a recent key costs one readdir, not a stat per file.
+  return isFile && key.startsWith(prefix) && (startAfter === undefined || key > startAfter) ? 'stat' : undefined
+}
+
+/** The calling thread's listing (the file thread runs the same steps with synchronous calls). */
+export async function walk(dir: string, dirKey: string, prefix: string, out: ListedFile[], startAfter?: string): Promise<void> {
   let entries: import('node:fs').Dirent[]
   try {
     entries = await fs.readdir(dir, { withFileTypes: true })
@@ -60,20 +106,12 @@ export async function walk(dir: string, dirKey: string, prefix: string, out: Obj
     throw e
   }
   for (const ent of entries) {
-    if (ent.name.includes(TEMP_MARK)) continue
     const key = dirKey ? `${dirKey}/${ent.name}` : ent.name
-    if (ent.isDirectory()) {
-      // Descend only where keys below could still match the prefix and sort after startAfter:
-      // every key below starts with `${key}/`, so when that sorts before startAfter and is not
-      // a prefix of it, all of them do (a listing from a recent key skips older directories unread).
-      const below = `${key}/`
-      const matches = prefix.startsWith(below) || below.startsWith(prefix)
-      const allBefore = startAfter !== undefined && below < startAfter && !startAfter.startsWith(below)
-      if (matches && !allBefore) await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
-    } else if (ent.isFile() && key.startsWith(prefix) && (startAfter === undefined || key > startAfter)) {
-      // Filtered before the stat: a listing after a recent key costs one readdir, not a stat per file.
+    const step = listStep(ent.name, key, ent.isDirectory(), ent.isFile(), prefix, startAfter, TEMP_MARK)
+    if (step === 'descend') await walk(path.join(dir, ent.name), key, prefix, out, startAfter)
+    else if (step === 'stat') {
       const st = await fs.stat(path.join(dir, ent.name)).catch(() => undefined)
-      if (st) out.push({ key, size: st.size, etag: tagOf(st), lastModified: st.mtime })
+      if (st) out.push({ key, size: st.size, ino: st.ino, mtimeMs: st.mtimeMs })
     }
   }
 }

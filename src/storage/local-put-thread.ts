@@ -1,5 +1,7 @@
 import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
+import { TEMP_MARK } from './keys.js'
+import { type ListedFile, listStep } from './local-fs.js'
 import { WorkerJobs } from './worker-jobs.js'
 
 // Why a thread: a durable put is eight file operations in a row (open, write, fsync, close, rename,
@@ -9,12 +11,35 @@ import { WorkerJobs } from './worker-jobs.js'
 // and ran ~40 callbacks on the training thread. Here one message carries a put: the thread runs
 // the steps with synchronous calls and answers once. What the steps are, and every decision around
 // them (directories, retries, ownership of a create-if-absent, error mapping), stays in the driver.
+//
+// A listing is a message too: on the calling thread it is a readdir per directory and a stat per
+// file, each another trip through the event loop (a commit lists four times).
 export const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const fs = require('node:fs')
 const path = require('node:path')
 const { O_WRONLY, O_CREAT, O_EXCL } = fs.constants
 const plain = (e, stage) => ({ stage, message: String(e && e.message), code: e && e.code, errno: e && e.errno, syscall: e && e.syscall, path: e && e.path, dest: e && e.dest })
+const listStep = ${listStep.toString()}
+function walk(dir, dirKey, prefix, out, startAfter, tempMark) {
+  let entries
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true })
+  } catch (e) {
+    if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return
+    throw e
+  }
+  for (const ent of entries) {
+    const key = dirKey ? dirKey + '/' + ent.name : ent.name
+    const step = listStep(ent.name, key, ent.isDirectory(), ent.isFile(), prefix, startAfter, tempMark)
+    if (step === 'descend') walk(path.join(dir, ent.name), key, prefix, out, startAfter, tempMark)
+    else if (step === 'stat') {
+      let st
+      try { st = fs.statSync(path.join(dir, ent.name)) } catch { continue }
+      out.push({ key, size: st.size, ino: st.ino, mtimeMs: st.mtimeMs })
+    }
+  }
+}
 function syncDirs(dirs, skipMissing) {
   for (const d of dirs) {
     let f
@@ -28,6 +53,15 @@ function syncDirs(dirs, skipMissing) {
   }
 }
 parentPort.on('message', (m) => {
+  if (m.list) {
+    try {
+      const out = []
+      walk(m.dir, m.dirKey, m.prefix, out, m.startAfter, m.tempMark)
+      return parentPort.postMessage({ id: m.id, value: out })
+    } catch (e) {
+      return parentPort.postMessage({ id: m.id, error: plain(e, 'list') })
+    }
+  }
   if (m.syncOnly) {
     try {
       syncDirs(m.dirs, true)
@@ -106,7 +140,7 @@ export interface FilePut {
 }
 
 /** What the thread reports of a failed put: the errno fields, and the step it failed at. */
-export type FilePutError = Error & { code?: string; stage: 'open' | 'write' | 'place' | 'dirs' }
+export type FilePutError = Error & { code?: string; stage: 'open' | 'write' | 'place' | 'dirs' | 'list' }
 
 /** What a put reports of the file it placed. */
 export interface PlacedFile {
@@ -115,7 +149,7 @@ export interface PlacedFile {
   mtimeMs: number
 }
 
-type Lane = WorkerJobs<PlacedFile>
+type Lane = WorkerJobs<unknown>
 
 /**
  * `size` worker threads that write files durably for the local driver: two puts at once wrote a
@@ -174,13 +208,13 @@ export class LocalPutThread {
     return lane
   }
 
-  private send(message: Record<string, unknown>, transfer: ArrayBuffer[], details: StorageErrorDetails, onIno?: (ino: number) => void): Promise<PlacedFile> {
+  private send<R>(message: Record<string, unknown>, transfer: ArrayBuffer[], details: StorageErrorDetails, onIno?: (ino: number) => void): Promise<R> {
     const lane = this.lane()
     if (!lane) return Promise.reject(new TransientStorageError(details, 'the file thread stopped; retried from the calling thread'))
     const done = lane.send(message, transfer, { details, ...(onIno ? { onNote: (ino) => onIno(ino as number) } : {}) })
-    return done.then((placed) => {
+    return done.then((value) => {
       this.done++
-      return placed
+      return value as R
     })
   }
 
@@ -193,12 +227,17 @@ export class LocalPutThread {
     const bytes = shared ? body : new Uint8Array(body.byteLength)
     if (!shared) bytes.set(body)
     const message = { ...p, buf: bytes.buffer, off: bytes.byteOffset, len: bytes.byteLength }
-    return this.send(message, shared ? [] : [bytes.buffer as ArrayBuffer], details, onIno)
+    return this.send<PlacedFile>(message, shared ? [] : [bytes.buffer as ArrayBuffer], details, onIno)
   }
 
   /** fsyncs `dirs` in order; a directory that no longer exists is skipped (see LocalStorage.sync). */
   async syncDirs(dirs: string[], details: StorageErrorDetails): Promise<void> {
     await this.send({ syncOnly: true, dirs }, [], details)
+  }
+
+  /** The files under `dir` (whose key is `dirKey`) that a listing of `prefix` after `startAfter` returns, unsorted (see walk in local-fs.ts). */
+  list(dir: string, dirKey: string, prefix: string, startAfter: string | undefined, details: StorageErrorDetails): Promise<ListedFile[]> {
+    return this.send({ list: true, dir, dirKey, prefix, startAfter, tempMark: TEMP_MARK }, [], details)
   }
 
   async close(): Promise<void> {

@@ -7,7 +7,7 @@ import { defineDriver, type DriverOptionsBase } from './driver.js'
 import { tempName, validateKey, validatePrefix } from './keys.js'
 import { mapLocalError } from './local-errors.js'
 import { localPutThread, type FilePutError, type LocalPutThread } from './local-put-thread.js'
-import { sweepTempFiles, syncDir, tagOf, walk, writeBody } from './local-fs.js'
+import { type ListedFile, listed, mtimeOf, sweepTempFiles, syncDir, tagOf, walk, writeBody } from './local-fs.js'
 import { operationRunner, type Runner } from './retry.js'
 import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
@@ -159,7 +159,7 @@ export class LocalStorage implements Storage {
         })
         if (durable && options.batch) this.unsyncedDirs.add(dir)
         options.onProgress?.({ key, loaded: st.size, total: body.byteLength })
-        return { key, size: st.size, etag: tagOf(st), lastModified: new Date(st.mtimeMs) }
+        return { key, size: st.size, etag: tagOf(st), lastModified: mtimeOf(st.mtimeMs) }
       } catch (e) {
         const { stage, code } = e as FilePutError
         // The link failed and the thread removed the file: its inode number is free for any other
@@ -271,13 +271,15 @@ export class LocalStorage implements Storage {
     const slash = prefix.lastIndexOf('/')
     const baseKey = slash >= 0 ? prefix.slice(0, slash) : ''
     const baseDir = baseKey ? path.join(this.root, ...baseKey.split('/')) : this.root
-    const found: ObjectInfo[] = await this.run('list', prefix || undefined, async () => {
-      const out: ObjectInfo[] = []
+    const thread = this.thread?.takes() ? this.thread : undefined
+    const found = await this.run('list', prefix || undefined, async () => {
+      if (thread && !thread.stopped) return thread.list(baseDir, baseKey, prefix, options.startAfter, { backend: 'local', op: 'list', ...(prefix ? { key: prefix } : {}) })
+      const out: ListedFile[] = []
       await walk(baseDir, baseKey, prefix, out, options.startAfter)
       return out
     })
     found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-    yield* found
+    for (const f of found) yield listed(f)
   }
 
   async delete(key: string): Promise<void> {

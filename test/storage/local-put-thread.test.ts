@@ -4,13 +4,14 @@
 // bytes and mode, create-if-absent and its retries, typed errors, no temp file left, no early exit.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { LocalStorage } from '../../src/storage/index.js'
 import { failure, tempFiles } from '../helpers/common.js'
 import { LocalPutThread, WORKER_SOURCE } from '../../src/storage/local-put-thread.js'
+import { TEMP_MARK } from '../../src/storage/keys.js'
 
 const base = mkdtempSync(path.join(tmpdir(), 'taskpoint-filethread-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
@@ -52,8 +53,8 @@ describe.each([
       const file = path.join(s.root, 'd', key)
       expect(Buffer.compare(readFileSync(file), Buffer.from(body.buffer, body.byteOffset, body.byteLength))).toBe(0)
       expect(statSync(file).mode & 0o777).toBe(0o644)
+      expect(info).toEqual(await s.head(`d/${key}`))
       expect(info.size).toBe(body.byteLength)
-      expect(info.etag).toBe((await s.head(`d/${key}`))!.etag)
     }
     // Shared memory, and ordinary bodies up to 256 KiB, go through the thread; a large ordinary body does not.
     expect(carried(s)).toBe(fileThread ? 4 : 0)
@@ -87,6 +88,33 @@ describe.each([
     expect((await s.get('a/b')).byteLength).toBe(10)
     expect(tempFiles(s.root)).toEqual([])
     if (fileThread) expect(carried(s)).toBeGreaterThan(0)
+  })
+
+  it('list: the same keys, order, sizes and tags from either path, temp files and other prefixes left out', async () => {
+    const s = open()
+    const keys = ['a', 'ab/x', 'ab/y/z', 'ab/y/zz', 'b/1', 'b/2', 'b/10', 'manifests/0001/a', 'manifests/0002/b', 'manifests/0002/c']
+    for (const k of keys) await s.put(k, shared(k.length))
+    // A killed writer's temp file and an empty directory: never listed.
+    writeFileSync(path.join(s.root, 'b', `3${TEMP_MARK}x`), 'partial')
+    mkdirSync(path.join(s.root, 'empty'))
+    const before = carried(s)
+    const list = async (prefix?: string, startAfter?: string): Promise<string[]> => {
+      const out: string[] = []
+      for await (const o of s.list(prefix, startAfter ? { startAfter } : {})) {
+        expect(o.size).toBe(o.key.length)
+        expect(o).toEqual(await s.head(o.key))
+        out.push(o.key)
+      }
+      return out
+    }
+    expect(await list()).toEqual([...keys].sort())
+    expect(await list('a')).toEqual(['a', 'ab/x', 'ab/y/z', 'ab/y/zz'])
+    expect(await list('ab/y/z')).toEqual(['ab/y/z', 'ab/y/zz'])
+    expect(await list('b/')).toEqual(['b/1', 'b/10', 'b/2'])
+    expect(await list('manifests/', 'manifests/0002/b')).toEqual(['manifests/0002/c'])
+    expect(await list('manifests/', 'manifests/0001')).toEqual(['manifests/0001/a', 'manifests/0002/b', 'manifests/0002/c'])
+    expect(await list('nothing/')).toEqual([])
+    expect(carried(s) - before).toBe(fileThread ? 7 : 0)
   })
 
   it('a directory removed since the storage made it (a prune beside us) is made again', async () => {
@@ -132,6 +160,20 @@ describe.each([
 })
 
 describe('the file thread failing', () => {
+  it('a thread that dies in a listing: the listing is retried on the calling thread and complete', async () => {
+    const root = fresh()
+    const writer = new LocalStorage(root, { fileThread: false })
+    for (const k of ['l/a', 'l/b/c', 'l/d']) await writer.put(k, shared(3))
+    const dies = WORKER_SOURCE.replace('const out = []', 'process.exit(5)')
+    expect(dies).not.toBe(WORKER_SOURCE)
+    const thread = new LocalPutThread(dies)
+    const s = withThread(root, thread)
+    const keys: string[] = []
+    for await (const o of s.list('l/')) keys.push(o.key)
+    expect(keys).toEqual(['l/a', 'l/b/c', 'l/d'])
+    expect(thread.stopped).toBe(true)
+  })
+
   it('a thread that dies after linking a create-if-absent, before it answers: the retry knows the object for its own, not AlreadyExists', async () => {
     const dies = WORKER_SOURCE.replace('try { fs.unlinkSync(m.tmp) } catch {}', 'process.exit(3)')
     expect(dies).not.toBe(WORKER_SOURCE)
