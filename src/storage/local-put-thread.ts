@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import { TEMP_MARK } from './keys.js'
 import { type ListedFile, listStep } from './local-fs.js'
+import { startInTurn } from '../worker-starts.js'
 import { WorkerJobs } from './worker-jobs.js'
 
 // Why a thread: a durable put is eight file operations in a row (open, write, fsync, close, rename,
@@ -154,9 +155,9 @@ type Lane = WorkerJobs<unknown>
 /**
  * `size` worker threads that write files durably for the local driver: two puts at once wrote a
  * 256 MiB commit's chunks as fast as four here, and faster than the calling thread's chain of file
- * operations on the libuv pool. All start with the first put (~10 MiB each: a fixed cost, not one
- * that appears in the middle of a training loop); each holds the process open only while it has
- * puts. A thread that fails (cannot start, dies) fails the puts it held with a transient error, and
+ * operations on the libuv pool. All start, one after another, with the first put or at a writer's
+ * claim (~10 MiB each: a fixed cost, not one that appears in the middle of a training loop); each
+ * holds the process open only while it has puts. A thread that fails (cannot start, dies) fails the puts it held with a transient error, and
  * no thread is used again: those puts, retried, and all later ones run on the calling thread.
  */
 export class LocalPutThread {
@@ -180,13 +181,27 @@ export class LocalPutThread {
     if (this.broken || (body && !(body.buffer instanceof SharedArrayBuffer) && body.byteLength > COPY_LIMIT)) return false
     if (this.lanes.length > 0) return true
     try {
-      for (let i = 0; i < this.size; i++) this.lanes.push(this.start())
-      return true
+      this.lanes.push(this.start())
     } catch {
-      // The permission model without --allow-worker, a resource limit: with no thread at all the
-      // calling thread writes; with some, they do.
-      this.broken = this.lanes.length === 0
-      return !this.broken
+      // The permission model without --allow-worker, a resource limit: the calling thread writes.
+      this.broken = true
+      return false
+    }
+    this.prestart()
+    return true
+  }
+
+  /** Starts the threads not running yet, one after another (see worker-starts.ts). */
+  prestart(): void {
+    for (let i = this.lanes.length; i < this.size; i++) {
+      startInTurn(() => {
+        if (this.broken || this.lanes.length >= this.size) return undefined
+        // One that cannot start is left out: with some threads running they carry the puts, with
+        // none the next put finds out and the calling thread writes.
+        const lane = this.start()
+        this.lanes.push(lane)
+        return lane.worker
+      })
     }
   }
 

@@ -61,7 +61,7 @@ export class LocalStorage implements Storage {
   }
 
   prepareWrites(): void {
-    this.thread?.takes()
+    this.thread?.prestart()
   }
 
   private pathOf(key: string, op: string): string {

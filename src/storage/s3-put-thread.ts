@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import { WorkerJobs } from './worker-jobs.js'
+import { startInTurn } from '../worker-starts.js'
 
 // Why a thread: a PutObject of a 8 MiB chunk costs the calling thread ~1 ms of the SDK's middleware
 // and, in the socket writes, a kernel copy of every byte (over TLS, its encryption too): ~18 % of a
@@ -97,11 +98,11 @@ export class S3PutThread {
 
   /** Whether put() takes `body`: bytes in shared memory, and a thread that runs. */
   takes(body: Uint8Array): boolean {
-    return body.buffer instanceof SharedArrayBuffer && this.prestart()
+    return body.buffer instanceof SharedArrayBuffer && this.startNow()
   }
 
-  /** Starts the thread unless it runs already; false when it cannot run. */
-  prestart(): boolean {
+  /** Starts the thread now unless it runs already; false when it cannot run. */
+  private startNow(): boolean {
     if (this.broken) return false
     try {
       this.thread ??= this.start()
@@ -111,6 +112,11 @@ export class S3PutThread {
       this.broken = true
       return false
     }
+  }
+
+  /** Starts the thread ahead of the first upload, after the threads queued before it (see worker-starts.ts). */
+  prestart(): void {
+    startInTurn(() => (this.thread || this.broken ? undefined : this.startNow() ? this.thread!.worker : undefined))
   }
 
   private start(): WorkerJobs<{ ETag?: string }> {
