@@ -176,6 +176,11 @@ export class LocalPutThread {
     return this.broken
   }
 
+  /** Whether some thread has been started (by a put, or a writer's claim) and none has failed. */
+  get running(): boolean {
+    return !this.broken && this.lanes.length > 0
+  }
+
   /** Whether put() takes `body` (shared memory, or small enough to copy; none: syncDirs()) and the threads run. */
   takes(body?: Uint8Array): boolean {
     if (this.broken || (body && !(body.buffer instanceof SharedArrayBuffer) && body.byteLength > COPY_LIMIT)) return false

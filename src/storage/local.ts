@@ -271,7 +271,8 @@ export class LocalStorage implements Storage {
     const slash = prefix.lastIndexOf('/')
     const baseKey = slash >= 0 ? prefix.slice(0, slash) : ''
     const baseDir = baseKey ? path.join(this.root, ...baseKey.split('/')) : this.root
-    const thread = this.thread?.takes() ? this.thread : undefined
+    // Only where a writer started the threads: a reader (the CLI's ls, a restore) starts none.
+    const thread = this.thread?.running ? this.thread : undefined
     const found = await this.run('list', prefix || undefined, async () => {
       if (thread && !thread.stopped) return thread.list(baseDir, baseKey, prefix, options.startAfter, { backend: 'local', op: 'list', ...(prefix ? { key: prefix } : {}) })
       const out: ListedFile[] = []

@@ -160,6 +160,18 @@ describe.each([
 })
 
 describe('the file thread failing', () => {
+  it('a listing starts no thread: a reader lists on the calling thread, a writer in the threads it started', async () => {
+    const thread = new LocalPutThread()
+    const s = withThread(fresh(), thread)
+    for await (const _ of s.list('x/')) expect.unreachable()
+    expect(thread.running).toBe(false)
+    await s.put('y', shared(1))
+    expect(thread.running).toBe(true)
+    for await (const _ of s.list('x/')) expect.unreachable()
+    expect(thread.done).toBe(2)
+    await thread.close()
+  })
+
   it('a thread that dies in a listing: the listing is retried on the calling thread and complete', async () => {
     const root = fresh()
     const writer = new LocalStorage(root, { fileThread: false })
@@ -168,6 +180,7 @@ describe('the file thread failing', () => {
     expect(dies).not.toBe(WORKER_SOURCE)
     const thread = new LocalPutThread(dies)
     const s = withThread(root, thread)
+    await s.put('started', shared(1)) // a writer's: its listings go to the thread
     const keys: string[] = []
     for await (const o of s.list('l/')) keys.push(o.key)
     expect(keys).toEqual(['l/a', 'l/b/c', 'l/d'])
