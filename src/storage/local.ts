@@ -273,11 +273,19 @@ export class LocalStorage implements Storage {
     const baseDir = baseKey ? path.join(this.root, ...baseKey.split('/')) : this.root
     // Only where a writer started the threads: a reader (the CLI's ls, a restore) starts none.
     const thread = this.thread?.running ? this.thread : undefined
-    const found = await this.run('list', prefix || undefined, async () => {
-      if (thread && !thread.stopped) return thread.list(baseDir, baseKey, prefix, options.startAfter, { backend: 'local', op: 'list', ...(prefix ? { key: prefix } : {}) })
+    const here = async (): Promise<ListedFile[]> => {
       const out: ListedFile[] = []
       await walk(baseDir, baseKey, prefix, out, options.startAfter)
       return out
+    }
+    const found = await this.run('list', prefix || undefined, async () => {
+      if (!thread || thread.stopped) return here()
+      // A failure with no errno is the thread's code failing, not the file system (its source
+      // rewritten by a coverage tool, say): this listing runs here instead.
+      return thread.list(baseDir, baseKey, prefix, options.startAfter, { backend: 'local', op: 'list', ...(prefix ? { key: prefix } : {}) }).catch((e: unknown) => {
+        if ((e as FilePutError).code === undefined && (e as FilePutError).stage === 'list') return here()
+        throw e
+      })
     })
     found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     for (const f of found) yield listed(f)

@@ -172,6 +172,36 @@ describe('the file thread failing', () => {
     await thread.close()
   })
 
+  it('a listing whose code fails in the thread (no errno: a rewritten source) runs on the calling thread instead, and a file-system error stays typed', async () => {
+    const root = fresh()
+    const writer = new LocalStorage(root, { fileThread: false })
+    for (const k of ['l/a', 'l/b/c']) await writer.put(k, shared(3))
+    const broken = WORKER_SOURCE.replace('const listStep = ', 'const listStep = () => { throw new TypeError("listStep is not a function") }\nconst original = ')
+    expect(broken).not.toBe(WORKER_SOURCE)
+    const thread = new LocalPutThread(broken)
+    const s = withThread(root, thread)
+    await s.put('started', shared(1))
+    const keys: string[] = []
+    for await (const o of s.list('l/')) keys.push(o.key)
+    expect(keys).toEqual(['l/a', 'l/b/c'])
+    expect(thread.stopped).toBe(false)
+    // An errno from the thread is the file system's answer, typed as from the calling thread.
+    const unreadable = new LocalPutThread(
+      WORKER_SOURCE.replace('const out = []', "const out = []; throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES', syscall: 'scandir' })"),
+    )
+    const t = withThread(root, unreadable)
+    await t.put('started', shared(1))
+    const e = await failure(
+      (async () => {
+        for await (const _ of t.list('l/')) {
+        }
+      })(),
+    )
+    expect(e.code).toBe('AccessDenied')
+    await thread.close()
+    await unreadable.close()
+  })
+
   it('a thread that dies in a listing: the listing is retried on the calling thread and complete', async () => {
     const root = fresh()
     const writer = new LocalStorage(root, { fileThread: false })
