@@ -3,7 +3,9 @@ import type { Worker } from 'node:worker_threads'
 // Why one at a time: starting a thread is ~20-40 ms of CPU (a Node environment of its own). The
 // four that a writer's claim started together (hashing, file threads) took ~40 ms from a training
 // loop running beside them on this 2-core machine, 5 % of a 0.75 s fit; started one at a time they
-// took ~13 ms. So the threads a process starts ahead of need wait here for the one before to be up.
+// took ~3 ms. So the threads a process starts ahead of need wait here for the one before to be
+// online (its environment built, ~27 ms of CPU here). What a thread loads after that still overlaps
+// the next start: the hashing threads' BLAKE3 module (~12 ms), the S3 upload thread's SDK (~77 ms).
 // A thread needed at once (a job waiting for it) is started by its owner directly, not queued.
 
 const queue: Array<() => Worker | undefined> = []

@@ -22,11 +22,17 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // The forks and every process they start take TMPDIR from here, and os.tmpdir() reads it.
   const root = mkdtempSync(path.join(tmpdir(), 'taskpoint-test-run-'))
   process.env.TMPDIR = root
-  const servers = await startTestServers()
+  const servers = await startTestServers().catch((e: unknown) => {
+    rmSync(root, { recursive: true, force: true })
+    throw e
+  })
   project.provide('s3Endpoint', servers.s3!)
   project.provide('gcsEndpoint', servers.gcs!)
   return async () => {
-    await servers.stop()
-    rmSync(root, { recursive: true, force: true })
+    try {
+      await servers.stop()
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+    }
   }
 }

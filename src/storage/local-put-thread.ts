@@ -162,6 +162,8 @@ type Lane = WorkerJobs<unknown>
  */
 export class LocalPutThread {
   private readonly lanes: Lane[] = []
+  /** Threads that have started running their code ('online'). */
+  private online = 0
   private broken = false
   /** Requests the threads have carried out (puts, and directory syncs). */
   done = 0
@@ -176,9 +178,12 @@ export class LocalPutThread {
     return this.broken
   }
 
-  /** Whether some thread has been started (by a put, or a writer's claim) and none has failed. */
+  /**
+   * Whether some thread, started by a put or a writer's claim, is up and none has failed: a listing
+   * sent to one still booting would wait ~25 ms for it, longer than walking on the calling thread.
+   */
   get running(): boolean {
-    return !this.broken && this.lanes.length > 0
+    return !this.broken && this.online > 0
   }
 
   /** Whether put() takes `body` (shared memory, or small enough to copy; none: syncDirs()) and the threads run. */
@@ -225,6 +230,7 @@ export class LocalPutThread {
       const at = this.lanes.indexOf(lane)
       if (at >= 0) this.lanes.splice(at, 1)
     })
+    lane.worker.once('online', () => this.online++)
     return lane
   }
 

@@ -82,7 +82,7 @@ export class LocalStorage implements Storage {
     const thread = body instanceof Uint8Array && this.thread?.takes(body) ? this.thread : undefined
     return this.run('put', key, async () => {
       if (thread && !thread.stopped) return this.putInThread(thread, key, dir, target, body as Uint8Array, options, durable, own)
-      const { fh, tmp } = await this.openTemp(dir)
+      const { fh, tmp } = await this.openTemp(dir, key)
       let size = 0
       let st: Stats
       try {
@@ -144,7 +144,7 @@ export class LocalStorage implements Storage {
         // own, see ensureDir). Below it the thread makes the directory itself when the open finds
         // none: one message instead of a mkdir round trip first, and the entries it adds are in
         // the chain of directories the put fsyncs.
-        await this.ensureDir(this.root)
+        await this.ensureRoot(key)
         const put = {
           tmp: path.join(dir, tempName()),
           target,
@@ -179,12 +179,13 @@ export class LocalStorage implements Storage {
    * A directory removed between mkdir and open (a concurrent delete pruning empty directories)
    * is simply created again.
    */
-  private async openTemp(dir: string): Promise<{ fh: fs.FileHandle; tmp: string }> {
+  private async openTemp(dir: string, key: string): Promise<{ fh: fs.FileHandle; tmp: string }> {
     // A concurrent delete may remove the directory (left empty) between our mkdir and open, or
     // even inside the recursive mkdir: both show as ENOENT and are tried again.
     for (let i = 0; ; i++) {
       const tmp = path.join(dir, tempName())
       try {
+        await this.ensureRoot(key)
         await this.ensureDir(dir)
         return { fh: await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644), tmp }
       } catch (e) {
@@ -208,6 +209,23 @@ export class LocalStorage implements Storage {
     if (created !== undefined && this.durable && !created.startsWith(this.root + path.sep)) await this.syncAbove(created)
     if (this.knownDirs.size >= 4096) this.knownDirs.clear()
     this.knownDirs.add(dir)
+  }
+
+  /**
+   * Makes the root unless this instance has seen it. A file in its place or on its path is the
+   * storage's configuration at fault, not the key's (mapLocalError would blame the key).
+   */
+  private async ensureRoot(key?: string): Promise<void> {
+    try {
+      await this.ensureDir(this.root)
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (code !== 'ENOTDIR' && code !== 'EEXIST') throw e
+      throw new StorageConfigError(
+        { backend: 'local', op: 'put', ...(key !== undefined ? { key } : {}), cause: e },
+        `the storage root ${this.root} is not a directory (${code}: a file is at it or on its path): open the storage on a directory`,
+      )
+    }
   }
 
   /** `dir` and every directory above it up to the root: the entries a new file depends on. */

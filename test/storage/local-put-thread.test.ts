@@ -90,6 +90,18 @@ describe.each([
     if (fileThread) expect(carried(s)).toBeGreaterThan(0)
   })
 
+  it('a root that is a file, or lies under one, is InvalidConfig naming the root, not a bad key (found by a review)', async () => {
+    for (const where of ['is', 'under'] as const) {
+      const file = path.join(fresh(), 'file')
+      writeFileSync(file, 'x')
+      const root = where === 'is' ? file : path.join(file, 'root')
+      const e = await failure(open(root).put('chunks/ab/k', shared(4)))
+      expect(e.code, where).toBe('InvalidConfig')
+      expect(e.message).toContain(`the storage root ${root} is not a directory`)
+      expect(readFileSync(file, 'utf8')).toBe('x')
+    }
+  })
+
   it('list: the same keys, order, sizes and tags from either path, temp files and other prefixes left out', async () => {
     const s = open()
     const keys = ['a', 'ab/x', 'ab/y/z', 'ab/y/zz', 'b/1', 'b/2', 'b/10', 'manifests/0001/a', 'manifests/0002/b', 'manifests/0002/c']
@@ -165,6 +177,12 @@ describe('the file thread failing', () => {
     const s = withThread(fresh(), thread)
     for await (const _ of s.list('x/')) expect.unreachable()
     expect(thread.running).toBe(false)
+    // Started but not yet up: a listing would wait for it to boot, so it runs here.
+    s.prepareWrites()
+    thread.takes()
+    expect(thread.running).toBe(false)
+    for await (const _ of s.list('x/')) expect.unreachable()
+    expect(thread.done).toBe(0)
     await s.put('y', shared(1))
     expect(thread.running).toBe(true)
     for await (const _ of s.list('x/')) expect.unreachable()
