@@ -215,14 +215,14 @@ export class LocalStorage implements Storage {
    * Makes the root unless this instance has seen it. A file in its place or on its path is the
    * storage's configuration at fault, not the key's (mapLocalError would blame the key).
    */
-  private async ensureRoot(key?: string): Promise<void> {
+  private async ensureRoot(key: string): Promise<void> {
     try {
       await this.ensureDir(this.root)
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
       if (code !== 'ENOTDIR' && code !== 'EEXIST') throw e
       throw new StorageConfigError(
-        { backend: 'local', op: 'put', ...(key !== undefined ? { key } : {}), cause: e },
+        { backend: 'local', op: 'put', key, cause: e },
         `the storage root ${this.root} is not a directory (${code}: a file is at it or on its path): open the storage on a directory`,
       )
     }

@@ -116,7 +116,10 @@ export class S3PutThread {
 
   /** Starts the thread ahead of the first upload, after the threads queued before it (see worker-starts.ts). */
   prestart(): void {
-    startInTurn(() => (this.thread || this.broken ? undefined : this.startNow() ? this.thread!.worker : undefined))
+    startInTurn(() => {
+      if (this.thread) return undefined // started on demand meanwhile
+      return this.startNow() ? this.thread!.worker : undefined
+    })
   }
 
   private start(): WorkerJobs<{ ETag?: string }> {

@@ -157,13 +157,18 @@ export class S3Storage implements Storage {
   }
 
   prepareWrites(): void {
-    if (!this.customized && !Object.hasOwn(this.client, 'send')) this.putThread?.prestart()
+    if (this.threadMaySend()) this.putThread?.prestart()
   }
 
   /** Whether a put of `bytes` goes from the upload thread. */
   private fromThread(bytes: Uint8Array): boolean {
+    return this.threadMaySend() && this.putThread?.takes(bytes) === true
+  }
+
+  /** Whether requests may bypass `this.client`: not once the user customized it. */
+  private threadMaySend(): boolean {
     // An own `send` is a replaced one (a test double, a tracing wrapper): requests must reach it.
-    return !this.customized && !Object.hasOwn(this.client, 'send') && this.putThread?.takes(bytes) === true
+    return !this.customized && !Object.hasOwn(this.client, 'send')
   }
 
   private full(key: string, op: string): string {

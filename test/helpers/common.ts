@@ -6,6 +6,7 @@ import path from 'node:path'
 import { expect } from 'vitest'
 import { StorageError, type Storage } from '../../src/index.js'
 import { TEMP_MARK } from '../../src/storage/keys.js'
+import { startInTurn } from '../../src/worker-starts.js'
 
 export const KiB = 1024
 export const MiB = 1024 * 1024
@@ -75,3 +76,12 @@ export async function failure(p: Promise<unknown>): Promise<StorageError> {
   expect(e).toBeInstanceOf(StorageError)
   return e as StorageError
 }
+
+/** Resolves once every thread start queued so far (src/worker-starts.ts) has been made. */
+export const queuedThreadStarts = (): Promise<void> =>
+  new Promise((resolve) =>
+    startInTurn(() => {
+      resolve()
+      return undefined
+    }),
+  )

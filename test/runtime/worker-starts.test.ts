@@ -3,6 +3,7 @@
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startInTurn } from '../../src/worker-starts.js'
+import { queuedThreadStarts } from '../helpers/common.js'
 
 const started: Worker[] = []
 afterEach(async () => {
@@ -14,15 +15,6 @@ function worker(source = 'setInterval(() => {}, 1000)'): Worker {
   started.push(w)
   return w
 }
-
-/** Resolves once every start queued so far has been made. */
-const drained = (): Promise<void> =>
-  new Promise((resolve) =>
-    startInTurn(() => {
-      resolve()
-      return undefined
-    }),
-  )
 
 describe('startInTurn', () => {
   it('starts each thread only once the one before it is running', async () => {
@@ -41,7 +33,7 @@ describe('startInTurn', () => {
     }
     // Only the first has started so far: the queue waits for it.
     expect(seenAtStart).toEqual([[]])
-    await drained()
+    await queuedThreadStarts()
     expect(seenAtStart).toEqual([[], [true], [true, true], [true, true, true]])
     expect(online).toEqual([true, true, true, true])
   })
@@ -64,7 +56,7 @@ describe('startInTurn', () => {
       calls.push('runs')
       return worker()
     })
-    await drained()
+    await queuedThreadStarts()
     expect(calls).toEqual(['throws', 'not needed', 'dies', 'runs'])
   })
 })

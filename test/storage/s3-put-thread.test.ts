@@ -12,19 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Checkpointer, StorageError } from '../../src/index.js'
 import { S3Storage } from '../../src/storage/s3.js'
 import { S3PutThread } from '../../src/storage/s3-put-thread.js'
-import { startInTurn } from '../../src/worker-starts.js'
 import { allBackends, s3Backend, s3Config, S3_BUCKET } from '../helpers/backends.js'
-import { MiB } from '../helpers/common.js'
+import { MiB, queuedThreadStarts } from '../helpers/common.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js'
 
-/** Resolves once every thread start queued so far has been made (see worker-starts.ts). */
-const queuedStarts = (): Promise<void> =>
-  new Promise((resolve) =>
-    startInTurn(() => {
-      resolve()
-      return undefined
-    }),
-  )
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 const unique = (): string => `pt-${randomBytes(4).toString('hex')}`
 
@@ -333,7 +324,7 @@ describe('the S3 upload thread', () => {
     try {
       expect(s.putThread!.started).toBe(false)
       await cp.claim()
-      await queuedStarts()
+      await queuedThreadStarts()
       expect(s.putThread!.started).toBe(true)
       expect(s.sentFromThread).toBe(0) // the claim's own small objects went from the calling thread
       await cp.write(randomBytes(3 * MiB))
@@ -348,7 +339,7 @@ describe('the S3 upload thread', () => {
     const ct = await Checkpointer.open(t, { repro: false, onWarning: () => {} })
     try {
       await ct.claim()
-      await queuedStarts()
+      await queuedThreadStarts()
       expect(t.putThread!.started).toBe(false)
     } finally {
       await ct.close()
