@@ -56,6 +56,8 @@ export class LocalStorage implements Storage {
     this.run = operationRunner({
       backend: 'local',
       retry: options.retry,
+      // File operations draw nothing from Math.random.
+      attemptsUseRandom: false,
       mapError: (e, op, key) => mapLocalError(e, key === undefined ? { backend: 'local', op } : { backend: 'local', key, op }),
     })
   }

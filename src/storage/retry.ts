@@ -49,6 +49,12 @@ export interface RunnerOptions {
    * (a stalled connection, a body that stopped half way). Default: off (local disk).
    */
   stallMs?: number | undefined
+  /**
+   * Does an attempt run code that may draw from Math.random (a cloud SDK)? Then every attempt runs
+   * in the I/O scope (see io-scope.ts). Default true. Retries always run there: their backoff jitter
+   * draws from it.
+   */
+  attemptsUseRandom?: boolean
   mapError: (e: unknown, op: string, key: string | undefined) => unknown
   /** How a key is shown in errors (the driver's full URI). */
   where?: (key: string | undefined) => string | undefined
@@ -56,91 +62,226 @@ export interface RunnerOptions {
 
 export type Runner = <T>(op: string, key: string | undefined, fn: (a: Attempt) => Promise<T>, signal?: AbortSignal) => Promise<T>
 
+// setTimeout takes at most this many ms; a longer delay would fire after 1 ms.
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * The deadlines of one runner's operations, on one timer. They all have the same length, so they
+ * expire in the order the operations started: only the oldest needs a timer. (A timer per
+ * operation cost the training thread more than the rest of a local operation's bookkeeping.)
+ */
+class Deadlines {
+  readonly #live = new Set<{ at: number; expire: () => void }>()
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(readonly ms: number) {}
+
+  watch(expire: () => void): object {
+    const entry = { at: performance.now() + this.ms, expire }
+    this.#live.add(entry)
+    this.#timer ??= this.#arm(entry.at)
+    return entry
+  }
+
+  release(entry: object): void {
+    this.#live.delete(entry as { at: number; expire: () => void })
+    if (this.#live.size === 0 && this.#timer) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
+  }
+
+  #arm(at: number): NodeJS.Timeout {
+    return setTimeout(() => this.#fire(), Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(at - performance.now()))))
+  }
+
+  #fire(): void {
+    this.#timer = undefined
+    const now = performance.now()
+    for (const entry of this.#live) {
+      if (entry.at > now) {
+        this.#timer = this.#arm(entry.at)
+        return
+      }
+      this.#live.delete(entry)
+      entry.expire()
+    }
+  }
+}
+
+/** One call of a runner: how many attempts it has made, and whether it was stopped as a whole. */
+class Operation {
+  attempts = 0
+  stopped: { reason: unknown } | undefined
+  /** Stops the attempt under way, if any. */
+  stopAttempt: ((reason: unknown) => void) | undefined
+  #controller: AbortController | undefined
+
+  /** Aborted when the operation is stopped; made only when a retry's backoff needs one. */
+  get signal(): AbortSignal {
+    this.#controller ??= abortedIf(this.stopped)
+    return this.#controller.signal
+  }
+
+  stop(reason: unknown): void {
+    if (this.stopped) return
+    this.stopped = { reason }
+    this.#controller?.abort(reason)
+    this.stopAttempt?.(reason)
+  }
+}
+
+function abortedIf(stopped: { reason: unknown } | undefined): AbortController {
+  const c = new AbortController()
+  if (stopped) c.abort(stopped.reason)
+  return c
+}
+
 /**
  * Builds a driver's `run(op, key, fn)`: each call is one retried operation whose SDK errors are
  * mapped to StorageErrors (so retry decisions see the mapped, classified error). Every call ends:
  * each attempt is raced against its stall timer and the operation's deadline, so an SDK promise
  * that never settles (a GCS download whose body ended early does exactly that) cannot hang it.
  * A racing attempt that lost is aborted through its signal and its late result ignored.
+ *
+ * The first attempt runs without p-retry, abort controllers or timers of its own (a commit makes
+ * ~15 operations on the thread that trains, and that setup was most of their cost there); an
+ * operation whose first attempt fails transiently goes on under p-retry with the same backoff.
  */
 export function operationRunner(runner: RunnerOptions): Runner {
   const policy = { ...DEFAULT_RETRY, ...runner.retry }
-  return <T>(op: string, key: string | undefined, fn: (a: Attempt) => Promise<T>, signal?: AbortSignal): Promise<T> =>
-    // In the I/O scope: whatever the SDKs draw from Math.random must not come from a seeded
-    // generator that a training loop depends on (see io-scope.ts).
-    runInIoScope(async () => {
+  const deadlines = new Deadlines(policy.deadlineMs)
+
+  const run = async <T>(op: string, key: string | undefined, fn: (a: Attempt) => Promise<T>, signal?: AbortSignal): Promise<T> => {
+    if (signal?.aborted) throw signal.reason
+    const details = (): { backend: StorageBackend; op: string; key?: string } => {
       const shownKey = runner.where ? runner.where(key) : key
-      const details = { backend: runner.backend, op, ...(shownKey !== undefined ? { key: shownKey } : {}) }
-      const overall = new AbortController()
-      let attempts = 0
-      const deadline = setTimeout(
-        () =>
-          overall.abort(
-            new TransientStorageError(
-              details,
-              `did not finish within the operation deadline of ${policy.deadlineMs} ms (${attempts} attempt(s)); try again later or raise retry.deadlineMs`,
-            ),
-          ),
-        policy.deadlineMs,
-      )
-      const onCaller = (): void => overall.abort(signal!.reason)
-      signal?.addEventListener('abort', onCaller, { once: true })
+      return { backend: runner.backend, op, ...(shownKey !== undefined ? { key: shownKey } : {}) }
+    }
+    const o = new Operation()
+    const onCaller = (): void => o.stop(signal!.reason)
+    signal?.addEventListener('abort', onCaller, { once: true })
+    const deadline = deadlines.watch(() =>
+      o.stop(
+        new TransientStorageError(
+          details(),
+          `did not finish within the operation deadline of ${policy.deadlineMs} ms (${o.attempts} attempt(s)); try again later or raise retry.deadlineMs`,
+        ),
+      ),
+    )
+    try {
       try {
-        if (signal?.aborted) throw signal.reason
-        return await pRetry(
+        return await attempt(1)
+      } catch (error) {
+        if (policy.retries < 1 || !isTransient(error) || o.stopped) throw error
+        runner.retry?.onRetry?.({ op, key, attempt: 1, error: error as Error })
+      }
+      // In the I/O scope: the backoff jitter, and whatever an SDK draws, must not come from a
+      // seeded generator that a training loop depends on (see io-scope.ts).
+      return await runInIoScope(() =>
+        pRetry(
           async (n: number) => {
-            attempts = n
-            return attempt(n)
+            // p-retry waits only between its own attempts: the wait after the first is here.
+            if (n === 1) await backoff(firstBackoff())
+            return attempt(n + 1)
           },
           {
-            retries: policy.retries,
-            minTimeout: policy.minTimeoutMs,
+            retries: policy.retries - 1,
+            minTimeout: policy.minTimeoutMs * policy.factor,
             maxTimeout: policy.maxTimeoutMs,
             factor: policy.factor,
             randomize: true,
-            signal: overall.signal,
-            shouldRetry: ({ error }) => isTransient(error) && !overall.signal.aborted,
+            signal: o.signal,
+            shouldRetry: ({ error }) => isTransient(error) && !o.stopped,
             onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
-              if (retriesLeft > 0 && isTransient(error) && !overall.signal.aborted) runner.retry?.onRetry?.({ op, key, attempt: attemptNumber, error })
+              if (retriesLeft > 0 && isTransient(error) && !o.stopped) runner.retry?.onRetry?.({ op, key, attempt: attemptNumber + 1, error })
             },
           },
-        )
-      } finally {
-        clearTimeout(deadline)
-        signal?.removeEventListener('abort', onCaller)
-      }
+        ),
+      )
+    } finally {
+      deadlines.release(deadline)
+      signal?.removeEventListener('abort', onCaller)
+    }
 
-      async function attempt(n: number): Promise<T> {
-        const ac = new AbortController()
-        let stall: NodeJS.Timeout | undefined
-        const arm = (): void => {
-          if (runner.stallMs === undefined || ac.signal.aborted) return
-          clearTimeout(stall)
-          stall = setTimeout(() => ac.abort(new TransientStorageError(details, `no progress for ${runner.stallMs} ms (attempt ${n}): stalled connection or body`)), runner.stallMs)
+    /** Waits `ms`, or until the operation is stopped (then rejects with the reason). */
+    function backoff(ms: number): Promise<void> {
+      if (o.stopped) return Promise.reject(o.stopped.reason)
+      return new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => {
+          o.stopAttempt = undefined
+          resolve()
+        }, ms)
+        o.stopAttempt = (reason) => {
+          clearTimeout(t)
+          reject(reason)
         }
-        const onOverall = (): void => ac.abort(overall.signal.reason)
-        if (overall.signal.aborted) onOverall()
-        else overall.signal.addEventListener('abort', onOverall, { once: true })
-        arm()
-        const aborted = new Promise<never>((_, reject) => {
-          if (ac.signal.aborted) reject(ac.signal.reason)
-          else ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true })
-        })
-        aborted.catch(() => {})
-        const work = Promise.resolve().then(() => fn({ attempt: n, signal: ac.signal, progress: arm }))
-        work.catch(() => {}) // a late failure of an abandoned attempt is not an unhandled rejection
-        try {
-          return await Promise.race([work, aborted])
-        } catch (e) {
-          // Whatever the SDK threw after we aborted it, the reason is ours: a stall, the deadline, or the caller.
-          if (ac.signal.aborted) throw ac.signal.reason
-          throw runner.mapError(e, op, key)
-        } finally {
-          clearTimeout(stall)
-          overall.signal.removeEventListener('abort', onOverall)
-        }
+      })
+    }
+
+    /** p-retry's delay before its second attempt (random factor 1-2, rounded, capped). */
+    function firstBackoff(): number {
+      return Math.min(Math.round((Math.random() + 1) * policy.minTimeoutMs), policy.maxTimeoutMs)
+    }
+
+    async function attempt(n: number): Promise<T> {
+      o.attempts = n
+      if (o.stopped) throw o.stopped.reason
+      let controller: AbortController | undefined
+      let stopped: { reason: unknown } | undefined
+      let lose!: (reason: unknown) => void
+      const lost = new Promise<never>((_, reject) => {
+        lose = reject
+      })
+      lost.catch(() => {})
+      let stall: NodeJS.Timeout | undefined
+      const stop = (reason: unknown): void => {
+        if (stopped) return
+        stopped = { reason }
+        clearTimeout(stall)
+        controller?.abort(reason)
+        lose(reason)
       }
-    })
+      o.stopAttempt = stop
+      const arm = (): void => {
+        if (runner.stallMs === undefined || stopped) return
+        clearTimeout(stall)
+        stall = setTimeout(() => stop(new TransientStorageError(details(), `no progress for ${runner.stallMs} ms (attempt ${n}): stalled connection or body`)), runner.stallMs)
+      }
+      arm()
+      const a: Attempt = {
+        attempt: n,
+        // Made on first use: the local driver never reads it.
+        get signal() {
+          controller ??= abortedIf(stopped)
+          return controller.signal
+        },
+        progress: arm,
+      }
+      let work: Promise<T>
+      try {
+        work = fn(a)
+      } catch (e) {
+        work = Promise.reject(e)
+      }
+      work.catch(() => {}) // a late failure of an abandoned attempt is not an unhandled rejection
+      try {
+        return await Promise.race([work, lost])
+      } catch (e) {
+        // Whatever the SDK threw after we stopped it, the reason is ours: a stall, the deadline, or the caller.
+        if (stopped) throw stopped.reason
+        throw runner.mapError(e, op, key)
+      } finally {
+        clearTimeout(stall)
+        o.stopAttempt = undefined
+      }
+    }
+  }
+
+  if (runner.attemptsUseRandom === false) return run
+  // In the I/O scope: whatever the SDKs draw from Math.random must not come from a seeded
+  // generator that a training loop depends on (see io-scope.ts).
+  return (op, key, fn, signal) => runInIoScope(() => run(op, key, fn, signal))
 }
 
 const TRANSIENT_NET_CODES = new Set([
