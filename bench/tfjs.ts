@@ -38,8 +38,8 @@ interface Fit {
 }
 
 /**
- * `saves`: the callback with `every: { batches: EVERY }` (which also saves at every epoch end, where
- * the next epoch resumes); `callback`: the same callback with no save ever due (`every: { epochs }`
+ * `saves`: the callback with `every: { batches: EVERY }` (after every EVERY-th batch of the run,
+ * and at the end of its last epoch); `callback`: the same callback with no save ever due (`every: { epochs }`
  * past the last epoch); `none`: plain fit.
  */
 type Variant = 'saves' | 'callback' | 'none'
@@ -106,10 +106,13 @@ function overheadRows(): void {
     }
     // What each variant really did: a row that says "no save" must have made none.
     if (callbackSaves.some((n) => n !== 0)) throw new Error(`the callback-alone fits saved (${callbackSaves.join(', ')} checkpoints)`)
+    const batches = EPOCHS * (batchesPerEpoch ?? 0)
+    const due = Math.floor(batches / EVERY) + (batches % EVERY === 0 ? 0 : 1)
+    if (saveCounts.some((n) => n !== due)) throw new Error(`the saving fits made ${saveCounts.join(', ')} checkpoints, not the ${due} their schedule says`)
     const saving = overheadOf(ours, none)
     const saved = spread(saveCounts)
     table.add({
-      what: `fit time, every: { batches: ${EVERY} } (${v.label}; ${saved.min === saved.max ? saved.min : `${saved.min}–${saved.max}`} saves per fit: at batch ${EVERY} of each ${batchesPerEpoch}-batch epoch and at its end) vs the same fit without taskpoint (demo model, ${EPOCHS} epochs, ${PAIRS} runs of each, order rotated)`,
+      what: `fit time, every: { batches: ${EVERY} } (${v.label}; ${saved.min === saved.max ? saved.min : `${saved.min}–${saved.max}`} saves per fit of ${batches} batches: after every ${EVERY}th and at the end) vs the same fit without taskpoint (demo model, ${EPOCHS} epochs, ${PAIRS} runs of each, order rotated)`,
       ours: fmtSpread(ours, sec),
       baseline: fmtSpread(none, sec),
       ratio: saving.cell,

@@ -48,12 +48,21 @@ export function createCheckpointCallback(tf: TF, model: LayersModel, options: Ch
  * epoch's last batch can wait for the epoch end; fitDataset does not. `shuffle`: mirror fit's
  * per-epoch shuffle (false for fitDataset and for the unshuffled remaining-rows fit of a resume).
  */
-export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun, loop: 'fit' | 'dataset', shuffle: boolean): tfType.Callback {
+export function checkpointCallback(
+  tf: TF,
+  _model: LayersModel,
+  run: TrainingRun,
+  loop: 'fit' | 'dataset',
+  shuffle: boolean,
+  /** Epochs of the whole training, where this loop's own `epochs` is not (a resumed partial epoch's loop). */
+  totalEpochs?: number,
+): tfType.Callback {
   const { position, options, preemption } = run
   const every = options.every ?? 'epoch'
   const mirror = loop === 'fit' && shuffle
   let samples: number | undefined
   let batchSize: number | undefined
+  let epochs = totalEpochs
   // A fit loop of tf.Callback subclasses never turns the event loop: without a turn a SIGTERM
   // handler would only run after fit() returns, and a background commit, whose file and network
   // operations each resume on this thread, would wait for it too. A turn is not free for the
@@ -69,9 +78,10 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
 
   class TaskpointCheckpointCallback extends tf.Callback {
     override async onTrainBegin(): Promise<void> {
-      const p = this.params as { samples?: number; batchSize?: number } | undefined
+      const p = this.params as { samples?: number; batchSize?: number; epochs?: number } | undefined
       samples = p?.samples ?? undefined
       batchSize = p?.batchSize ?? undefined
+      epochs = totalEpochs ?? p?.epochs ?? undefined
     }
 
     override async onEpochBegin(epoch: number): Promise<void> {
@@ -93,7 +103,7 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
       // happen, so a preemption there is handled at the epoch end.
       const lastOfEpoch = loop === 'fit' && samples && batchSize ? batch + 1 >= Math.ceil(samples / batchSize) : false
       if (await preemption.atStep(lastOfEpoch)) return
-      if (batchSaveDue(every, position.batch, lastOfEpoch)) await run.save('batch')
+      if (batchSaveDue(every, position.globalStep, lastOfEpoch)) await run.save('batch')
     }
 
     override async onEpochEnd(epoch: number, logs?: tfType.Logs): Promise<void> {
@@ -104,7 +114,7 @@ export function checkpointCallback(tf: TF, _model: LayersModel, run: TrainingRun
       )
       options.onEpoch?.(ended.epoch, ended.means)
       if (await preemption.atEpochEnd()) return
-      if (epochSaveDue(every, ended.epoch)) await run.save('epoch')
+      if (epochSaveDue(every, ended.epoch, position.globalStep, epochs !== undefined && ended.epoch + 1 >= epochs)) await run.save('epoch')
     }
   }
   return new TaskpointCheckpointCallback()

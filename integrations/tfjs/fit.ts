@@ -106,7 +106,7 @@ export async function fitWithCheckpoints(
         const ry = gatherRows(tf, trainY, idx)
         position.resumeInsideEpoch(true)
         // Its rows are already in order: no shuffle to mirror, and user callbacks are not run.
-        const cb = checkpointCallback(tf, model, run, 'fit', false)
+        const cb = checkpointCallback(tf, model, run, 'fit', false, args.epochs ?? 1)
         try {
           await model.fit(rx, ry, { ...fitArgs, epochs: 1, initialEpoch: 0, shuffle: false, callbacks: [cb] })
         } finally {
@@ -120,7 +120,7 @@ export async function fitWithCheckpoints(
     if (shuffle && startEpoch > 0) run.shuffle.resumeFromSaved()
     const epochs = args.epochs ?? 1
     if (startEpoch < epochs) {
-      const cb = checkpointCallback(tf, model, run, 'fit', shuffle)
+      const cb = checkpointCallback(tf, model, run, 'fit', shuffle, epochs)
       await model.fit(trainX, trainY, { ...fitArgs, initialEpoch: startEpoch, callbacks: [...userCallbacks, cb] as never })
     }
     return await finish(run, result, started)
@@ -148,7 +148,7 @@ export async function fitDatasetWithCheckpoints<T extends tfType.TensorContainer
   const rng = currentRandom()
   const savedRng = restored?.saved.rng
   const userCallbacks = callbacksOf(args)
-  const cb = checkpointCallback(tf, model, run, 'dataset', false)
+  const cb = checkpointCallback(tf, model, run, 'dataset', false, args.epochs)
   const skipBatches = async (it: { next(): Promise<{ done?: boolean; value: unknown }> }, n: number): Promise<void> => {
     for (let i = 0; i < n; i++) {
       const r = await it.next()

@@ -1,6 +1,10 @@
 import type { Checkpointer } from '../../src/checkpoint/checkpointer.js'
 
-/** When to save. Default: at the end of every epoch. */
+/**
+ * When to save. `'epoch'`: at every epoch end; `{ epochs: n }`: at the end of every n-th epoch;
+ * `{ batches: n }`: after every n-th batch of the run (counted across epochs and resumes) and at
+ * the end of the last epoch.
+ */
 export type SaveEvery = 'epoch' | { epochs: number } | { batches: number }
 
 /** Why a checkpoint was made: a scheduled epoch or batch save, or the last save before a preemption stop. */
@@ -31,13 +35,23 @@ export interface CheckpointCallbackOptions {
   onEpoch?: (epoch: number, logs: Record<string, number>) => void
 }
 
-/** A scheduled save after `batch` batches of the epoch? Never on its last batch: the epoch end saves there. */
-export function batchSaveDue(every: SaveEvery, batch: number, lastOfEpoch: boolean): boolean {
-  return typeof every === 'object' && 'batches' in every && batch % every.batches === 0 && !lastOfEpoch
+/**
+ * A scheduled save after the run's `step`-th batch? `{ batches: n }` saves after every n-th batch of
+ * the whole run, counted across epochs and resumes (Keras' integer `save_freq` counts the same way),
+ * except on an epoch's last batch: that save waits for the epoch end, where the position is the
+ * next epoch's start.
+ */
+export function batchSaveDue(every: SaveEvery, step: number, lastOfEpoch: boolean): boolean {
+  return typeof every === 'object' && 'batches' in every && step % every.batches === 0 && !lastOfEpoch
 }
 
-/** A scheduled save at the end of `epoch`? With batch-level saves, every epoch end is one: it is where the next epoch resumes. */
-export function epochSaveDue(every: SaveEvery, epoch: number): boolean {
-  const n = every === 'epoch' ? 1 : 'epochs' in every ? every.epochs : 0
-  return n === 0 || (epoch + 1) % n === 0
+/**
+ * A scheduled save at the end of `epoch`, after `step` batches of the run? Epoch schedules: every
+ * n-th epoch. Batch schedules: when the epoch's last batch was due, and at the end of the last
+ * epoch, so that a finished fit's newest checkpoint is its final state.
+ */
+export function epochSaveDue(every: SaveEvery, epoch: number, step: number, lastEpoch: boolean): boolean {
+  if (typeof every === 'object' && 'batches' in every) return step % every.batches === 0 || lastEpoch
+  const n = every === 'epoch' ? 1 : every.epochs
+  return (epoch + 1) % n === 0
 }

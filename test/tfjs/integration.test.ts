@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Checkpointer } from '../../src/index.js'
-import { TfStateError, Xoshiro128, createCheckpointCallback, resume, seedRandom } from '../../integrations/tfjs/index.js'
+import { TfStateError, Xoshiro128, createCheckpointCallback, fitWithCheckpoints, resume, seedRandom, type SaveKind } from '../../integrations/tfjs/index.js'
 import { drawsProducing, fisherYates } from '../../integrations/tfjs/shuffle.js'
 
 const quiet = { repro: false as const, onWarning: () => {} }
@@ -91,6 +91,81 @@ describe('drop-in callback', () => {
     const m = model(tf.train.adamax(0.01))
     const cb = createCheckpointCallback(tf, m, { checkpoint: cp, sync: true })
     await expect(m.fit(tf.ones([4, 4]), tf.ones([4, 2]), { epochs: 1, verbose: 0, callbacks: [cb] })).rejects.toBeInstanceOf(TfStateError)
+    await cp.close()
+  })
+})
+
+describe('save schedule', () => {
+  // 32 rows in batches of 8: 4 batches per epoch, 3 epochs, 12 steps.
+  const data = (): [tf.Tensor, tf.Tensor] => [tf.randomNormal([32, 4]), tf.randomNormal([32, 2])]
+  type Save = [SaveKind, number]
+
+  it('{ batches: n } saves after every n-th batch of the run, across epochs, and at the end of the last epoch', async () => {
+    seedRandom(6)
+    const [x, y] = data()
+    for (const [n, want] of [
+      // Step 12 is no multiple of 5: the end of the last epoch saves it.
+      [
+        5,
+        [
+          ['batch', 5],
+          ['batch', 10],
+          ['epoch', 12],
+        ],
+      ],
+      // Steps that end an epoch save at that epoch's end, once.
+      [
+        4,
+        [
+          ['epoch', 4],
+          ['epoch', 8],
+          ['epoch', 12],
+        ],
+      ],
+      // Longer than the run: only its end.
+      [100, [['epoch', 12]]],
+    ] as [number, Save[]][]) {
+      const cp = await open()
+      const m = model(tf.train.sgd(0.1))
+      const saves: Save[] = []
+      const cb = createCheckpointCallback(tf, m, { checkpoint: cp, sync: true, every: { batches: n }, onSave: (s) => saves.push([s.kind, s.step]) })
+      await m.fit(x, y, { epochs: 3, batchSize: 8, verbose: 0, callbacks: [cb] })
+      expect(saves, `every ${n} batches`).toEqual(want)
+      await cp.close()
+    }
+  })
+
+  it('a resumed run keeps counting from the saved step, inside the interrupted epoch too', async () => {
+    seedRandom(7)
+    const [x, y] = data()
+    const cp = await open()
+    const stop = new AbortController()
+    const first: Save[] = []
+    const args = { epochs: 3, batchSize: 8, verbose: 0 as const }
+    await expect(
+      fitWithCheckpoints(tf, model(tf.train.sgd(0.1)), x, y, args, {
+        checkpoint: cp,
+        every: { batches: 3 },
+        signal: stop.signal,
+        onSave: (s) => first.push([s.kind, s.step]),
+        onBatch: (b) => {
+          if (b.step === 5) stop.abort()
+        },
+      }),
+    ).rejects.toThrow()
+    expect(first).toEqual([
+      ['batch', 3],
+      ['preempt', 5],
+    ])
+    const second: Save[] = []
+    const r = await fitWithCheckpoints(tf, model(tf.train.sgd(0.1)), x, y, args, { checkpoint: cp, every: { batches: 3 }, onSave: (s) => second.push([s.kind, s.step]) })
+    expect(r.resumedFrom).toEqual({ epoch: 1, batch: 1, step: 5 })
+    // Steps 6-8 finish epoch 1 in a loop of their own; the end of that loop is not the end of training.
+    expect(second).toEqual([
+      ['batch', 6],
+      ['batch', 9],
+      ['epoch', 12],
+    ])
     await cp.close()
   })
 })
