@@ -76,6 +76,7 @@ export class Checkpointer {
       concurrency: this.o.concurrency,
       packFilesUpTo,
       onWarning: (m) => this.warn(m),
+      manifests: this.cache,
       ...(options.attempt !== undefined ? { attempt: options.attempt } : {}),
       ...(options.locks ? { locks: options.locks } : {}),
       ...(options.gc?.sweepAfterMs !== undefined ? { sweepAfterMs: options.gc.sweepAfterMs } : {}),

@@ -20,7 +20,7 @@ import { uploadChunks, type UploadStats } from './commit.js'
 import { warmHashing } from './hash.js'
 import { ChunkLedger } from './ledger.js'
 import { acquireShared, type LockOptions } from './locks.js'
-import { infoOf } from './reader.js'
+import { infoOf, type ManifestCache } from './reader.js'
 import { recentManifestNames, writeHint } from './recent.js'
 import { reproInfo } from './repro.js'
 import { packState, snapshotSize, type Snapshot } from './snapshot.js'
@@ -49,6 +49,8 @@ export interface CommitterOptions {
   repro?: boolean | Record<string, unknown>
   onProgress?: (p: CheckpointProgress) => void
   onWarning: (message: string) => void
+  /** Manifests this writer commits are remembered here (retention after a commit reads them). */
+  manifests?: ManifestCache
 }
 
 /**
@@ -215,7 +217,8 @@ export class Committer {
         }
         const m = await this.manifest(snap, names, step, files, packs, arrays)
         const key = manifestKey(m)
-        await this.storage.put(key, encodeManifest(m), { ifAbsent: true })
+        const encoded = encodeManifest(m)
+        await this.storage.put(key, encoded, { ifAbsent: true })
         if ((await lock.check()) !== undefined) {
           // The lock was lost while the manifest went out: a collector may be deleting chunks it
           // references. Once no collector runs (a new shared lock), everything is stored again.
@@ -246,6 +249,7 @@ export class Committer {
           }
         }
         this.ledger.committed(chunksOf(m), key)
+        this.o.manifests?.remember(key, encoded)
         this.lastSeq = m.seq
         // Readers find this commit from here without listing the history (see recent.ts).
         await writeHint(this.storage, key).catch((e: unknown) =>

@@ -51,6 +51,17 @@ export class ManifestCache {
     return p
   }
 
+  /**
+   * A manifest this process just stored, as `bytes`: later gets decode those instead of reading it
+   * back (as they would after a first read), so retention right after a commit costs no read.
+   */
+  remember(key: string, bytes: Uint8Array): void {
+    if (this.byKey.has(key)) return
+    const p = Promise.resolve().then(() => decodeManifest(key, bytes))
+    p.catch(() => this.byKey.delete(key))
+    this.byKey.set(key, p)
+  }
+
   forget(key: string): void {
     this.byKey.delete(key)
   }

@@ -67,8 +67,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * The deadlines of one runner's operations, on one timer. They all have the same length, so they
- * expire in the order the operations started: only the oldest needs a timer. (A timer per
- * operation cost the training thread more than the rest of a local operation's bookkeeping.)
+ * expire in the order the operations started: the timer only needs to fire by the oldest one's.
+ * It is not cleared between operations (one after another would each set and clear one, which
+ * cost the training thread more than the rest of a local operation's bookkeeping): while no
+ * operation runs it is unref'd, and firing early only re-arms it.
  */
 class Deadlines {
   readonly #live = new Set<{ at: number; expire: () => void }>()
@@ -79,16 +81,15 @@ class Deadlines {
   watch(expire: () => void): object {
     const entry = { at: performance.now() + this.ms, expire }
     this.#live.add(entry)
-    this.#timer ??= this.#arm(entry.at)
+    // An armed timer fires by this entry's deadline: every entry before it expires earlier.
+    if (this.#timer) this.#timer.ref()
+    else this.#timer = this.#arm(entry.at)
     return entry
   }
 
   release(entry: object): void {
     this.#live.delete(entry as { at: number; expire: () => void })
-    if (this.#live.size === 0 && this.#timer) {
-      clearTimeout(this.#timer)
-      this.#timer = undefined
-    }
+    if (this.#live.size === 0) this.#timer?.unref()
   }
 
   #arm(at: number): NodeJS.Timeout {

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
-import { Checkpointer, FencedError, type Storage } from '../../src/index.js'
+import { Checkpointer, FencedError, latest, type Storage } from '../../src/index.js'
 import { compareNames, listingStartFor, manifestKey, parseManifestKey, type ManifestName } from '../../src/format/manifest.js'
 import { HINT_KEY, readHint } from '../../src/checkpoint/recent.js'
 import { plantChunk, plantHistory, plantManifest } from '../../bench/plant.js'
@@ -149,6 +149,27 @@ describe.each(allBackends().map((b) => [b.name, b] as const))('history on %s', (
     expect(large).toEqual(small)
     // Each operation lists a handful of objects (markers, locks), never the history.
     for (const n of large) expect(n).toBeLessThan(10)
+  })
+
+  it('retention after a commit reads back no manifest it just wrote, and keeps what the policy says', async () => {
+    const inner = await backend.open()
+    let manifestGets = 0
+    const storage = Object.create(inner) as Storage
+    storage.get = (key, o) => {
+      if (key.startsWith('manifests/')) manifestGets++
+      return inner.get(key, o)
+    }
+    const cp = await Checkpointer.open(storage, { ...quiet, keep: latest(2) })
+    const infos = []
+    for (let i = 0; i < 4; i++) infos.push(await cp.write(Buffer.from(`step ${i}`)))
+    expect(manifestGets).toBe(0)
+    expect((await cp.list()).map((c) => c.id)).toEqual(infos.slice(2).map((c) => c.id))
+    expect(text(await cp.read())).toBe('step 3')
+    await cp.close()
+    // A new process reads them from the store.
+    const other = await Checkpointer.open(inner, quiet)
+    expect((await other.list()).map((c) => c.step)).toEqual([2, 3])
+    await inner.close()
   })
 
   it('a stale, forged or garbled hint never hides the newest checkpoint', async () => {

@@ -132,7 +132,7 @@ describe('operation runner', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(110)
   })
 
-  it('leaves no timer behind once its operations have ended', async () => {
+  it('holds the process open by no timer once its operations have ended', async () => {
     const { run } = runner({ deadlineMs: 60_000 })
     const before = timers()
     const ops = Array.from({ length: 5 }, (_, i) => run('put', `k${i}`, () => new Promise((r) => setTimeout(() => r(i), 5 * i))))
