@@ -1,8 +1,8 @@
 import type * as tfType from '@tensorflow/tfjs'
 import { maybeContext } from '../../src/runtime/context.js'
 import { currentRandom } from '../../src/runtime/random.js'
-import { batchSaveDue, epochSaveDue, type CheckpointCallbackOptions } from './options.js'
-import { createRun, type TrainingRun } from './run.js'
+import { batchSaveDue, epochSaveDue, finalSaveDue, type CheckpointCallbackOptions } from './options.js'
+import { createRun, type Restored, type TrainingRun } from './run.js'
 import { TfStateError, type LayersModel, type TF } from './state.js'
 
 // The tfjs side of checkpointing: turns fit's callback events into calls on the run's position,
@@ -40,7 +40,17 @@ function numbers(logs: tfType.Logs | undefined, want: (key: string) => boolean):
 export function createCheckpointCallback(tf: TF, model: LayersModel, options: CheckpointCallbackOptions): tfType.Callback {
   const cp = options.checkpoint ?? maybeContext()?.checkpoint
   if (!cp) throw new TfStateError('createCheckpointCallback: pass { checkpoint } or run inside a task (currentContext().checkpoint)')
-  return checkpointCallback(tf, model, createRun(tf, model, cp, options), 'fit', options.shuffle ?? true)
+  return checkpointCallback(tf, model, createRun(tf, model, cp, options, epochStartOf(options.from)), 'fit', options.shuffle ?? true)
+}
+
+/**
+ * Where a drop-in callback goes on from: the restored checkpoint's epoch, from its start (the user's
+ * fit restarts that epoch), with its steps and history. Steps never go back, even where the epoch's
+ * first batches are trained again.
+ */
+function epochStartOf(from: Restored | undefined): Restored | undefined {
+  if (!from || from.saved.batch === 0) return from
+  return { ...from, saved: { ...from.saved, batch: 0, acc: { sums: {}, samples: 0 } } }
 }
 
 /**
@@ -50,7 +60,7 @@ export function createCheckpointCallback(tf: TF, model: LayersModel, options: Ch
  */
 export function checkpointCallback(
   tf: TF,
-  _model: LayersModel,
+  model: LayersModel,
   run: TrainingRun,
   loop: 'fit' | 'dataset',
   shuffle: boolean,
@@ -63,6 +73,8 @@ export function checkpointCallback(
   let samples: number | undefined
   let batchSize: number | undefined
   let epochs = totalEpochs
+  // fitDataset's batches per epoch, when given (batchesPerEpoch); else an epoch ends unannounced.
+  let steps: number | undefined
   // A fit loop of tf.Callback subclasses never turns the event loop: without a turn a SIGTERM
   // handler would only run after fit() returns, and a background commit, whose file and network
   // operations each resume on this thread, would wait for it too. A turn is not free for the
@@ -78,10 +90,11 @@ export function checkpointCallback(
 
   class TaskpointCheckpointCallback extends tf.Callback {
     override async onTrainBegin(): Promise<void> {
-      const p = this.params as { samples?: number; batchSize?: number; epochs?: number } | undefined
+      const p = this.params as { samples?: number; batchSize?: number; epochs?: number; steps?: number } | undefined
       samples = p?.samples ?? undefined
       batchSize = p?.batchSize ?? undefined
       epochs = totalEpochs ?? p?.epochs ?? undefined
+      steps = p?.steps ?? undefined
     }
 
     override async onEpochBegin(epoch: number): Promise<void> {
@@ -103,7 +116,10 @@ export function checkpointCallback(
       // happen, so a preemption there is handled at the epoch end.
       const lastOfEpoch = loop === 'fit' && samples && batchSize ? batch + 1 >= Math.ceil(samples / batchSize) : false
       if (await preemption.atStep(lastOfEpoch)) return
-      if (batchSaveDue(every, position.globalStep, lastOfEpoch)) await run.save('batch')
+      // A save due on an epoch's last batch is made at its end. A dataset of unknown length cannot
+      // tell its last batch: there both are made.
+      const endsEpoch = lastOfEpoch || (loop === 'dataset' && steps !== undefined && batch + 1 >= steps)
+      if (batchSaveDue(every, position.globalStep, endsEpoch)) await run.save('batch')
     }
 
     override async onEpochEnd(epoch: number, logs?: tfType.Logs): Promise<void> {
@@ -114,7 +130,15 @@ export function checkpointCallback(
       )
       options.onEpoch?.(ended.epoch, ended.means)
       if (await preemption.atEpochEnd()) return
-      if (epochSaveDue(every, ended.epoch, position.globalStep, epochs !== undefined && ended.epoch + 1 >= epochs)) await run.save('epoch')
+      if (epochSaveDue(every, ended.epoch, position.globalStep)) await run.save('epoch')
+    }
+
+    override async onTrainEnd(): Promise<void> {
+      if (preemption.stopped) return
+      // The end of training: its last epoch done, or stopped early (EarlyStopping). The end of a
+      // resumed partial epoch's own loop is neither.
+      const ended = (epochs !== undefined && position.epoch >= epochs) || model.stopTraining === true
+      if (ended && finalSaveDue(every, position.globalStep, run.lastSavedStep)) await run.save('epoch')
     }
   }
   return new TaskpointCheckpointCallback()

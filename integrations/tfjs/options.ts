@@ -1,9 +1,10 @@
 import type { Checkpointer } from '../../src/checkpoint/checkpointer.js'
+import type { Restored } from './run.js'
 
 /**
  * When to save. `'epoch'`: at every epoch end; `{ epochs: n }`: at the end of every n-th epoch;
- * `{ batches: n }`: after every n-th batch of the run (counted across epochs and resumes) and at
- * the end of the last epoch.
+ * `{ batches: n }`: after every n-th batch of the run (counted across epochs and resumes) and when
+ * training ends (its last epoch, or stopped early).
  */
 export type SaveEvery = 'epoch' | { epochs: number } | { batches: number }
 
@@ -33,6 +34,12 @@ export interface CheckpointCallbackOptions {
   onBatch?: (e: { epoch: number; batch: number; step: number }) => void | Promise<void>
   /** Called at each epoch end with the epoch's mean logs (loss, metrics, val_*). */
   onEpoch?: (epoch: number, logs: Record<string, number>) => void
+  /**
+   * `createCheckpointCallback` only: what `resume()` returned, so that steps, history and the save
+   * schedule go on from it (the fit wrappers resume by themselves). Your fit restarts the saved
+   * epoch from its start (`initialEpoch`), whatever batch the checkpoint was saved at.
+   */
+  from?: Restored
 }
 
 /**
@@ -47,11 +54,20 @@ export function batchSaveDue(every: SaveEvery, step: number, lastOfEpoch: boolea
 
 /**
  * A scheduled save at the end of `epoch`, after `step` batches of the run? Epoch schedules: every
- * n-th epoch. Batch schedules: when the epoch's last batch was due, and at the end of the last
- * epoch, so that a finished fit's newest checkpoint is its final state.
+ * n-th epoch. Batch schedules: when the epoch's last batch was due (the end of training saves too:
+ * see `finalSaveDue`).
  */
-export function epochSaveDue(every: SaveEvery, epoch: number, step: number, lastEpoch: boolean): boolean {
-  if (typeof every === 'object' && 'batches' in every) return step % every.batches === 0 || lastEpoch
+export function epochSaveDue(every: SaveEvery, epoch: number, step: number): boolean {
+  if (typeof every === 'object' && 'batches' in every) return step % every.batches === 0
   const n = every === 'epoch' ? 1 : every.epochs
   return (epoch + 1) % n === 0
+}
+
+/**
+ * A save when training ends (its last epoch done, or stopped early as by EarlyStopping)? With a
+ * batch schedule, unless the run's last save was at this step already: a finished fit's newest
+ * checkpoint is then its final state.
+ */
+export function finalSaveDue(every: SaveEvery, step: number, lastSavedStep: number | undefined): boolean {
+  return typeof every === 'object' && 'batches' in every && lastSavedStep !== step
 }

@@ -30,6 +30,8 @@ export interface TrainingRun {
   readonly shuffle: ShuffleMirror
   readonly preemption: StopOnPreemption
   save(kind: SaveKind): Promise<void>
+  /** The step of the last save this run made, if any. */
+  readonly lastSavedStep: number | undefined
 }
 
 /** A restored checkpoint: its JSON and arrays (the saved shuffle order is `arrays.perm`). */
@@ -44,6 +46,7 @@ export function createRun(tf: TF, model: LayersModel, checkpoint: Checkpointer, 
   // A copy: the loaded arrays may share one buffer, and the mirror hands its array to later saves.
   const shuffle = new ShuffleMirror(perm && new Int32Array(perm.data.buffer.slice(perm.data.byteOffset, perm.data.byteOffset + perm.data.byteLength) as ArrayBuffer))
 
+  let lastSavedStep: number | undefined
   const save = async (kind: SaveKind): Promise<void> => {
     const rng = currentRandom()
     const { arrays, info } = await captureState(model)
@@ -51,6 +54,7 @@ export function createRun(tf: TF, model: LayersModel, checkpoint: Checkpointer, 
     const order = shuffle.permutation
     if (order) all.perm = { data: order, dtype: 'int32' }
     const at = position.snapshot()
+    lastSavedStep = at.globalStep
     const json: SavedTraining = { format: STATE_FORMAT, ...at, model: info, backend: tf.getBackend(), kind }
     if (rng) json.rng = rng.state
     const lastLoss = position.lastLoss
@@ -70,5 +74,15 @@ export function createRun(tf: TF, model: LayersModel, checkpoint: Checkpointer, 
     },
     flush: () => checkpoint.flush(),
   })
-  return { checkpoint, options, position, shuffle, preemption, save }
+  return {
+    checkpoint,
+    options,
+    position,
+    shuffle,
+    preemption,
+    save,
+    get lastSavedStep() {
+      return lastSavedStep
+    },
+  }
 }

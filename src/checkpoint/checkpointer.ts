@@ -76,7 +76,8 @@ export class Checkpointer {
       concurrency: this.o.concurrency,
       packFilesUpTo,
       onWarning: (m) => this.warn(m),
-      manifests: this.cache,
+      // Only where retention reads them after each commit: kept all, nothing reads them back.
+      ...(this.o.keep !== keepAll ? { manifests: this.cache } : {}),
       ...(options.attempt !== undefined ? { attempt: options.attempt } : {}),
       ...(options.locks ? { locks: options.locks } : {}),
       ...(options.gc?.sweepAfterMs !== undefined ? { sweepAfterMs: options.gc.sweepAfterMs } : {}),

@@ -150,7 +150,17 @@ function abortedIf(stopped: { reason: unknown } | undefined): AbortController {
  * operation whose first attempt fails transiently goes on under p-retry with the same backoff.
  */
 export function operationRunner(runner: RunnerOptions): Runner {
-  const policy = { ...DEFAULT_RETRY, ...runner.retry }
+  // Key by key: a key given as undefined takes its default too.
+  const given = runner.retry ?? {}
+  const policy = {
+    retries: given.retries ?? DEFAULT_RETRY.retries,
+    minTimeoutMs: given.minTimeoutMs ?? DEFAULT_RETRY.minTimeoutMs,
+    maxTimeoutMs: given.maxTimeoutMs ?? DEFAULT_RETRY.maxTimeoutMs,
+    factor: given.factor ?? DEFAULT_RETRY.factor,
+    deadlineMs: given.deadlineMs ?? DEFAULT_RETRY.deadlineMs,
+  }
+  // p-retry takes a factor of 0 or less as 1.
+  const growth = policy.factor > 0 ? policy.factor : 1
   const deadlines = new Deadlines(policy.deadlineMs)
 
   const run = async <T>(op: string, key: string | undefined, fn: (a: Attempt) => Promise<T>, signal?: AbortSignal): Promise<T> => {
@@ -179,27 +189,22 @@ export function operationRunner(runner: RunnerOptions): Runner {
       }
       // In the I/O scope: the backoff jitter, and whatever an SDK draws, must not come from a
       // seeded generator that a training loop depends on (see io-scope.ts).
-      return await runInIoScope(() =>
-        pRetry(
-          async (n: number) => {
-            // p-retry waits only between its own attempts: the wait after the first is here.
-            if (n === 1) await backoff(firstBackoff())
-            return attempt(n + 1)
+      return await runInIoScope(async () => {
+        // p-retry waits only between its own attempts: the wait after the first is here.
+        await backoff(firstBackoff())
+        return pRetry((n: number) => attempt(n + 1), {
+          retries: policy.retries - 1,
+          minTimeout: policy.minTimeoutMs * growth,
+          maxTimeout: policy.maxTimeoutMs,
+          factor: policy.factor,
+          randomize: true,
+          signal: o.signal,
+          shouldRetry: ({ error }) => isTransient(error) && !o.stopped,
+          onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
+            if (retriesLeft > 0 && isTransient(error) && !o.stopped) runner.retry?.onRetry?.({ op, key, attempt: attemptNumber + 1, error })
           },
-          {
-            retries: policy.retries - 1,
-            minTimeout: policy.minTimeoutMs * policy.factor,
-            maxTimeout: policy.maxTimeoutMs,
-            factor: policy.factor,
-            randomize: true,
-            signal: o.signal,
-            shouldRetry: ({ error }) => isTransient(error) && !o.stopped,
-            onFailedAttempt: ({ error, attemptNumber, retriesLeft }) => {
-              if (retriesLeft > 0 && isTransient(error) && !o.stopped) runner.retry?.onRetry?.({ op, key, attempt: attemptNumber + 1, error })
-            },
-          },
-        ),
-      )
+        })
+      })
     } finally {
       deadlines.release(deadline)
       signal?.removeEventListener('abort', onCaller)
@@ -261,7 +266,7 @@ export function operationRunner(runner: RunnerOptions): Runner {
       }
       let work: Promise<T>
       try {
-        work = fn(a)
+        work = Promise.resolve(fn(a))
       } catch (e) {
         work = Promise.reject(e)
       }

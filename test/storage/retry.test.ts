@@ -196,6 +196,43 @@ describe('operation runner', () => {
     expect(retried).toEqual([1])
   })
 
+  it('retry options given as undefined take their defaults', async () => {
+    const run = operationRunner({ backend: 'local', mapError: (e) => e, retry: { retries: undefined, minTimeoutMs: 1, maxTimeoutMs: 2, factor: undefined, deadlineMs: undefined } })
+    const r = await run('put', 'k', async (a) => {
+      if (a.attempt < 3) throw transient(a.attempt)
+      return await new Promise((res) => setTimeout(() => res(a.attempt), 20))
+    })
+    // A deadline of undefined ms would have ended the slow third attempt after ~1 ms.
+    expect(r).toBe(3)
+  })
+
+  it('a factor of 0 keeps the first backoff for every retry, as p-retry takes it', async () => {
+    const run = operationRunner({ backend: 'local', mapError: (e) => e, retry: { retries: 3, minTimeoutMs: 30, maxTimeoutMs: 1000, factor: 0 } })
+    const at: number[] = []
+    await run('put', 'k', async (a) => {
+      at.push(performance.now())
+      if (a.attempt < 4) throw transient(a.attempt)
+      return 1
+    })
+    // Each wait is at least minTimeoutMs (30-60 ms with jitter); timers never fire early.
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!, `wait before attempt ${i + 1}`).toBeGreaterThanOrEqual(28)
+  })
+
+  it("a caller's abort during a backoff ends the operation with its reason as given, an Error or not", async () => {
+    const run = operationRunner({ backend: 'local', mapError: (e) => e, retry: { retries: 3, minTimeoutMs: 10_000, maxTimeoutMs: 10_000 } })
+    for (const reason of [new Error('stop!'), 'stop!']) {
+      const ac = new AbortController()
+      const p = run('put', 'k', async (a) => Promise.reject(transient(a.attempt)), ac.signal).catch((x: unknown) => x)
+      setTimeout(() => ac.abort(reason), 20)
+      expect(await p).toBe(reason)
+    }
+  })
+
+  it('an attempt that returns a plain value, not a promise, resolves with it', async () => {
+    const { run } = runner()
+    expect(await run('put', 'k', (() => 5) as unknown as () => Promise<number>)).toBe(5)
+  })
+
   it('attempts run in the I/O scope unless the driver says they draw no randomness; retries always do', async () => {
     const scoped: boolean[] = []
     const record = async (a: Attempt): Promise<number> => {

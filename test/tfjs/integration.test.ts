@@ -4,7 +4,16 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Checkpointer } from '../../src/index.js'
-import { TfStateError, Xoshiro128, createCheckpointCallback, fitWithCheckpoints, resume, seedRandom, type SaveKind } from '../../integrations/tfjs/index.js'
+import {
+  TfStateError,
+  Xoshiro128,
+  createCheckpointCallback,
+  fitDatasetWithCheckpoints,
+  fitWithCheckpoints,
+  resume,
+  seedRandom,
+  type SaveKind,
+} from '../../integrations/tfjs/index.js'
 import { drawsProducing, fisherYates } from '../../integrations/tfjs/shuffle.js'
 
 const quiet = { repro: false as const, onWarning: () => {} }
@@ -166,6 +175,128 @@ describe('save schedule', () => {
       ['batch', 9],
       ['epoch', 12],
     ])
+    await cp.close()
+  })
+})
+
+describe('save schedule at the edges', () => {
+  const data = (): [tf.Tensor, tf.Tensor] => [tf.randomNormal([32, 4]), tf.randomNormal([32, 2])]
+  type Save = [SaveKind, number]
+  /** Stops training at the end of epoch `at`, as EarlyStopping does. */
+  const stopAfter = (at: number): tf.Callback =>
+    new (class extends tf.Callback {
+      override async onEpochEnd(epoch: number): Promise<void> {
+        if (epoch === at) (this.model as unknown as { stopTraining: boolean }).stopTraining = true
+      }
+    })()
+
+  it('a fit stopped early (EarlyStopping) saves its final state, whichever side of the callback the stopper is', async () => {
+    seedRandom(8)
+    const [x, y] = data()
+    for (const order of ['user callbacks first', 'ours first'] as const) {
+      const cp = await open()
+      const saves: Save[] = []
+      const m = model(tf.train.sgd(0.1))
+      if (order === 'user callbacks first') {
+        await fitWithCheckpoints(
+          tf,
+          m,
+          x,
+          y,
+          { epochs: 5, batchSize: 8, verbose: 0, callbacks: [stopAfter(1)] },
+          { checkpoint: cp, every: { batches: 3 }, onSave: (s) => saves.push([s.kind, s.step]) },
+        )
+      } else {
+        const cb = createCheckpointCallback(tf, m, { checkpoint: cp, sync: true, every: { batches: 3 }, onSave: (s) => saves.push([s.kind, s.step]) })
+        await m.fit(x, y, { epochs: 5, batchSize: 8, verbose: 0, callbacks: [cb, stopAfter(1)] })
+      }
+      await cp.flush()
+      expect(saves, order).toEqual([
+        ['batch', 3],
+        ['batch', 6],
+        ['epoch', 8],
+      ])
+      const newest = await cp.latest()
+      expect(newest?.step, order).toBe(8)
+      await cp.close()
+    }
+  })
+
+  it('fitDataset: with batchesPerEpoch a due last batch saves once, at the epoch end; without it, both', async () => {
+    seedRandom(9)
+    const [x, y] = data()
+    // Fresh batch tensors on every pass (fitDataset disposes the ones it trained on); with
+    // batchesPerEpoch, one pass serves the whole run.
+    const ds = (batches: number): tf.data.Dataset<tf.TensorContainer> =>
+      tf.data.generator(function* () {
+        for (let i = 0; i < batches; i++) yield { xs: x.slice((i % 4) * 8, 8), ys: y.slice((i % 4) * 8, 8) }
+      })
+    const run = async (args: { batchesPerEpoch?: number }): Promise<Save[]> => {
+      const cp = await open()
+      const saves: Save[] = []
+      await fitDatasetWithCheckpoints(
+        tf,
+        model(tf.train.sgd(0.1)),
+        ds(args.batchesPerEpoch ? 12 : 4),
+        { epochs: 3, verbose: 0, ...args },
+        { checkpoint: cp, every: { batches: 2 }, onSave: (s) => saves.push([s.kind, s.step]) },
+      )
+      await cp.close()
+      return saves
+    }
+    expect(await run({ batchesPerEpoch: 4 })).toEqual([
+      ['batch', 2],
+      ['epoch', 4],
+      ['batch', 6],
+      ['epoch', 8],
+      ['batch', 10],
+      ['epoch', 12],
+    ])
+    // An epoch of unknown length ends unannounced: its last batch saves, then its end.
+    expect(await run({})).toEqual([
+      ['batch', 2],
+      ['batch', 4],
+      ['epoch', 4],
+      ['batch', 6],
+      ['batch', 8],
+      ['epoch', 8],
+      ['batch', 10],
+      ['batch', 12],
+      ['epoch', 12],
+    ])
+  })
+
+  it('the drop-in callback given what resume() returned goes on counting steps and keeps the history', async () => {
+    seedRandom(10)
+    const [x, y] = data()
+    const cp = await open()
+    const first: Save[] = []
+    const m = model(tf.train.sgd(0.1))
+    await m.fit(x, y, {
+      epochs: 2,
+      batchSize: 8,
+      verbose: 0,
+      callbacks: [createCheckpointCallback(tf, m, { checkpoint: cp, sync: true, every: { batches: 3 }, onSave: (s) => first.push([s.kind, s.step]) })],
+    })
+    expect(first).toEqual([
+      ['batch', 3],
+      ['batch', 6],
+      ['epoch', 8],
+    ])
+    const m2 = model(tf.train.sgd(0.1))
+    const from = await resume(tf, m2, { checkpoint: cp })
+    expect(from?.saved.globalStep).toBe(8)
+    const second: Save[] = []
+    const cb = createCheckpointCallback(tf, m2, { checkpoint: cp, sync: true, every: { batches: 3 }, from, onSave: (s) => second.push([s.kind, s.step]) })
+    await m2.fit(x, y, { epochs: 4, initialEpoch: from!.saved.epoch, batchSize: 8, verbose: 0, callbacks: [cb] })
+    expect(second).toEqual([
+      ['batch', 9],
+      ['epoch', 12],
+      ['batch', 15],
+      ['epoch', 16],
+    ])
+    const last = await resume(tf, model(tf.train.sgd(0.1)), { checkpoint: cp })
+    expect(last?.saved.history.epoch).toEqual([0, 1, 2, 3])
     await cp.close()
   })
 })
