@@ -42,12 +42,12 @@ interface Result {
 
 const say = (s: string): void => console.log(s)
 
-async function location(): Promise<{ uri: (name: string) => string; env: Record<string, string>; stop: () => Promise<void> }> {
+async function location(): Promise<{ uri: (name: string) => string; env: Record<string, string>; stop: () => Promise<void>; kept?: string }> {
   if (values.uri) return { uri: (n) => `${values.uri!.replace(/\/$/, '')}/${n}`, env: {}, stop: async () => {} }
   const stamp = Date.now().toString(36)
   if (values.backend === 'local') {
     const dir = mkdtempSync(path.join(tmpdir(), 'taskpoint-demo-'))
-    return { uri: (n) => path.join(dir, n), env: {}, stop: async () => {} }
+    return { uri: (n) => path.join(dir, n), env: {}, stop: async () => {}, kept: dir }
   }
   // The offline test servers from the repository, on 127.0.0.1.
   const { startTestServers } = await import('../test/helpers/servers.js')
@@ -150,6 +150,8 @@ async function main(): Promise<void> {
     })
     if (code !== 0) throw new Error(`the preempted run did not finish (exit ${code})`)
     report(ref, JSON.parse(out.trim().split('\n').at(-1)!) as Result, marks)
+    // Left for a look: each run of the demo keeps its own (~60 MB).
+    if (loc.kept) say(`   checkpoints kept in ${loc.kept}: list them with \`node dist/src/cli/main.js ls ${path.join(loc.kept, 'preempted')}\`, delete the directory when done`)
   } finally {
     await loc.stop()
   }
