@@ -110,32 +110,42 @@ class Deadlines {
   }
 }
 
-/** One call of a runner: how many attempts it has made, and whether it was stopped as a whole. */
-class Operation {
-  attempts = 0
+/**
+ * Stopped at most once, with a reason. Its AbortSignal is made only when read: most operations
+ * never read one (the local driver does not), and making them was a large part of their cost.
+ */
+class Stoppable {
   stopped: { reason: unknown } | undefined
-  /** Stops the attempt under way, if any. */
-  stopAttempt: ((reason: unknown) => void) | undefined
   #controller: AbortController | undefined
 
-  /** Aborted when the operation is stopped; made only when a retry's backoff needs one. */
   get signal(): AbortSignal {
-    this.#controller ??= abortedIf(this.stopped)
+    if (!this.#controller) {
+      this.#controller = new AbortController()
+      if (this.stopped) this.#controller.abort(this.stopped.reason)
+    }
     return this.#controller.signal
   }
 
-  stop(reason: unknown): void {
-    if (this.stopped) return
+  /** False when it was stopped already. */
+  stop(reason: unknown): boolean {
+    if (this.stopped) return false
     this.stopped = { reason }
     this.#controller?.abort(reason)
-    this.stopAttempt?.(reason)
+    return true
   }
 }
 
-function abortedIf(stopped: { reason: unknown } | undefined): AbortController {
-  const c = new AbortController()
-  if (stopped) c.abort(stopped.reason)
-  return c
+/** One call of a runner: how many attempts it has made, and whether it was stopped as a whole. */
+class Operation extends Stoppable {
+  attempts = 0
+  /** Stops the attempt (or the backoff) under way, if any. */
+  stopAttempt: ((reason: unknown) => void) | undefined
+
+  override stop(reason: unknown): boolean {
+    if (!super.stop(reason)) return false
+    this.stopAttempt?.(reason)
+    return true
+  }
 }
 
 /**
@@ -170,7 +180,7 @@ export function operationRunner(runner: RunnerOptions): Runner {
       return { backend: runner.backend, op, ...(shownKey !== undefined ? { key: shownKey } : {}) }
     }
     const o = new Operation()
-    const onCaller = (): void => o.stop(signal!.reason)
+    const onCaller = (): void => void o.stop(signal!.reason)
     signal?.addEventListener('abort', onCaller, { once: true })
     const deadline = deadlines.watch(() =>
       o.stop(
@@ -233,8 +243,7 @@ export function operationRunner(runner: RunnerOptions): Runner {
     async function attempt(n: number): Promise<T> {
       o.attempts = n
       if (o.stopped) throw o.stopped.reason
-      let controller: AbortController | undefined
-      let stopped: { reason: unknown } | undefined
+      const self = new Stoppable()
       let lose!: (reason: unknown) => void
       const lost = new Promise<never>((_, reject) => {
         lose = reject
@@ -242,25 +251,21 @@ export function operationRunner(runner: RunnerOptions): Runner {
       lost.catch(() => {})
       let stall: NodeJS.Timeout | undefined
       const stop = (reason: unknown): void => {
-        if (stopped) return
-        stopped = { reason }
+        if (!self.stop(reason)) return
         clearTimeout(stall)
-        controller?.abort(reason)
         lose(reason)
       }
       o.stopAttempt = stop
       const arm = (): void => {
-        if (runner.stallMs === undefined || stopped) return
+        if (runner.stallMs === undefined || self.stopped) return
         clearTimeout(stall)
         stall = setTimeout(() => stop(new TransientStorageError(details(), `no progress for ${runner.stallMs} ms (attempt ${n}): stalled connection or body`)), runner.stallMs)
       }
       arm()
       const a: Attempt = {
         attempt: n,
-        // Made on first use: the local driver never reads it.
         get signal() {
-          controller ??= abortedIf(stopped)
-          return controller.signal
+          return self.signal
         },
         progress: arm,
       }
@@ -275,7 +280,7 @@ export function operationRunner(runner: RunnerOptions): Runner {
         return await Promise.race([work, lost])
       } catch (e) {
         // Whatever the SDK threw after we stopped it, the reason is ours: a stall, the deadline, or the caller.
-        if (stopped) throw stopped.reason
+        if (self.stopped) throw self.stopped.reason
         throw runner.mapError(e, op, key)
       } finally {
         clearTimeout(stall)
