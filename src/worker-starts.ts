@@ -21,6 +21,14 @@ export function startInTurn(start: () => Worker | undefined): void {
   if (!starting) next()
 }
 
+/**
+ * Queues starts until `running()` threads run: each, when its turn comes, starts one more unless
+ * `size` run by then. `startOne` may return undefined when no thread is wanted any more.
+ */
+export function startUpTo(size: number, running: () => number, startOne: () => Worker | undefined): void {
+  for (let i = running(); i < size; i++) startInTurn(() => (running() < size ? startOne() : undefined))
+}
+
 function next(): void {
   starting = false
   while (queue.length > 0) {

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads'
 import * as zlib from 'node:zlib'
 import { TaskpointError } from '../errors.js'
 import { BLAKE3_ID_PREFIX, chunkDigest, isBlake3Id, sha256Hex } from '../format/manifest.js'
-import { startInTurn } from '../worker-starts.js'
+import { startUpTo } from '../worker-starts.js'
 
 // Chunks are named by BLAKE3 (format 2): ~5 GB/s per core here against ~1.5 GB/s for sha256, which
 // made hashing, not the disk, the limit of verified reads and durable saves. The native module
@@ -131,7 +131,11 @@ export class HashPool {
    * after another (see worker-starts.ts). Idle ones hold nothing open.
    */
   prestart(): void {
-    for (let i = this.workers.size; i < this.size; i++) startInTurn(() => (this.workers.size < this.size ? this.start()[0] : undefined))
+    startUpTo(
+      this.size,
+      () => this.workers.size,
+      () => this.start()[0],
+    )
   }
 
   /** A new worker while below `size`, else the one with the fewest pending jobs. */

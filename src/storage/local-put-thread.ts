@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import { TEMP_MARK } from './keys.js'
 import { type ListedFile, listStep } from './local-fs.js'
-import { startInTurn } from '../worker-starts.js'
+import { startUpTo } from '../worker-starts.js'
 import { WorkerJobs } from './worker-jobs.js'
 
 // Why a thread: a durable put is eight file operations in a row (open, write, fsync, close, rename,
@@ -203,16 +203,18 @@ export class LocalPutThread {
 
   /** Starts the threads not running yet, one after another (see worker-starts.ts). */
   prestart(): void {
-    for (let i = this.lanes.length; i < this.size; i++) {
-      startInTurn(() => {
-        if (this.broken || this.lanes.length >= this.size) return undefined
+    startUpTo(
+      this.size,
+      () => this.lanes.length,
+      () => {
+        if (this.broken) return undefined
         // One that cannot start is left out: with some threads running they carry the puts, with
         // none the next put finds out and the calling thread writes.
         const lane = this.start()
         this.lanes.push(lane)
         return lane.worker
-      })
-    }
+      },
+    )
   }
 
   /** The least busy thread. */

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { TransientStorageError, type StorageErrorDetails } from '../errors.js'
 import { WorkerJobs } from './worker-jobs.js'
-import { startInTurn } from '../worker-starts.js'
+import { startUpTo } from '../worker-starts.js'
 
 // Why a thread: a PutObject of a 8 MiB chunk costs the calling thread ~1 ms of the SDK's middleware
 // and, in the socket writes, a kernel copy of every byte (over TLS, its encryption too): ~18 % of a
@@ -116,10 +116,12 @@ export class S3PutThread {
 
   /** Starts the thread ahead of the first upload, after the threads queued before it (see worker-starts.ts). */
   prestart(): void {
-    startInTurn(() => {
-      if (this.thread) return undefined // started on demand meanwhile
-      return this.startNow() ? this.thread!.worker : undefined
-    })
+    // Unless started on demand meanwhile.
+    startUpTo(
+      1,
+      () => (this.thread ? 1 : 0),
+      () => (this.startNow() ? this.thread!.worker : undefined),
+    )
   }
 
   private start(): WorkerJobs<{ ETag?: string }> {
