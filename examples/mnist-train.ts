@@ -17,7 +17,7 @@ const { values } = parseArgs({
     'train-per-digit': { type: 'string', default: '400' },
     'test-per-digit': { type: 'string', default: '100' },
     'batch-size': { type: 'string', default: '64' },
-    // 0: save at epoch ends only (with N > 0, at every N-th batch of an epoch and at its end)
+    // 0: save at epoch ends only (with N > 0, after every N-th batch of the run and when training ends)
     'save-every-batches': { type: 'string', default: '16' },
     // Instead: at the end of every N-th epoch only (a large N: never, for the overhead benchmark)
     'save-every-epochs': { type: 'string' },

@@ -72,7 +72,8 @@ export function checkpointCallback(
   const mirror = loop === 'fit' && shuffle
   let samples: number | undefined
   let batchSize: number | undefined
-  let epochs = totalEpochs
+  // The training's epochs, known from onTrainBegin on.
+  let epochs: number | undefined
   // fitDataset's batches per epoch, when given (batchesPerEpoch); else an epoch ends unannounced.
   let steps: number | undefined
   // A fit loop of tf.Callback subclasses never turns the event loop: without a turn a SIGTERM
