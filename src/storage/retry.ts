@@ -135,6 +135,28 @@ class Stoppable {
   }
 }
 
+/**
+ * What an attempt's function receives. A class and not an object literal with a `signal` getter:
+ * V8 puts a literal's getter pair in the old generation, and through the getter's closure it held
+ * everything the operation touched (a verified read's result buffer) until a full collection, so
+ * reading a 16 MiB checkpoint again and again ran a full collection every fourth read where
+ * `fs.readFile` runs none.
+ */
+class AttemptHandle implements Attempt {
+  readonly #self: Stoppable
+  constructor(
+    readonly attempt: number,
+    self: Stoppable,
+    readonly progress: () => void,
+  ) {
+    this.#self = self
+  }
+
+  get signal(): AbortSignal {
+    return this.#self.signal
+  }
+}
+
 /** One call of a runner: how many attempts it has made, and whether it was stopped as a whole. */
 class Operation extends Stoppable {
   attempts = 0
@@ -262,13 +284,7 @@ export function operationRunner(runner: RunnerOptions): Runner {
         stall = setTimeout(() => stop(new TransientStorageError(details(), `no progress for ${runner.stallMs} ms (attempt ${n}): stalled connection or body`)), runner.stallMs)
       }
       arm()
-      const a: Attempt = {
-        attempt: n,
-        get signal() {
-          return self.signal
-        },
-        progress: arm,
-      }
+      const a = new AttemptHandle(n, self, arm)
       let work: Promise<T>
       try {
         work = Promise.resolve(fn(a))
