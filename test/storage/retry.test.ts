@@ -256,9 +256,9 @@ describe('operation runner: memory', () => {
     setFlagsFromString('--expose-gc')
     const gc = runInNewContext('gc') as (o?: { type: 'minor' | 'major' }) => void
     const { run } = runner()
-    const MiB = 1 << 20
+    const size = 64 * 1024
     const read = async (): Promise<Uint8Array> => {
-      const out = new Uint8Array(MiB)
+      const out = new Uint8Array(size)
       await run('get', 'k', async (a) => {
         await new Promise((r) => setImmediate(r))
         out[0] = a.attempt
@@ -266,18 +266,25 @@ describe('operation runner: memory', () => {
       })
       return out
     }
-    gc()
-    const before = process.memoryUsage().arrayBuffers
-    // One result kept, as a caller keeps what it read: the measure must see it and only it.
-    const kept = await read()
-    for (let i = 0; i < 7; i++) await read()
-    await new Promise((r) => setTimeout(r, 5))
-    expect(process.memoryUsage().arrayBuffers - before).toBeGreaterThanOrEqual(8 * MiB)
+    // The measure must first see all 16 results held; a collection that V8 ran on its own in the
+    // middle (it may) spoils a round, which is then run again.
+    let round: { before: number; kept: Uint8Array } | undefined
+    for (let tries = 0; !round && tries < 10; tries++) {
+      gc()
+      const before = process.memoryUsage().arrayBuffers
+      // One result kept, as a caller keeps what it read: the measure must see it and only it.
+      const kept = await read()
+      for (let i = 0; i < 15; i++) await read()
+      if (process.memoryUsage().arrayBuffers - before >= 16 * size) round = { before, kept }
+    }
+    expect(round, 'a round in which all 16 results were counted').toBeDefined()
     gc({ type: 'minor' })
     gc({ type: 'minor' })
-    const held = process.memoryUsage().arrayBuffers - before
-    expect(held).toBeGreaterThanOrEqual(MiB)
-    expect(held).toBeLessThan(2 * MiB)
-    expect(kept[0]).toBe(1)
+    const held = process.memoryUsage().arrayBuffers - round!.before
+    // The kept one, at most the last one read (this async function's own frame may still hold it)
+    // and a few bytes of whatever else ran meanwhile, give or take what the collection freed of
+    // others; the old runner held all 16.
+    expect(held).toBeLessThan(3 * size)
+    expect(round!.kept[0]).toBe(1)
   })
 })
