@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { TaskpointError } from '../errors.js'
-import { STATE_FILE, WRITER_ID, type Manifest } from '../format/manifest.js'
+import { STATE_FILE, type Manifest } from '../format/manifest.js'
 import { openStorage } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
 import type { UploadStats } from './commit.js'
@@ -15,6 +15,7 @@ import { recentManifestNames } from './recent.js'
 import { reproInfo } from './repro.js'
 import { CommitQueue } from './queue.js'
 import { resolveNewest } from './resolve.js'
+import { checkpointerSettings, type Settings } from './settings.js'
 import { restoreFiles } from './restore.js'
 import { keepAll } from './retention.js'
 import { stateArray } from './typed.js'
@@ -23,8 +24,6 @@ import type { CheckpointInfo, LoadedState, SkippedCheckpoint, StateArray, StateI
 
 export { FencedError } from './committer.js'
 export { CheckpointKindError, type CheckpointerOptions, type LoadedFiles, type RestoreResult } from './options.js'
-
-const MiB = 1024 * 1024
 
 /**
  * Writes and reads checkpoints of one run under one storage root.
@@ -38,7 +37,7 @@ export class Checkpointer {
   readonly storage: Storage
   readonly writerId: string
   private readonly ownsStorage: boolean
-  private readonly o: Required<Pick<CheckpointerOptions, 'chunkSize' | 'concurrency' | 'keep'>> & CheckpointerOptions
+  private readonly o: Settings
   private readonly cache: ManifestCache
   private readonly committer: Committer
   /** Local copies of chunks read before (the `chunkCache` option), or undefined when off. */
@@ -53,21 +52,10 @@ export class Checkpointer {
   private constructor(storage: Storage, owns: boolean, options: CheckpointerOptions) {
     this.storage = storage
     this.ownsStorage = owns
-    // Remote stores want more requests in flight than a local disk to reach their throughput.
-    this.o = { chunkSize: storage.capabilities.preferredChunkSize ?? 4 * MiB, concurrency: storage.capabilities.preferredConcurrency, keep: keepAll, ...options }
-    if (!Number.isInteger(this.o.chunkSize) || this.o.chunkSize < 1024 || this.o.chunkSize > 1024 * MiB) {
-      throw new RangeError(`chunkSize must be a whole number from 1024 to 1 GiB, got ${this.o.chunkSize}`)
-    }
-    const packFilesUpTo = options.packFilesUpTo ?? Math.min(MiB, this.o.chunkSize)
-    if (!Number.isSafeInteger(packFilesUpTo) || packFilesUpTo < 0 || packFilesUpTo > this.o.chunkSize) {
-      throw new RangeError(`packFilesUpTo must be a whole number from 0 to chunkSize (${this.o.chunkSize}), got ${packFilesUpTo}`)
-    }
-    const sweepAfterMs = options.gc?.sweepAfterMs
-    if (sweepAfterMs !== undefined && !(Number.isInteger(sweepAfterMs) && sweepAfterMs >= 0 && sweepAfterMs <= 2 ** 31 - 1)) {
-      throw new RangeError(`gc.sweepAfterMs must be a whole number of milliseconds from 0 to ${2 ** 31 - 1}, got ${sweepAfterMs}`)
-    }
+    // Remote stores want more requests in flight than a local disk (the defaults come from the storage's capabilities).
+    this.o = checkpointerSettings(storage.capabilities, options)
+    const packFilesUpTo = this.o.packFilesUpTo
     this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
-    if (!WRITER_ID.test(this.writerId)) throw new RangeError('writerId must be 1-40 characters of [0-9a-z]')
     this.cache = new ManifestCache(storage)
     this.chunkCache = options.chunkCache ? new ChunkCache(options.chunkCache === true ? {} : options.chunkCache) : undefined
     this.committer = new Committer(storage, {

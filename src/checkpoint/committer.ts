@@ -1,10 +1,12 @@
-import { TaskpointError } from '../errors.js'
+import { ConfigError, TaskpointError } from '../errors.js'
 import {
+  CorruptCheckpointError,
   FORMAT_VERSION,
   MANIFEST_DIR,
   WRITER_DIR,
   chunkKey,
   chunksOf,
+  decodeManifest,
   encodeManifest,
   listingStartFor,
   manifestKey,
@@ -218,6 +220,7 @@ export class Committer {
         const m = await this.manifest(snap, names, step, files, packs, arrays)
         const key = manifestKey(m)
         const encoded = encodeManifest(m)
+        const stored = readableOrThrow(key, encoded)
         await this.storage.put(key, encoded, { ifAbsent: true })
         if ((await lock.check()) !== undefined) {
           // The lock was lost while the manifest went out: a collector may be deleting chunks it
@@ -249,7 +252,7 @@ export class Committer {
           }
         }
         this.ledger.committed(chunksOf(m), key)
-        this.o.manifests?.remember(key, encoded)
+        this.o.manifests?.remember(key, stored)
         this.lastSeq = m.seq
         // Readers find this commit from here without listing the history (see recent.ts).
         await writeHint(this.storage, key).catch((e: unknown) =>
@@ -287,5 +290,19 @@ export class Committer {
     if (snap.json !== undefined) m.json = snap.json
     if (arrays) m.arrays = arrays
     return m
+  }
+}
+
+/**
+ * The manifest as readers will decode it, checked before it is stored: one they would reject (a
+ * value out of range from an option nothing checked) would make a write that resolved and that no
+ * reader can read. Such a write fails instead, and nothing is committed.
+ */
+function readableOrThrow(key: string, encoded: Uint8Array): Manifest {
+  try {
+    return decodeManifest(key, encoded)
+  } catch (e) {
+    if (!(e instanceof CorruptCheckpointError)) throw e
+    throw new ConfigError(`the checkpoint was not written: its manifest would not read back (${e.reason}); check the values passed to the Checkpointer and to this write`)
   }
 }

@@ -40,10 +40,21 @@ interface Resolved {
   waitMs: number
 }
 
-function resolve(o: LockOptions = {}): Resolved {
+// setInterval takes at most this many ms; a longer period (or Infinity) fires every 1 ms instead.
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** The lock timings with their defaults, each checked: a Checkpointer checks them at open. */
+export function lockSettings(o: LockOptions = {}): Resolved {
   const staleMs = o.staleMs ?? 3 * 60_000
-  if (!(staleMs > 0)) throw new ConfigError(`locks.staleMs must be a number of ms > 0, got ${staleMs}`)
-  return { staleMs, refreshMs: o.refreshMs ?? Math.max(1, Math.floor(staleMs / 6)), waitMs: o.waitMs ?? 60_000 }
+  if (!(Number.isFinite(staleMs) && staleMs > 0)) throw new ConfigError(`locks.staleMs must be a number of ms > 0, got ${String(staleMs)}`)
+  const refreshMs = o.refreshMs ?? Math.max(1, Math.floor(staleMs / 6))
+  // A lock refreshed less often than it goes stale would be taken for dead while held.
+  if (!(refreshMs > 0 && refreshMs < staleMs && refreshMs <= MAX_TIMER_MS)) {
+    throw new ConfigError(`locks.refreshMs must be a number of ms above 0, below locks.staleMs (${staleMs}) and at most ${MAX_TIMER_MS}, got ${String(refreshMs)}`)
+  }
+  const waitMs = o.waitMs ?? 60_000
+  if (!(Number.isFinite(waitMs) && waitMs >= 0)) throw new ConfigError(`locks.waitMs must be a number of ms >= 0, got ${String(waitMs)}`)
+  return { staleMs, refreshMs, waitMs }
 }
 
 interface Seen {
@@ -181,7 +192,7 @@ async function deadHere(storage: Storage, key: string): Promise<boolean> {
  * `signal` ends the wait.
  */
 export async function acquireShared(storage: Storage, owner: string, options?: LockOptions, signal?: AbortSignal): Promise<HeldLock> {
-  const o = resolve(options)
+  const o = lockSettings(options)
   let pause = 20
   for (;;) {
     const lock = await put(storage, 'shared', owner, o)
@@ -210,7 +221,7 @@ export interface ExclusiveResult {
 
 /** Tries to take the exclusive lock: waits up to `waitMs` for commits in flight, gives way to another collector. */
 export async function acquireExclusive(storage: Storage, owner: string, options?: LockOptions): Promise<ExclusiveResult> {
-  const o = resolve(options)
+  const o = lockSettings(options)
   const lock = await put(storage, 'exclusive', owner, o)
   lock.start()
   const staleRemoved: string[] = []

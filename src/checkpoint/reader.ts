@@ -52,14 +52,11 @@ export class ManifestCache {
   }
 
   /**
-   * A manifest this process just stored, as `bytes`: later gets decode those instead of reading it
-   * back (as they would after a first read), so retention right after a commit costs no read.
+   * A manifest this process just stored, decoded from the stored bytes: later gets take it instead
+   * of reading it back (as they would after a first read), so retention right after a commit costs no read.
    */
-  remember(key: string, bytes: Uint8Array): void {
-    if (this.byKey.has(key)) return
-    const p = Promise.resolve().then(() => decodeManifest(key, bytes))
-    p.catch(() => this.byKey.delete(key))
-    this.byKey.set(key, p)
+  remember(key: string, stored: Manifest): void {
+    if (!this.byKey.has(key)) this.byKey.set(key, Promise.resolve(stored))
   }
 
   forget(key: string): void {

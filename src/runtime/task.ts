@@ -94,6 +94,9 @@ function validate(o: TaskOptions): void {
     throw new TaskConfigError(`task ${o.name}: gcEveryMs must be a number of ms >= 0, got ${o.gcEveryMs}`)
   if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === ''))
     throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
+  // Recorded in every manifest as the attempt number: one out of range would make checkpoints no reader accepts.
+  if (o.attemptOffset !== undefined && !(Number.isSafeInteger(o.attemptOffset) && o.attemptOffset >= 0))
+    throw new TaskConfigError(`task ${o.name}: attemptOffset must be a whole number >= 0, got ${o.attemptOffset}`)
 }
 
 /** A storage fault that outlived its retries: the system's fault, not the task's. */

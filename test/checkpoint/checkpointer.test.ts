@@ -5,6 +5,11 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { Checkpointer, CheckpointKindError, FencedError, anyOf, best, everyNSteps, latest } from '../../src/index.js'
 import { collectGarbage } from '../../src/admin.js'
+import type { CheckpointerOptions } from '../../src/checkpoint/options.js'
+import { Committer } from '../../src/checkpoint/committer.js'
+import { describe as describeWrite, readFromCaller } from '../../src/checkpoint/snapshot.js'
+import { ConfigError } from '../../src/errors.js'
+import { LocalStorage } from '../../src/storage/local.js'
 import { encodeManifest, manifestKey, type Manifest } from '../../src/format/manifest.js'
 import { allBackends, type Backend } from '../helpers/backends.js'
 import { KiB, chunkKeyOf, quiet, sha, keysOf as keys } from '../helpers/common.js'
@@ -333,5 +338,72 @@ describe('hashing off the main thread', () => {
     await cp.flush()
     expect(sha((await cp.read())!)).toBe(sha(b))
     await cp.close()
+  })
+})
+
+describe('options', () => {
+  const open = (o: Record<string, unknown>): Promise<Checkpointer> => Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-opts-')), { ...quiet, ...o } as CheckpointerOptions)
+
+  it('an option given as undefined takes its default, as if left out', async () => {
+    const cp = await open({ keep: undefined, chunkSize: undefined, concurrency: undefined, packFilesUpTo: undefined, writerId: undefined, attempt: undefined })
+    await cp.write(Buffer.from('one'))
+    await cp.write(Buffer.from('two'))
+    expect(Buffer.from((await cp.read())!).toString()).toBe('two')
+    expect(await cp.list()).toHaveLength(2) // kept all, the default
+    await cp.close()
+  })
+
+  it.each([
+    ['keep', { keep: { latest: 2 } }, /keep must be a retention policy such as latest\(3\).*got an object \(latest\)/],
+    ['keep', { keep: 3 }, /keep must be a retention policy/],
+    ['concurrency', { concurrency: 0 }, /concurrency must be a whole number from 1 to 1024, got 0/],
+    ['concurrency', { concurrency: 2.5 }, /concurrency must be/],
+    ['concurrency', { concurrency: Number.NaN }, /concurrency must be/],
+    ['chunkSize', { chunkSize: 1023 }, /chunkSize must be a whole number from 1024 to 1 GiB, got 1023/],
+    ['packFilesUpTo', { chunkSize: 4096, packFilesUpTo: 4097 }, /packFilesUpTo must be a whole number from 0 to chunkSize \(4096\)/],
+    ['writerId', { writerId: 'Not-OK' }, /writerId must be 1-40 characters of \[0-9a-z\], got "Not-OK"/],
+    ['attempt', { attempt: -1 }, /attempt must be a whole number >= 0, got -1/],
+    ['attempt', { attempt: '2' }, /attempt must be a whole number >= 0, got "2"/],
+    ['gc.minAgeMs', { gc: { minAgeMs: -5 } }, /gc\.minAgeMs must be a number of ms >= 0, got -5/],
+    ['gc.enabled', { gc: { enabled: 'no' } }, /gc\.enabled must be true or false/],
+    ['gc.sweepAfterMs', { gc: { sweepAfterMs: 2 ** 31 } }, /gc\.sweepAfterMs must be a whole number of milliseconds/],
+    ['locks.refreshMs', { locks: { staleMs: 1000, refreshMs: 1000 } }, /locks\.refreshMs must be a number of ms above 0, below locks\.staleMs \(1000\)/],
+    ['locks.staleMs', { locks: { staleMs: Number.POSITIVE_INFINITY } }, /locks\.staleMs must be a number of ms > 0, got Infinity/],
+    ['locks.waitMs', { locks: { waitMs: -1 } }, /locks\.waitMs must be a number of ms >= 0/],
+    ['onProgress', { onProgress: 'x' }, /onProgress must be a function, got "x"/],
+    ['onWarning', { onWarning: 1 }, /onWarning must be a function, got 1/],
+    ['repro', { repro: { n: 5n } }, /repro must be true, false or a plain object of JSON values/],
+    ['repro', { repro: 'yes' }, /repro must be true, false or a plain object of JSON values, got "yes"/],
+  ])('a bad %s is a ConfigError at open that names it: %o', async (_name, o, message) => {
+    // Before, these passed open: a `keep` that is no policy warned at every commit and kept all, an
+    // attempt of -1 wrote checkpoints that no reader accepts, `concurrency: 0` failed each write with
+    // p-limit's error, a lock refreshed no more often than it goes stale was taken for dead.
+    const e = await open(o).then(
+      () => undefined,
+      (x: unknown) => x,
+    )
+    expect(e).toBeInstanceOf(ConfigError)
+    expect((e as ConfigError).code).toBe('InvalidOption')
+    expect((e as Error).message).toMatch(message)
+  })
+
+  it('a manifest that would not read back is never stored: the write fails and commits nothing', async () => {
+    // The last line of defence behind the option checks: a value nothing checked (here an attempt
+    // number handed to the committer directly) must fail the write, not make one no reader accepts.
+    const root = mkdtempSync(path.join(tmpdir(), 'tp-unreadable-'))
+    const storage = new LocalStorage(root)
+    const committer = new Committer(storage, { writerId: 'w1', attempt: -1, chunkSize: 4096, concurrency: 2, packFilesUpTo: 0, repro: false, onWarning: () => {} })
+    const snap = describeWrite(Buffer.from('payload'), {})
+    readFromCaller(snap)
+    const e = await committer.commit(snap).then(
+      () => undefined,
+      (x: unknown) => x,
+    )
+    expect(e).toBeInstanceOf(ConfigError)
+    expect((e as Error).message).toMatch(/not written: its manifest would not read back \(manifest is malformed: attempt is not a whole number >= 0\)/)
+    expect(await keys(storage, 'manifests/')).toEqual([])
+    const reader = await Checkpointer.open(root, quiet)
+    expect(await reader.read()).toBeUndefined()
+    await reader.close()
   })
 })

@@ -45,6 +45,8 @@ describe('task context', () => {
     expect(() => task({ name: 'x', retries: -1 }, () => 1)).toThrow(/0 to 10/)
     expect(() => task({ name: 'x', retries: 1.5 }, () => 1)).toThrow(/0 to 10/)
     expect(() => task({ name: 'x', timeout: 'soon' }, () => 1)).toThrow(/cannot read duration/)
+    // The attempt number goes into every manifest: out of range, no reader would accept them.
+    expect(() => task({ name: 'x', attemptOffset: -1 }, () => 1)).toThrow(/attemptOffset must be a whole number >= 0, got -1/)
     expect(parseDuration('1h30m')).toBe(5_400_000)
     expect(parseDuration('250ms')).toBe(250)
   })

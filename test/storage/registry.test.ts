@@ -151,11 +151,10 @@ describe('one error vocabulary', () => {
     expect((bad as ConfigError).code).toBe('InvalidOption')
     await cp.close()
     // Were RangeErrors: a lock timing and the supervisor's retry count.
-    const locked = await Checkpointer.open(freshDir(), { locks: { staleMs: 0 } })
-    const badLock = await failure(locked.write(Buffer.from('x')))
+    // A bad lock timing is refused at open, not at the first commit.
+    const badLock = await failure(Checkpointer.open(freshDir(), { locks: { staleMs: 0 } }))
     expect(badLock).toBeInstanceOf(ConfigError)
     expect((badLock as ConfigError).message).toMatch(/locks\.staleMs/)
-    await locked.close().catch(() => {})
     const badRetries = await failure(supervise({ command: process.execPath, args: ['-e', ''], retries: 11 }))
     expect(badRetries).toBeInstanceOf(ConfigError)
     expect((badRetries as ConfigError).code).toBe('InvalidOption')
