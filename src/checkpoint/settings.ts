@@ -52,6 +52,13 @@ export function checkpointerSettings(capabilities: StorageCapabilities, options:
     }
   }
   lockSettings(options.locks)
+  const cache = options.chunkCache
+  if (cache !== undefined && typeof cache !== 'boolean' && (cache === null || typeof cache !== 'object' || Array.isArray(cache))) {
+    throw new ConfigError(`chunkCache must be true, false or { dir, maxBytes }, got ${shown(cache)}`)
+  }
+  if (cache && typeof cache === 'object' && cache.dir !== undefined && (typeof cache.dir !== 'string' || cache.dir === '')) {
+    throw new ConfigError(`chunkCache.dir must be a directory path, got ${shown(cache.dir)}`)
+  }
   for (const name of ['onProgress', 'onWarning'] as const) {
     if (options[name] !== undefined && typeof options[name] !== 'function') throw new ConfigError(`${name} must be a function, got ${shown(options[name])}`)
   }

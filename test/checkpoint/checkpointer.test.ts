@@ -374,6 +374,8 @@ describe('options', () => {
     ['onWarning', { onWarning: 1 }, /onWarning must be a function, got 1/],
     ['repro', { repro: { n: 5n } }, /repro must be true, false or a plain object of JSON values/],
     ['repro', { repro: 'yes' }, /repro must be true, false or a plain object of JSON values, got "yes"/],
+    ['chunkCache', { chunkCache: 'on' }, /chunkCache must be true, false or \{ dir, maxBytes \}, got "on"/],
+    ['chunkCache.dir', { chunkCache: { dir: 5 } }, /chunkCache\.dir must be a directory path, got 5/],
   ])('a bad %s is a ConfigError at open that names it: %o', async (_name, o, message) => {
     // Before, these passed open: a `keep` that is no policy warned at every commit and kept all, an
     // attempt of -1 wrote checkpoints that no reader accepts, `concurrency: 0` failed each write with
