@@ -15,7 +15,11 @@ export class BullmqConfigError extends ConfigError {
 export function segment(what: string, value: string | undefined): string {
   if (typeof value !== 'string' || value === '') throw new BullmqConfigError(`${what} must be a non-empty string, got ${JSON.stringify(value)}`)
   if (value.length > 200) throw new BullmqConfigError(`${what} is ${value.length} characters long; at most 200 are allowed in a checkpoint location`)
-  return value.replace(/[^A-Za-z0-9_-]/gu, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''))
+  const encoded = value.replace(/[^A-Za-z0-9_-]/gu, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''))
+  // A URL parser takes "%2E" and "%2E%2E" for "." and ".." (file:// locations are parsed so): job
+  // "." would be the queue's own location, holding every job's checkpoints. A "~" never comes out of
+  // the encoding above, so these stay apart from every other id.
+  return encoded === '%2E' || encoded === '%2E%2E' ? `~${encoded}` : encoded
 }
 
 /**

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
+import { realpathSync } from 'node:fs'
 import path from 'node:path'
-import { TaskpointError } from '../errors.js'
+import { ConfigError, TaskpointError } from '../errors.js'
 import { STATE_FILE, type Manifest } from '../format/manifest.js'
 import { openStorage } from '../storage/resolve.js'
 import type { Storage } from '../storage/types.js'
@@ -201,9 +202,20 @@ export class Checkpointer {
    * nothing is moved into place unless all of it verified. Bytes checkpoints become `dir/data`.
    * Returns undefined when there is none.
    */
+  /**
+   * Throws a ConfigError when `dir` is the store's own directory or inside it (a local store):
+   * restoring there would mix the checkpoint's files with the objects. With `replacing` (the
+   * caller clears `dir` first, as the CLI's --clean does) a `dir` that holds the store is refused
+   * too. `restore()` checks the first itself.
+   */
+  checkRestoreTarget(dir: string, options: { replacing?: boolean } = {}): void {
+    refuseOverlap(path.resolve(dir), this.storage.capabilities.localRoot, options.replacing === true)
+  }
+
   async restore(dir: string, options: { id?: string } = {}): Promise<RestoreResult | undefined> {
     this.queue.throwBackgroundError()
     const root = path.resolve(dir)
+    this.checkRestoreTarget(root)
     let done = 0
     const r = await this.resolve(options.id, (m, key) =>
       restoreFiles(this.storage, key, m, root, {
@@ -341,5 +353,29 @@ export class Checkpointer {
 
   private warn(message: string): void {
     ;(this.o.onWarning ?? ((msg: string) => console.warn(`[taskpoint] ${msg}`)))(message)
+  }
+}
+
+/**
+ * A restore into the store's own directory (or one inside it) would mix the checkpoint's files with
+ * the objects; replacing the contents of one that holds it would delete them: refused before
+ * anything is written. Symbolic links are followed where the directories exist.
+ */
+function refuseOverlap(target: string, storeRoot: string | undefined, replacing: boolean): void {
+  if (storeRoot === undefined) return
+  const real = (p: string): string => {
+    // The deepest existing directory, resolved, with the rest of the path after it.
+    for (let d = p, rest = ''; ; rest = path.join(path.basename(d), rest), d = path.dirname(d)) {
+      try {
+        return path.join(realpathSync(d), rest)
+      } catch {
+        if (d === path.dirname(d)) return p
+      }
+    }
+  }
+  const [t, r] = [real(target), real(storeRoot)]
+  const within = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith(path.sep) ? b : b + path.sep)
+  if (within(t, r) || (replacing && within(r, t))) {
+    throw new ConfigError(`cannot restore into ${target}: it ${within(t, r) ? 'is inside' : 'holds'} the checkpoint store at ${storeRoot}; restore into a directory outside it`)
   }
 }

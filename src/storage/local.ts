@@ -34,7 +34,7 @@ export interface LocalStorageOptions extends DriverOptionsBase {
 export class LocalStorage implements Storage {
   readonly backend = 'local' as const
   // A few parallel transfers keep a disk busy; more only add seeks and open files.
-  readonly capabilities: StorageCapabilities = { conditionalCreate: true, preferredConcurrency: 8 }
+  readonly capabilities: StorageCapabilities
   readonly uri: string
   readonly root: string
   private readonly durable: boolean
@@ -49,6 +49,7 @@ export class LocalStorage implements Storage {
   constructor(root: string, options: LocalStorageOptions = {}) {
     this.root = path.resolve(root)
     this.uri = `file://${this.root}`
+    this.capabilities = { conditionalCreate: true, preferredConcurrency: 8, localRoot: this.root }
     this.durable = options.durable ?? true
     this.thread = options.fileThread === false ? undefined : localPutThread()
     // No stall timer: a file operation cannot be aborted, and an abandoned attempt would race its

@@ -128,6 +128,11 @@ export interface StorageCapabilities {
   preferredChunkSize?: number
   /** Puts take a CRC32 the caller computed (PutOptions.crc32) as their upload check. Default false. */
   takesCrc32?: boolean
+  /**
+   * The directory the objects live in, where they are files on this machine (the local driver): a
+   * restore must neither write into it nor replace a directory that holds it.
+   */
+  localRoot?: string
 }
 
 /**

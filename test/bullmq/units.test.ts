@@ -4,6 +4,7 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { Checkpointer, FencedError, PreemptedError, RecoverableError } from '../../src/index.js'
 import { TransientStorageError } from '../../src/storage/index.js'
+import { parseStorageUri } from '../../src/storage/resolve.js'
 import { BullmqConfigError, classifyJobError, cleanupCompleted, jobCheckpointUri } from '../../integrations/bullmq/index.js'
 
 describe('taskpoint/bullmq pieces', () => {
@@ -12,6 +13,13 @@ describe('taskpoint/bullmq pieces', () => {
     expect(jobCheckpointUri('s3://b/fleet', 'train', '../other')).toBe('s3://b/fleet/train/%2E%2E%2Fother')
     expect(jobCheckpointUri('/d', 'q', 'a/b')).not.toBe(jobCheckpointUri('/d', 'q', 'a%2Fb'))
     expect(() => jobCheckpointUri('s3://b', 'q', '')).toThrow(BullmqConfigError)
+    // "." and ".." would be dot segments once a file:// location is parsed: the queue's own location.
+    for (const id of ['.', '..']) {
+      const uri = jobCheckpointUri('file:///d/fleet', 'q', id)
+      expect(parseStorageUri(uri).bucket).toBe(path.join('/d/fleet/q', `~${id}`))
+      expect(parseStorageUri(jobCheckpointUri('file:///d/fleet', id, 'job')).bucket).toBe(path.join('/d/fleet', `~${id}`, 'job'))
+    }
+    expect(jobCheckpointUri('s3://b', 'q', '...')).toBe('s3://b/q/%2E%2E%2E')
     expect(() => jobCheckpointUri('', 'q', '1')).toThrow(BullmqConfigError)
   })
 

@@ -246,6 +246,37 @@ describe('taskpoint CLI: what a new user runs into', () => {
     expect(await tree(d3)).toEqual({ 'model.bin': 'old model', 'stale.txt': 'from another run' })
   })
 
+  it('restore refuses the store itself, a directory inside it, and with --clean one that holds it; nothing of the store is lost', async () => {
+    const proj = mkdtempSync(path.join(tmpdir(), 'tp-cli-proj-'))
+    const store = path.join(proj, 'ckpt')
+    const cp = await Checkpointer.open(store, { repro: false })
+    await cp.write(Buffer.from('step one'), { step: 1 })
+    await cp.write(Buffer.from('step two'), { step: 2 })
+    await cp.close()
+    await fs.writeFile(path.join(proj, 'notes.txt'), 'mine')
+    const before = (await fs.readdir(store, { recursive: true })).sort()
+    for (const [dir, flag, says] of [
+      [store, '--clean', /is inside the checkpoint store/],
+      [store, '--force', /is inside the checkpoint store/],
+      [path.join(store, 'chunks'), '--clean', /is inside the checkpoint store/],
+      [proj, '--clean', /holds the checkpoint store/],
+    ] as const) {
+      const r = await taskpoint(['restore', store, '1', dir, flag])
+      expect(r.code, `${dir} ${flag}: ${r.stderr}`).toBe(1)
+      expect(r.stderr).toMatch(says)
+      expect(r.stderr).not.toMatch(/\n\s+at /) // no stack trace
+    }
+    expect((await fs.readdir(store, { recursive: true })).sort()).toEqual(before)
+    expect(await fs.readFile(path.join(proj, 'notes.txt'), 'utf8')).toBe('mine')
+    const reader = await Checkpointer.open(store, { repro: false })
+    expect(Buffer.from((await reader.read())!).toString()).toBe('step two')
+    // The library's restore refuses the store's inside too; into the project (which holds it) it
+    // only adds the checkpoint's files.
+    await expect(reader.restore(path.join(store, 'out'))).rejects.toThrow(/is inside the checkpoint store/)
+    expect((await reader.restore(proj))?.files).toEqual(['data'])
+    await reader.close()
+  })
+
   it('restore --help describes the layout it writes', async () => {
     const r = await taskpoint(['restore', '--help'])
     expect(r.stdout).toContain('DIR/state.bin')

@@ -39,6 +39,7 @@ with the checkpoint's, and a program reading DIR could not tell which is which.
       },
     })
     try {
+      cp.checkRestoreTarget(dir, { replacing: values.clean === true })
       const list = await requireCheckpoints(storage, cp)
       const info = positionals.length === 3 ? pick(list, positionals[1]) : undefined
       const opts = info ? { id: info.id } : {}
