@@ -1,7 +1,8 @@
+import { MAX_TIMER_MS } from '../storage/option-checks.js'
 import { openStorage } from '../storage/resolve.js'
 import { detectEngine, type EngineInfo } from './engines/detect.js'
 import { ErrorKind, ErrorOrigin, encodeErrorDocument } from './engines/flyte.js'
-import { PreemptedError, RecoverableError } from './errors.js'
+import { PreemptedError, RecoverableError, TaskConfigError } from './errors.js'
 import { PreemptionWatcher, type PreemptionOptions } from './preemption.js'
 import { task as makeTask, type Task, type TaskOptions } from './task.js'
 
@@ -51,8 +52,11 @@ export function classify(error: unknown, preempted: boolean): Outcome {
 export async function runMain<I, O>(t: Task<I, O>, inputs: I, options: MainOptions = {}): Promise<number> {
   const codes = { ...DEFAULT_EXIT_CODES, ...options.exitCodes }
   const engine = options.engine ?? detectEngine()
-  const watcher = new PreemptionWatcher(options.preemption ?? preemptionFromEnv()).start()
   const graceMs = options.graceMs ?? 25_000
+  // A timer takes at most MAX_TIMER_MS; a longer grace (or Infinity) would end after 1 ms.
+  if (!(Number.isFinite(graceMs) && graceMs >= 0 && graceMs <= MAX_TIMER_MS))
+    throw new TaskConfigError(`runMain: graceMs must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${graceMs}`)
+  const watcher = new PreemptionWatcher(options.preemption ?? preemptionFromEnv()).start()
   const o: TaskOptions = { ...t.options, preemption: watcher }
   if (engine.checkpoint && !t.options.checkpoint) o.checkpoint = engine.checkpoint
   if (engine.previousCheckpoint && !t.options.previousCheckpoint) o.previousCheckpoint = engine.previousCheckpoint

@@ -3,6 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
 import { latest, type RetentionPolicy } from '../checkpoint/retention.js'
 import { isTransient } from '../errors.js'
+import { MAX_TIMER_MS } from '../storage/option-checks.js'
 import { openStorage } from '../storage/resolve.js'
 import { cacheKey, readCache, writeCache } from './cache.js'
 import { startCollector } from './collector.js'
@@ -85,13 +86,15 @@ function validate(o: TaskOptions): void {
   if (!Number.isInteger(r) || r < 0 || r > 10) throw new TaskConfigError(`task ${o.name}: retries must be a whole number from 0 to 10, got ${o.retries}`)
   const sr = o.systemRetries ?? 3
   if (!Number.isInteger(sr) || sr < 0 || sr > 10) throw new TaskConfigError(`task ${o.name}: systemRetries must be a whole number from 0 to 10, got ${o.systemRetries}`)
-  if (o.timeout !== undefined) parseDuration(o.timeout)
-  for (const k of ['minMs', 'maxMs'] as const) {
-    const v = o.retryDelay?.[k]
-    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new TaskConfigError(`task ${o.name}: retryDelay.${k} must be a number of ms >= 0, got ${v}`)
+  // Timers take at most MAX_TIMER_MS (24.8 days); a longer one fires after 1 ms instead.
+  const timer = (what: string, ms: number | undefined): void => {
+    if (ms !== undefined && !(Number.isFinite(ms) && ms >= 0 && ms <= MAX_TIMER_MS)) {
+      throw new TaskConfigError(`task ${o.name}: ${what} must be a number of ms from 0 to ${MAX_TIMER_MS} (24.8 days), got ${ms}`)
+    }
   }
-  if (o.gcEveryMs !== undefined && !(Number.isFinite(o.gcEveryMs) && o.gcEveryMs >= 0))
-    throw new TaskConfigError(`task ${o.name}: gcEveryMs must be a number of ms >= 0, got ${o.gcEveryMs}`)
+  if (o.timeout !== undefined) timer('timeout', parseDuration(o.timeout))
+  for (const k of ['minMs', 'maxMs'] as const) timer(`retryDelay.${k}`, o.retryDelay?.[k])
+  timer('gcEveryMs', o.gcEveryMs)
   if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === ''))
     throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
   // Recorded in every manifest as the attempt number: one out of range would make checkpoints no reader accepts.

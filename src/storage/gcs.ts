@@ -12,6 +12,7 @@ import { checkMetadata, crc32cOf, hashFromHeader, infoOf } from './gcs-checks.js
 import { makeGcsClient, type GcsStorageOptions } from './gcs-client.js'
 import { gcsStatus, isGcsNotFound, mapGcsError } from './gcs-errors.js'
 import { ObjectRoot } from './object-root.js'
+import { optionChecks } from './option-checks.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
 import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepResult } from './types.js'
 
@@ -58,8 +59,10 @@ export class GcsStorage implements Storage {
       where,
       mapError: (e, op, key) => mapGcsError(e, { backend: 'gcs', key: where(key), op }),
     })
-    this.resumableThreshold = options.resumableThreshold ?? 8 * MiB
-    this.pageSize = options.pageSize ?? 1000
+    const check = optionChecks('gcs')
+    this.resumableThreshold = check.whole('resumableThreshold', options.resumableThreshold, 8 * MiB, 0, Number.MAX_SAFE_INTEGER, ' of bytes')
+    // GCS returns at most 1000 objects a listing page.
+    this.pageSize = check.whole('pageSize', options.pageSize, 1000, 1, 1000)
   }
 
   private file(key: string, op: string, generation?: string | number): File {

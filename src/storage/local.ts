@@ -8,6 +8,7 @@ import { tempName, validateKey, validatePrefix } from './keys.js'
 import { mapLocalError } from './local-errors.js'
 import { localPutThread, type FilePutError, type LocalPutThread } from './local-put-thread.js'
 import { type ListedFile, listed, mtimeOf, sweepTempFiles, syncDir, tagOf, walk, writeBody } from './local-fs.js'
+import { optionChecks } from './option-checks.js'
 import { operationRunner, type Runner } from './retry.js'
 import type { Body, GetOptions, ListOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities, SweepOptions, SweepResult } from './types.js'
 
@@ -50,8 +51,9 @@ export class LocalStorage implements Storage {
     this.root = path.resolve(root)
     this.uri = `file://${this.root}`
     this.capabilities = { conditionalCreate: true, preferredConcurrency: 8, localRoot: this.root }
-    this.durable = options.durable ?? true
-    this.thread = options.fileThread === false ? undefined : localPutThread()
+    const check = optionChecks('local')
+    this.durable = check.boolean('durable', options.durable, true)
+    this.thread = check.boolean('fileThread', options.fileThread, true) ? localPutThread() : undefined
     // No stall timer: a file operation cannot be aborted, and an abandoned attempt would race its
     // retry into the same target. The operation's deadline still bounds every call.
     this.run = operationRunner({

@@ -38,7 +38,17 @@ export function parseStorageUri(uri: string): ParsedUri {
   if (!m) return { backend: 'local', bucket: uri, prefix: '' }
   const scheme = (m[1] ?? '').toLowerCase()
   const rest = m[2] ?? ''
-  if (scheme === 'file') return { backend: 'local', bucket: fileURLToPath(uri), prefix: '' }
+  if (scheme === 'file') {
+    try {
+      return { backend: 'local', bucket: fileURLToPath(uri), prefix: '' }
+    } catch (e) {
+      // Node's reasons (a host, an encoded "/"), as a config error rather than a raw TypeError.
+      throw new StorageConfigError(
+        { backend: 'local', key: uri },
+        `not a usable file URI (${(e as Error).message.replace(/^File URL /, '')}): use file:///absolute/dir or a plain path`,
+      )
+    }
+  }
   const backend = driverForScheme(scheme)
   if (backend === undefined) {
     throw new StorageConfigError({ key: uri }, `unsupported URI scheme "${scheme}://": use ${examples()}`)

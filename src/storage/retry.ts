@@ -1,6 +1,7 @@
 import pRetry from 'p-retry'
 import { TransientStorageError, isTransient, type StorageBackend } from '../errors.js'
 import { runInIoScope } from '../io-scope.js'
+import { MAX_TIMER_MS, optionChecks } from './option-checks.js'
 
 /** How transient faults of one storage operation are retried, and how long it may take. */
 export interface RetryOptions {
@@ -61,9 +62,6 @@ export interface RunnerOptions {
 }
 
 export type Runner = <T>(op: string, key: string | undefined, fn: (a: Attempt) => Promise<T>, signal?: AbortSignal) => Promise<T>
-
-// setTimeout takes at most this many ms; a longer delay would fire after 1 ms.
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * The deadlines of one runner's operations, on one timer. They all have the same length, so they
@@ -182,15 +180,18 @@ class Operation extends Stoppable {
  * operation whose first attempt fails transiently goes on under p-retry with the same backoff.
  */
 export function operationRunner(runner: RunnerOptions): Runner {
-  // Key by key: a key given as undefined takes its default too.
+  // Key by key: a key given as undefined takes its default too. Checked here, at the driver's open.
   const given = runner.retry ?? {}
+  const check = optionChecks(runner.backend)
   const policy = {
-    retries: given.retries ?? DEFAULT_RETRY.retries,
-    minTimeoutMs: given.minTimeoutMs ?? DEFAULT_RETRY.minTimeoutMs,
-    maxTimeoutMs: given.maxTimeoutMs ?? DEFAULT_RETRY.maxTimeoutMs,
-    factor: given.factor ?? DEFAULT_RETRY.factor,
-    deadlineMs: given.deadlineMs ?? DEFAULT_RETRY.deadlineMs,
+    retries: check.whole('retry.retries', given.retries, DEFAULT_RETRY.retries, 0, 100),
+    minTimeoutMs: check.number('retry.minTimeoutMs', given.minTimeoutMs, DEFAULT_RETRY.minTimeoutMs, 0, MAX_TIMER_MS, ' of ms'),
+    maxTimeoutMs: check.number('retry.maxTimeoutMs', given.maxTimeoutMs, DEFAULT_RETRY.maxTimeoutMs, 0, MAX_TIMER_MS, ' of ms'),
+    factor: check.number('retry.factor', given.factor, DEFAULT_RETRY.factor, 0, 100),
+    // Longer than a timer takes is clamped to it (see Deadlines): 24.8 days bounds no real operation.
+    deadlineMs: check.number('retry.deadlineMs', given.deadlineMs, DEFAULT_RETRY.deadlineMs, 1, Number.MAX_SAFE_INTEGER, ' of ms'),
   }
+  if (runner.stallMs !== undefined) check.number('requestTimeoutMs', runner.stallMs, 0, 1, MAX_TIMER_MS, ' of ms')
   // p-retry takes a factor of 0 or less as 1.
   const growth = policy.factor > 0 ? policy.factor : 1
   const deadlines = new Deadlines(policy.deadlineMs)

@@ -18,6 +18,7 @@ import { NotFoundError, type StorageErrorDetails } from '../errors.js'
 import { checksumBase64, readBody } from './bytes.js'
 import { defineDriver } from './driver.js'
 import { ObjectRoot } from './object-root.js'
+import { optionChecks } from './option-checks.js'
 import { operationRunner, type Attempt, type Runner } from './retry.js'
 import { newS3Client, s3ClientConfig, type S3StorageOptions } from './s3-client.js'
 import { isPlainData, type S3PutThread, sharedPutThread } from './s3-put-thread.js'
@@ -130,11 +131,13 @@ export class S3Storage implements Storage {
       where,
       mapError: (e, op, key) => mapS3Error(e, { backend: 's3', key: where(key), op }),
     })
+    const check = optionChecks('s3')
+    // S3's own limits: parts of 5 MiB to 5 GiB, at most 1000 keys a listing page.
     this.sizes = {
-      multipartThreshold: options.multipartThreshold ?? 8 * MiB,
-      partSize: options.partSize ?? 8 * MiB,
-      queueSize: options.queueSize ?? 4,
-      pageSize: options.pageSize ?? 1000,
+      multipartThreshold: check.whole('multipartThreshold', options.multipartThreshold, 8 * MiB, 1, 5 * 1024 * MiB, ' of bytes'),
+      partSize: check.whole('partSize', options.partSize, 8 * MiB, 5 * MiB, 5 * 1024 * MiB, ' of bytes'),
+      queueSize: check.whole('queueSize', options.queueSize, 4, 1, 64),
+      pageSize: check.whole('pageSize', options.pageSize, 1000, 1, 1000),
     }
   }
 

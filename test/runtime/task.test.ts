@@ -14,6 +14,7 @@ import {
   keepAll,
   latest,
   openStorage,
+  runMain,
   task,
   type TaskLogger,
 } from '../../src/index.js'
@@ -47,6 +48,19 @@ describe('task context', () => {
     expect(() => task({ name: 'x', timeout: 'soon' }, () => 1)).toThrow(/cannot read duration/)
     // The attempt number goes into every manifest: out of range, no reader would accept them.
     expect(() => task({ name: 'x', attemptOffset: -1 }, () => 1)).toThrow(/attemptOffset must be a whole number >= 0, got -1/)
+    // A timer longer than 2^31 - 1 ms fires after 1 ms: a 25-day timeout ended every attempt at once.
+    expect(() => task({ name: 'x', timeout: '25d' }, () => 1)).toThrow(/timeout must be a number of ms from 0 to 2147483647 \(24\.8 days\), got 2160000000/)
+    expect(() => task({ name: 'x', gcEveryMs: 30 * 86_400_000 }, () => 1)).toThrow(/gcEveryMs must be a number of ms from 0 to 2147483647/)
+    expect(() => task({ name: 'x', retryDelay: { minMs: 2 ** 31 } }, () => 1)).toThrow(/retryDelay\.minMs must be/)
+    expect(() => task({ name: 'x', timeout: '24d' }, () => 1)).not.toThrow()
+  })
+
+  it('runMain refuses a grace period no timer can hold, before it listens for signals', async () => {
+    const t = task({ name: 'x' }, () => 1)
+    for (const graceMs of [Number.POSITIVE_INFINITY, 30 * 86_400_000, -1]) {
+      await expect(runMain(t, undefined, { graceMs })).rejects.toThrow(/graceMs must be a number of ms from 0 to 2147483647/)
+    }
+    expect(process.listenerCount('SIGTERM')).toBe(0)
     expect(parseDuration('1h30m')).toBe(5_400_000)
     expect(parseDuration('250ms')).toBe(250)
   })

@@ -79,7 +79,7 @@ describe('driver registry', () => {
     const dir = freshDir()
     const local = await openStorage(dir, { retry: { retries: 0 }, local: { durable: false } })
     expect(local).toBeInstanceOf(LocalStorage)
-    expect(local.capabilities).toEqual({ conditionalCreate: true, preferredConcurrency: 8 })
+    expect(local.capabilities).toEqual({ conditionalCreate: true, preferredConcurrency: 8, localRoot: path.resolve(dir) })
     await local.close()
   })
 
@@ -120,6 +120,38 @@ describe('driver registry', () => {
   })
 })
 
+describe("drivers' options", () => {
+  it.each([
+    ['s3://bkt/p', { s3: { pageSize: 0 } }, /\[s3\] pageSize must be a whole number from 1 to 1000, got 0/],
+    ['s3://bkt/p', { s3: { partSize: 1024 } }, /\[s3\] partSize must be a whole number of bytes from 5242880/],
+    ['s3://bkt/p', { s3: { queueSize: 0 } }, /\[s3\] queueSize must be/],
+    ['s3://bkt/p', { s3: { requestTimeoutMs: Number.POSITIVE_INFINITY } }, /\[s3\] requestTimeoutMs must be a number of ms from 1 to 2147483647, got Infinity/],
+    ['gs://bkt/p', { gcs: { pageSize: -5 } }, /\[gcs\] pageSize must be a whole number from 1 to 1000, got -5/],
+    ['gs://bkt/p', { gcs: { requestTimeoutMs: 0 } }, /\[gcs\] requestTimeoutMs must be/],
+    ['/tmp/tp-never-made', { retry: { deadlineMs: 0 } }, /\[local\] retry\.deadlineMs must be a number of ms from 1/],
+    ['/tmp/tp-never-made', { retry: { deadlineMs: Number.NaN } }, /retry\.deadlineMs must be/],
+    ['/tmp/tp-never-made', { retry: { retries: 'lots' } }, /retry\.retries must be a whole number from 0 to 100, got "lots"/],
+    ['/tmp/tp-never-made', { retry: { minTimeoutMs: 2 ** 31 } }, /retry\.minTimeoutMs must be a number of ms from 0 to 2147483647/],
+    ['/tmp/tp-never-made', { local: { durable: 'no' } }, /\[local\] durable must be true or false, got "no"/],
+    ['file://host/dir', {}, /not a usable file URI \(host must be "localhost" or empty/],
+    ['file:///a%2Fb', {}, /not a usable file URI \(path must not include encoded \/ characters\)/],
+  ])('%s with %o is a StorageConfigError at open', async (uri, options, message) => {
+    // Before: a page size of 0 listed nothing (readers saw no checkpoints after a write that
+    // resolved), a deadline of 0 failed every operation as "transient", a 1 KiB part failed the
+    // first large upload with an Unknown error, a file URI with a host threw a raw TypeError.
+    const e = await openStorage(uri, options as never).then(
+      async (s) => {
+        await s.close()
+        return undefined
+      },
+      (x: unknown) => x,
+    )
+    expect(e).toBeInstanceOf(StorageConfigError)
+    expect((e as StorageConfigError).code).toBe('InvalidConfig')
+    expect((e as Error).message).toMatch(message)
+  })
+})
+
 describe('one error vocabulary', () => {
   it('isNotFound / isAlreadyExists / isTransient answer from the code, whichever driver threw', async () => {
     const s = new LocalStorage(freshDir())
@@ -155,6 +187,9 @@ describe('one error vocabulary', () => {
     const badLock = await failure(Checkpointer.open(freshDir(), { locks: { staleMs: 0 } }))
     expect(badLock).toBeInstanceOf(ConfigError)
     expect((badLock as ConfigError).message).toMatch(/locks\.staleMs/)
+    const badDelay = await failure(supervise({ command: process.execPath, args: ['-e', ''], delayMs: 2 ** 31 }))
+    expect(badDelay).toBeInstanceOf(ConfigError)
+    expect((badDelay as ConfigError).message).toMatch(/delayMs must be a number of ms from 0 to 2147483647/)
     const badRetries = await failure(supervise({ command: process.execPath, args: ['-e', ''], retries: 11 }))
     expect(badRetries).toBeInstanceOf(ConfigError)
     expect((badRetries as ConfigError).code).toBe('InvalidOption')
