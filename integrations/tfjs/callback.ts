@@ -1,7 +1,7 @@
 import type * as tfType from '@tensorflow/tfjs'
 import { maybeContext } from '../../src/runtime/context.js'
 import { currentRandom } from '../../src/runtime/random.js'
-import { batchSaveDue, epochSaveDue, finalSaveDue, type CheckpointCallbackOptions } from './options.js'
+import { batchSaveDue, checkCallbackOptions, epochSaveDue, finalSaveDue, type CheckpointCallbackOptions } from './options.js'
 import { createRun, type Restored, type TrainingRun } from './run.js'
 import { TfStateError, type LayersModel, type TF } from './state.js'
 
@@ -40,6 +40,7 @@ function numbers(logs: tfType.Logs | undefined, want: (key: string) => boolean):
 export function createCheckpointCallback(tf: TF, model: LayersModel, options: CheckpointCallbackOptions): tfType.Callback {
   const cp = options.checkpoint ?? maybeContext()?.checkpoint
   if (!cp) throw new TfStateError('createCheckpointCallback: pass { checkpoint } or run inside a task (currentContext().checkpoint)')
+  checkCallbackOptions(options)
   return checkpointCallback(tf, model, createRun(tf, model, cp, options, epochStartOf(options.from)), 'fit', options.shuffle ?? true)
 }
 

@@ -1,4 +1,5 @@
 import type { Checkpointer } from '../../src/checkpoint/checkpointer.js'
+import { ConfigError } from '../../src/errors.js'
 import type { Restored } from './run.js'
 
 /**
@@ -40,6 +41,29 @@ export interface CheckpointCallbackOptions {
    * epoch from its start (`initialEpoch`), whatever batch the checkpoint was saved at.
    */
   from?: Restored
+}
+
+/**
+ * Checks the options a run is built from. A schedule that none of the checks below recognise would
+ * save nothing at all (`'batch'`, `{ batch: 2 }`, `3` and `{ epochs: 0 }` each made no checkpoint in
+ * a whole fit), and a `from` that is not what `resume()` returned failed deep inside.
+ */
+export function checkCallbackOptions(options: CheckpointCallbackOptions): void {
+  const every: unknown = options.every
+  const count = (o: object, k: string): boolean =>
+    Object.keys(o).length === 1 && k in o && Number.isSafeInteger((o as Record<string, unknown>)[k]) && ((o as Record<string, number>)[k] ?? 0) >= 1
+  const ok = every === undefined || every === 'epoch' || (typeof every === 'object' && every !== null && (count(every, 'epochs') || count(every, 'batches')))
+  if (!ok) {
+    const shown = typeof every === 'string' ? JSON.stringify(every) : typeof every === 'object' ? JSON.stringify(every) : String(every)
+    throw new ConfigError(`every must be 'epoch', { epochs: n } or { batches: n } with n a whole number >= 1, got ${shown}`)
+  }
+  const from = options.from as { saved?: { batch?: unknown; epoch?: unknown }; arrays?: unknown } | undefined
+  if (
+    from !== undefined &&
+    (from === null || typeof from !== 'object' || typeof from.saved?.batch !== 'number' || typeof from.saved?.epoch !== 'number' || typeof from.arrays !== 'object')
+  ) {
+    throw new ConfigError('from must be what resume() returned (or leave it out to start from scratch)')
+  }
 }
 
 /**

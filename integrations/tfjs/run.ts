@@ -3,7 +3,7 @@ import type { ArrayInput, StateArray } from '../../src/checkpoint/types.js'
 import { maybeContext } from '../../src/runtime/context.js'
 import { currentRandom } from '../../src/runtime/random.js'
 import { StopOnPreemption } from '../../src/runtime/stop-on-preemption.js'
-import type { CheckpointCallbackOptions, SaveKind } from './options.js'
+import { checkCallbackOptions, type CheckpointCallbackOptions, type SaveKind } from './options.js'
 import { TrainingPosition, type SavedPosition } from './position.js'
 import { ShuffleMirror } from './shuffle.js'
 import { captureState, type LayersModel, type TF } from './state.js'
@@ -41,6 +41,7 @@ export interface Restored {
 }
 
 export function createRun(tf: TF, model: LayersModel, checkpoint: Checkpointer, options: CheckpointCallbackOptions, restored?: Restored): TrainingRun {
+  checkCallbackOptions(options)
   const position = new TrainingPosition(restored?.saved)
   const perm = restored?.arrays.perm
   // A copy: the loaded arrays may share one buffer, and the mirror hands its array to later saves.

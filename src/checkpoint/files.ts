@@ -3,6 +3,7 @@ import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import { validateEntryPath } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
+import { isRestoreStaging } from './restore.js'
 
 interface Found {
   rel: string
@@ -105,6 +106,12 @@ async function walkDir(root: string, rel: string, out: Found[], warn: (m: string
   for (const e of ents) {
     if (++turn.seen % ENTRIES_PER_TURN === 0) await new Promise((r) => setImmediate(r))
     const r = rel ? `${rel}/${e.name}` : e.name
+    if (isRestoreStaging(e.name)) {
+      // A killed restore's leftover. Saved, it would come back under that name, and the next
+      // restore into the same place would sweep it as a dead process's staging directory.
+      warn(`not saving ${path.join(dir, e.name)}: a restore's staging directory (left by a killed restore; delete it)`)
+      continue
+    }
     if (e.isDirectory()) await walkDir(root, r, out, warn, turn)
     else if (e.isFile()) {
       const abs = path.join(dir, e.name)

@@ -17,6 +17,11 @@ import { fetchChunk, type ChunkWitness } from './reader.js'
  */
 const TEMP_PREFIX = '.tp-restore-'
 const TEMP_RE = /^\.tp-restore-(\d+)-[0-9a-f]{8}$/
+
+/** Whether `name` is a restore's staging name: a restore sweeps those of dead processes, so a save leaves them out. */
+export function isRestoreStaging(name: string): boolean {
+  return TEMP_RE.test(name)
+}
 /** Small files written synchronously between two turns of the event loop. */
 const WRITES_PER_TURN = 256
 /**

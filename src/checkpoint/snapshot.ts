@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js'
-import { STATE_FILE, dtypeBytes, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType, type Manifest } from '../format/manifest.js'
+import { STATE_FILE, arrayProblem, dtypeBytes, validateEntryPath, type ArrayEntry, type CheckpointKind, type DType, type Manifest } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
 import { sharedBytes } from './hash.js'
 import type { ArrayInput, StateInput, WriteOptions } from './types.js'
@@ -28,7 +28,11 @@ export function checkWriteOptions(options: WriteOptions): WriteOptions {
     if (options.metadata === null || typeof options.metadata !== 'object' || Array.isArray(options.metadata)) {
       throw new ConfigError('metadata must be a plain object of JSON values')
     }
-    out.metadata = jsonCopy(options.metadata, 'metadata') as Record<string, unknown>
+    const copy = jsonCopy(options.metadata, 'metadata')
+    // An object whose toJSON gives something else (a Date gives a string) is stored as that.
+    if (copy === null || typeof copy !== 'object' || Array.isArray(copy))
+      throw new ConfigError('metadata must be a plain object of JSON values; as JSON it is not an object (a Date, or a toJSON that returns something else)')
+    out.metadata = copy as Record<string, unknown>
   }
   return out
 }
@@ -68,15 +72,18 @@ export function describe(data: ArrayBufferView | StateInput, options: WriteOptio
     return { kind: 'bytes', entries: [{ path: 'data', size: bytes.byteLength, source: bytes }], options }
   }
   if (!data || typeof data !== 'object' || typeof data.arrays !== 'object' || data.arrays === null) {
-    throw new TypeError('write() takes bytes (a TypedArray/Buffer) or { arrays: { name: TypedArray }, json?: any }')
+    throw new ConfigError('write() takes bytes (a TypedArray/Buffer) or { arrays: { name: TypedArray }, json?: any }')
   }
   const entries: PendingEntry[] = Object.entries(data.arrays).map(([name, a]) => {
     const input: ArrayInput = ArrayBuffer.isView(a) ? { data: a } : a
-    if (!input || !ArrayBuffer.isView(input.data)) throw new TypeError(`array "${name}" is not a TypedArray (or { data: TypedArray })`)
+    if (!input || !ArrayBuffer.isView(input.data)) throw new ConfigError(`array "${name}" is not a TypedArray (or { data: TypedArray })`)
     const bytes = toBytes(input.data)
     const dtype = input.dtype ?? dtypeOf(input.data)
+    // What readers would refuse is refused here, at the call (a background commit has nobody to tell).
+    const problem = arrayProblem(dtype, input.shape, bytes.byteLength)
+    if (problem) throw new ConfigError(`array "${name}" ${problem}`)
     // readState() gives arrays back as typed arrays of this dtype: the bytes must hold whole elements.
-    if (bytes.byteLength % dtypeBytes(dtype) !== 0) throw new TypeError(`array "${name}" has ${bytes.byteLength} bytes, not a whole number of ${dtype} elements`)
+    if (bytes.byteLength % dtypeBytes(dtype) !== 0) throw new ConfigError(`array "${name}" has ${bytes.byteLength} bytes, not a whole number of ${dtype} elements`)
     const e: PendingEntry = { path: validateEntryPath(name), size: bytes.byteLength, dtype, source: bytes }
     if (input.shape) e.shape = [...input.shape]
     return e

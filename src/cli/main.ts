@@ -34,9 +34,17 @@ async function main(argv: string[]): Promise<number> {
       return CLI_EXIT.usage
     }
     const err = e as Error & { code?: string }
+    // The reader of our output went away (`taskpoint cat … | head`): end quietly, as Unix tools do.
+    if (err.code === 'EPIPE') return CLI_EXIT.ok
     console.error(`taskpoint ${name}: ${err instanceof TaskpointError ? forShell(err) : (err.stack ?? String(e))}`)
     return CLI_EXIT.failed
   }
 }
 
+// A closed pipe is also reported to the stream itself; unheard, Node would print a stack and exit 1.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(CLI_EXIT.ok)
+  console.error(`taskpoint: cannot write the output: ${e.message}`)
+  process.exit(CLI_EXIT.failed)
+})
 process.exitCode = await main(process.argv.slice(2))

@@ -409,12 +409,8 @@ function checkManifestShape(key: string, m: Manifest, version: number): void {
       }
       if (names.has(a.name)) bad(`array ${JSON.stringify(a.name)} listed twice`)
       names.add(a.name)
-      if (!(a.dtype in DTYPE_BYTES)) bad(`array ${a.name} has unknown dtype ${JSON.stringify(a.dtype)}`)
-      if (a.shape !== undefined) {
-        if (!Array.isArray(a.shape) || !a.shape.every(isCount)) bad(`array ${a.name} has a bad shape`)
-        const n = a.shape.reduce((x, y) => x * y, 1)
-        if (a.dtype !== 'bytes' && n * DTYPE_BYTES[a.dtype] !== a.size) bad(`array ${a.name}: shape [${a.shape.join(',')}] does not match ${a.size} bytes of ${a.dtype}`)
-      }
+      const problem = arrayProblem(a.dtype, a.shape, a.size)
+      if (problem) bad(`array ${a.name} ${problem}`)
     }
   }
 }
@@ -428,6 +424,19 @@ function checkPacks(m: Manifest, version: number, chunkId: RegExp, bad: (why: st
     if (!p || typeof p !== 'object' || typeof p.hash !== 'string' || !chunkId.test(p.hash) || !isCount(p.size) || p.size < 1 || p.size > m.chunkSize) bad('bad pack reference')
   }
   return m.packs
+}
+
+/**
+ * What is wrong with an array of a state checkpoint (its dtype, its shape against its size), or
+ * undefined. Readers refuse a manifest with such an array; a write refuses it first, at the call.
+ */
+export function arrayProblem(dtype: unknown, shape: unknown, size: number): string | undefined {
+  if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) return `has unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(DTYPE_BYTES).join(', ')})`
+  if (shape === undefined) return undefined
+  if (!Array.isArray(shape) || !shape.every(isCount)) return `has a bad shape ${JSON.stringify(shape)} (whole numbers >= 0)`
+  const n = shape.reduce((x: number, y: number) => x * y, 1)
+  if (dtype !== 'bytes' && n * DTYPE_BYTES[dtype as DType] !== size) return `has shape [${shape.join(',')}], which does not match ${size} bytes of ${dtype}`
+  return undefined
 }
 
 /** Bytes per element of a dtype (1 for raw bytes). */

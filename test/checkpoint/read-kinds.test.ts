@@ -1,9 +1,9 @@
 // What read() and readState() give back, by checkpoint kind (README, "Checkpointer").
-import { mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { Checkpointer, CheckpointKindError } from '../../src/index.js'
+import { Checkpointer, CheckpointKindError, ConfigError } from '../../src/index.js'
 
 const open = (): Promise<Checkpointer> => Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-kinds-')), { repro: false })
 
@@ -37,7 +37,29 @@ describe('readState()', () => {
   it('refuses at write time an array that is not a whole number of its elements', async () => {
     const cp = await open()
     expect(() => cp.writeAsync({ arrays: { w: { data: new Uint8Array(6), dtype: 'float32' } } })).toThrow(/6 bytes, not a whole number of float32/)
-    await expect(cp.write({ arrays: { w: { data: new Uint8Array(3), dtype: 'int16' } } })).rejects.toThrow(TypeError)
+    await expect(cp.write({ arrays: { w: { data: new Uint8Array(3), dtype: 'int16' } } })).rejects.toThrow(ConfigError)
+    await cp.close()
+  })
+
+  it('refuses at the call what readers would refuse: a shape that does not match the data, an unknown dtype, metadata that is no object as JSON', async () => {
+    // Before, writeAsync took these and the background commit failed later (flush() threw "manifest
+    // is malformed"), or write() uploaded every chunk first.
+    const cp = await open()
+    const bad: [() => void, RegExp][] = [
+      [() => cp.writeAsync({ arrays: { w: { data: new Float32Array(4), shape: [3] } } }), /array "w" has shape \[3\], which does not match 16 bytes of float32/],
+      [() => cp.writeAsync({ arrays: { w: { data: new Float32Array(4), shape: [2, -2] } } }), /array "w" has a bad shape/],
+      [() => cp.writeAsync({ arrays: { w: { data: new Uint16Array(4), dtype: 'float16' as never } } }), /array "w" has unknown dtype "float16" \(known: /],
+      [() => cp.writeAsync(new Uint8Array(4), { metadata: new Date(0) as never }), /metadata must be a plain object of JSON values; as JSON it is not an object/],
+      [() => cp.writeAsync(new Uint8Array(4), { metadata: { toJSON: () => [1] } as never }), /as JSON it is not an object/],
+    ]
+    for (const [call, message] of bad) {
+      expect(call).toThrow(ConfigError)
+      expect(call).toThrow(message)
+    }
+    await cp.flush()
+    expect(await cp.list()).toEqual([])
+    await cp.write({ arrays: { w: { data: new Float32Array(4), shape: [2, 2] } } }, { metadata: { at: new Date(0) } })
+    expect((await cp.readState())!.arrays.w!.shape).toEqual([2, 2])
     await cp.close()
   })
 })
@@ -53,6 +75,25 @@ describe('read() and readState() on the other kind', () => {
     await cp.write(Buffer.from('bytes again'))
     await expect(cp.readState()).rejects.toThrow(/is a bytes checkpoint.*use read\(\)/)
     expect(Buffer.from((await cp.read())!).toString()).toBe('bytes again')
+    await cp.close()
+  })
+})
+
+describe('save() and the names restore keeps for itself', () => {
+  it("leaves out a restore's staging directory (with a warning), so no later restore sweeps a saved one away", async () => {
+    // Before: a folder named like one was saved; restored, the next restore into the same place
+    // took it for a dead process's staging directory and deleted it, even when that restore failed.
+    const base = mkdtempSync(path.join(tmpdir(), 'tp-stage-name-'))
+    const src = path.join(base, 'src')
+    const leftover = path.join(src, '.tp-restore-999999-abcdef12')
+    mkdirSync(leftover, { recursive: true })
+    writeFileSync(path.join(leftover, 'results.csv'), 'epoch,loss')
+    writeFileSync(path.join(src, 'model.bin'), 'weights')
+    const warnings: string[] = []
+    const cp = await Checkpointer.open(path.join(base, 'store'), { repro: false, onWarning: (m) => warnings.push(m) })
+    await cp.save(src)
+    expect(warnings.join('\n')).toMatch(/not saving .*\.tp-restore-999999-abcdef12: a restore's staging directory/)
+    expect((await cp.restore(path.join(base, 'out')))?.files).toEqual(['model.bin'])
     await cp.close()
   })
 })

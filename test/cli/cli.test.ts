@@ -277,6 +277,20 @@ describe('taskpoint CLI: what a new user runs into', () => {
     await reader.close()
   })
 
+  it('cat ends quietly, exit 0, when the reader closes the pipe early (cat … | head)', async () => {
+    const uri = mkdtempSync(path.join(tmpdir(), 'tp-cli-pipe-'))
+    const cp = await Checkpointer.open(uri, { repro: false })
+    await cp.write(randomBytes(8 << 20))
+    await cp.close()
+    const child = spawn(process.execPath, [cli, 'cat', uri], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    child.stdout.once('data', () => child.stdout.destroy())
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+  })
+
   it('restore --help describes the layout it writes', async () => {
     const r = await taskpoint(['restore', '--help'])
     expect(r.stdout).toContain('DIR/state.bin')

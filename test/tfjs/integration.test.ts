@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Checkpointer } from '../../src/index.js'
+import { Checkpointer, ConfigError } from '../../src/index.js'
 import {
   TfStateError,
   Xoshiro128,
@@ -80,6 +80,27 @@ describe('drop-in callback', () => {
     const opt = m2.optimizer as unknown as { iterations: number; accBeta1: tf.Variable }
     expect(opt.iterations).toBe(12)
     expect(opt.accBeta1.dataSync()[0]).toBe((m.optimizer as unknown as { accBeta1: tf.Variable }).accBeta1.dataSync()[0])
+    await cp.close()
+  })
+
+  it('refuses a schedule it would never save by, and a from that resume() did not return, with a ConfigError', async () => {
+    // Before: 'batch', { batch: 2 }, 3 and { epochs: 0 } each made no checkpoint in a whole fit,
+    // and { batches: 0 } only the final one; from: {} failed with "reading 'batch'".
+    const cp = await open()
+    const m = model(tf.train.adam(0.01))
+    for (const every of ['batch', { batch: 2 }, 3, { epochs: 0 }, { batches: 0 }, { epochs: 1.5 }, { epochs: 1, batches: 2 }, null]) {
+      expect(() => createCheckpointCallback(tf, m, { checkpoint: cp, every: every as never }), JSON.stringify(every)).toThrow(
+        /every must be 'epoch', \{ epochs: n \} or \{ batches: n \} with n a whole number >= 1/,
+      )
+    }
+    for (const from of [{}, 5, { saved: {} }]) {
+      expect(() => createCheckpointCallback(tf, m, { checkpoint: cp, from: from as never })).toThrow(/from must be what resume\(\) returned/)
+    }
+    await expect(
+      fitWithCheckpoints(tf, m, tf.zeros([4, 4]), tf.zeros([4, 2]), { epochs: 1, batchSize: 2, verbose: 0 }, { checkpoint: cp, every: 'batch' as never }),
+    ).rejects.toThrow(ConfigError)
+    expect(await cp.list()).toEqual([])
+    expect(() => createCheckpointCallback(tf, m, { checkpoint: cp, every: { batches: 7 } })).not.toThrow()
     await cp.close()
   })
 
