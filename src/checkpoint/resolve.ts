@@ -1,4 +1,5 @@
-import { CorruptCheckpointError, compareNames, type Manifest } from '../format/manifest.js'
+import { ConfigError, TaskpointError } from '../errors.js'
+import { CorruptCheckpointError, compareNames, parseManifestKey, type Manifest } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import { type ManifestCache, infoOf, listManifestNames } from './reader.js'
 import { recentManifestNames } from './recent.js'
@@ -24,7 +25,18 @@ export async function resolveNewest<T>(
   onSkip: (s: SkippedCheckpoint) => void,
 ): Promise<{ found: Resolved<T> | undefined; seen: boolean | undefined }> {
   if (id !== undefined) {
-    const m = await cache.get(id)
+    if (typeof id !== 'string' || !parseManifestKey(id)) {
+      throw new ConfigError(`not a checkpoint id: ${typeof id === 'string' ? JSON.stringify(id) : String(id)}; ids look like "manifests/…", as list() and latest() give them`)
+    }
+    let m: Manifest
+    try {
+      m = await cache.get(id)
+    } catch (e) {
+      // A pinned id that is not there was deleted (retention, prune) or never written: not damage.
+      if (e instanceof CorruptCheckpointError && e.vanished)
+        throw new TaskpointError('NoSuchCheckpoint', `no checkpoint ${id} at ${storage.uri}: deleted by retention or prune, or never written; list() shows what there is`)
+      throw e
+    }
     return { found: { value: await load(m, id), info: infoOf(id, m) }, seen: undefined }
   }
   const skipped: SkippedCheckpoint[] = []

@@ -78,6 +78,12 @@ export function describe(data: ArrayBufferView | StateInput, options: WriteOptio
     const input: ArrayInput = ArrayBuffer.isView(a) ? { data: a } : a
     if (!input || !ArrayBuffer.isView(input.data)) throw new ConfigError(`array "${name}" is not a TypedArray (or { data: TypedArray })`)
     const bytes = toBytes(input.data)
+    // A typed array of elements no dtype names (64-bit integers, float16) would come back as bytes.
+    if (input.dtype === undefined && dtypeOf(input.data) === 'bytes' && !(input.data instanceof DataView)) {
+      throw new ConfigError(
+        `array "${name}" is a ${input.data.constructor.name}, which state checkpoints have no dtype for: pass { data, dtype: 'bytes' } to store its bytes, or convert it`,
+      )
+    }
     const dtype = input.dtype ?? dtypeOf(input.data)
     // What readers would refuse is refused here, at the call (a background commit has nobody to tell).
     const problem = arrayProblem(dtype, input.shape, bytes.byteLength)

@@ -38,7 +38,11 @@ export function cacheKey(task: string, version: string, inputs: unknown): string
   const h = createHash('sha256')
     .update(`{${input}"task":${JSON.stringify(task)},"version":${JSON.stringify(version)}}`)
     .digest('hex')
-  const safe = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100) || '_'
+  // "." and ".." are no key segment (they would name the level above): their dots become "_" too.
+  const safe = (s: string): string => {
+    const out = s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100) || '_'
+    return out === '.' || out === '..' ? out.replace(/\./g, '_') : out
+  }
   return `cache/${safe(task)}/${safe(version)}/${h}.json`
 }
 

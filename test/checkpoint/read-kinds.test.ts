@@ -58,6 +58,12 @@ describe('readState()', () => {
     }
     await cp.flush()
     expect(await cp.list()).toEqual([])
+    // 64-bit integers have no dtype here: they would come back as bytes.
+    expect(() => cp.writeAsync({ arrays: { n: new BigInt64Array(2) } })).toThrow(
+      /array "n" is a BigInt64Array, which state checkpoints have no dtype for: pass \{ data, dtype: 'bytes' \}/,
+    )
+    await cp.flush()
+    expect(await cp.list()).toEqual([])
     await cp.write({ arrays: { w: { data: new Float32Array(4), shape: [2, 2] } } }, { metadata: { at: new Date(0) } })
     expect((await cp.readState())!.arrays.w!.shape).toEqual([2, 2])
     await cp.close()
@@ -94,6 +100,24 @@ describe('save() and the names restore keeps for itself', () => {
     await cp.save(src)
     expect(warnings.join('\n')).toMatch(/not saving .*\.tp-restore-999999-abcdef12: a restore's staging directory/)
     expect((await cp.restore(path.join(base, 'out')))?.files).toEqual(['model.bin'])
+    await cp.close()
+  })
+})
+
+describe('reading a pinned id', () => {
+  it('an id that is not there is NoSuchCheckpoint, and what is no id at all a ConfigError, not "damaged"', async () => {
+    const cp = await Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-pinned-')), { repro: false })
+    const info = await cp.write(new Uint8Array([1, 2, 3]), { step: 4 })
+    const gone = info.id.replace(/s000000000004\.tpm$/, 's000000000009.tpm').replace('-000000000001-', '-000000000009-')
+    expect(gone).not.toBe(info.id)
+    await expect(cp.read(gone)).rejects.toMatchObject({
+      code: 'NoSuchCheckpoint',
+      message: expect.stringMatching(/no checkpoint .* deleted by retention or prune, or never written/),
+    })
+    for (const bad of [5, '', 'manifests/x.tpm', '../outside.tpm']) {
+      await expect(cp.read(bad as never)).rejects.toThrow(/not a checkpoint id/)
+    }
+    expect(await cp.read(info.id)).toEqual(new Uint8Array([1, 2, 3]))
     await cp.close()
   })
 })

@@ -322,6 +322,9 @@ describe('caching', () => {
     const sha = (text: string): string => createHash('sha256').update(text).digest('hex')
     expect(cacheKey('t', '1', { b: 2, a: 1 })).toBe(`cache/t/1/${sha(canonicalJson({ inputs: { a: 1, b: 2 }, task: 't', version: '1' }))}.json`)
     expect(cacheKey('t', '1', undefined)).toBe(`cache/t/1/${sha(canonicalJson({ task: 't', version: '1' }))}.json`)
+    // "." and ".." would name the level above: every call of such a task failed with InvalidKey.
+    expect(cacheKey('.', '..', undefined)).toMatch(/^cache\/_\/__\/[0-9a-f]{64}\.json$/)
+    expect(cacheKey('...', '1', undefined)).toMatch(/^cache\/\.\.\.\/1\//)
   })
 })
 
