@@ -9,7 +9,7 @@ import { cacheKey, readCache, writeCache } from './cache.js'
 import { startCollector } from './collector.js'
 import { consoleLogger, runInContext, type TaskContext, type TaskLogger } from './context.js'
 import { PreemptedError, RecoverableError, TaskConfigError, TaskTimeoutError, parseDuration } from './errors.js'
-import type { PreemptionWatcher } from './preemption.js'
+import { PreemptionWatcher } from './preemption.js'
 
 /** Retention of the checkpointer a task opens, unless `checkpointOptions.keep` says otherwise. */
 export const DEFAULT_TASK_KEEP: RetentionPolicy = latest(3)
@@ -97,6 +97,10 @@ function validate(o: TaskOptions): void {
   timer('gcEveryMs', o.gcEveryMs)
   if (o.cache && (typeof o.cache.version !== 'string' || o.cache.version === ''))
     throw new TaskConfigError(`task ${o.name}: cache needs a version string, e.g. cache: { version: '1.0' }`)
+  if (o.preemption !== undefined && !(o.preemption instanceof PreemptionWatcher))
+    throw new TaskConfigError(`task ${o.name}: preemption must be a started PreemptionWatcher (new PreemptionWatcher().start()), or left out; runMain() makes one`)
+  if (o.logger !== undefined && !(o.logger && ['info', 'warn', 'error'].every((k) => typeof (o.logger as unknown as Record<string, unknown>)[k] === 'function')))
+    throw new TaskConfigError(`task ${o.name}: logger must have info, warn and error methods (console has them)`)
   // Recorded in every manifest as the attempt number: one out of range would make checkpoints no reader accepts.
   if (o.attemptOffset !== undefined && !(Number.isSafeInteger(o.attemptOffset) && o.attemptOffset >= 0))
     throw new TaskConfigError(`task ${o.name}: attemptOffset must be a whole number >= 0, got ${o.attemptOffset}`)

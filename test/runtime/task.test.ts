@@ -53,6 +53,10 @@ describe('task context', () => {
     expect(() => task({ name: 'x', gcEveryMs: 30 * 86_400_000 }, () => 1)).toThrow(/gcEveryMs must be a number of ms from 0 to 2147483647/)
     expect(() => task({ name: 'x', retryDelay: { minMs: 2 ** 31 } }, () => 1)).toThrow(/retryDelay\.minMs must be/)
     expect(() => task({ name: 'x', timeout: '24d' }, () => 1)).not.toThrow()
+    // Were "Cannot read properties of undefined (reading 'aborted')" and "log.warn is not a function" at the first call.
+    expect(() => task({ name: 'x', preemption: true as never }, () => 1)).toThrow(/preemption must be a started PreemptionWatcher/)
+    expect(() => task({ name: 'x', logger: {} as never }, () => 1)).toThrow(/logger must have info, warn and error methods/)
+    expect(() => task({ name: 'x', logger: console }, () => 1)).not.toThrow()
   })
 
   it('runMain refuses a grace period no timer can hold, before it listens for signals', async () => {
