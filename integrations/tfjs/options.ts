@@ -50,8 +50,11 @@ export interface CheckpointCallbackOptions {
  */
 export function checkCallbackOptions(options: CheckpointCallbackOptions): void {
   const every: unknown = options.every
-  const count = (o: object, k: string): boolean =>
-    Object.keys(o).length === 1 && k in o && Number.isSafeInteger((o as Record<string, unknown>)[k]) && ((o as Record<string, number>)[k] ?? 0) >= 1
+  // Keys given as undefined count as left out.
+  const count = (o: object, k: string): boolean => {
+    const set = Object.entries(o).filter(([, v]) => v !== undefined)
+    return set.length === 1 && set[0]![0] === k && Number.isSafeInteger(set[0]![1]) && (set[0]![1] as number) >= 1
+  }
   const ok = every === undefined || every === 'epoch' || (typeof every === 'object' && every !== null && (count(every, 'epochs') || count(every, 'batches')))
   if (!ok) {
     const shown = typeof every === 'string' ? JSON.stringify(every) : typeof every === 'object' ? JSON.stringify(every) : String(every)

@@ -216,11 +216,13 @@ export class Checkpointer {
     this.queue.throwBackgroundError()
     const root = path.resolve(dir)
     this.checkRestoreTarget(root)
+    const keepOut = storeInside(root, this.storage.capabilities.localRoot)
     let done = 0
     const r = await this.resolve(options.id, (m, key) =>
       restoreFiles(this.storage, key, m, root, {
         concurrency: Math.min(this.o.concurrency, 8),
         witness: this.committer.ledger,
+        ...(keepOut !== undefined ? { keepOut } : {}),
         ...(this.chunkCache ? { cache: this.chunkCache } : {}),
         onBytes: (n) => {
           done += n
@@ -275,7 +277,7 @@ export class Checkpointer {
     const opts = checkWriteOptions(options)
     this.checkStep(opts)
     return this.queue.serially(async () => {
-      const { entries, closeAll } = await fileEntries(source, (m) => this.warn(m))
+      const { entries, closeAll } = await fileEntries(source, (m) => this.warn(m), this.storage.capabilities.localRoot)
       try {
         return await this.commit({ kind: 'files', entries, options: opts })
       } finally {
@@ -363,19 +365,27 @@ export class Checkpointer {
  */
 function refuseOverlap(target: string, storeRoot: string | undefined, replacing: boolean): void {
   if (storeRoot === undefined) return
-  const real = (p: string): string => {
-    // The deepest existing directory, resolved, with the rest of the path after it.
-    for (let d = p, rest = ''; ; rest = path.join(path.basename(d), rest), d = path.dirname(d)) {
-      try {
-        return path.join(realpathSync(d), rest)
-      } catch {
-        if (d === path.dirname(d)) return p
-      }
-    }
-  }
   const [t, r] = [real(target), real(storeRoot)]
   const within = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith(path.sep) ? b : b + path.sep)
   if (within(t, r) || (replacing && within(r, t))) {
     throw new ConfigError(`cannot restore into ${target}: it ${within(t, r) ? 'is inside' : 'holds'} the checkpoint store at ${storeRoot}; restore into a directory outside it`)
   }
+}
+
+/** A path with links resolved: the deepest existing directory, resolved, and the rest after it. */
+function real(p: string): string {
+  for (let d = p, rest = ''; ; rest = path.join(path.basename(d), rest), d = path.dirname(d)) {
+    try {
+      return path.join(realpathSync(d), rest)
+    } catch {
+      if (d === path.dirname(d)) return p
+    }
+  }
+}
+
+/** Where a local store lies inside a restore target (relative, '/'-separated), if it does. */
+function storeInside(target: string, storeRoot: string | undefined): string | undefined {
+  if (storeRoot === undefined) return undefined
+  const rel = path.relative(real(target), real(storeRoot))
+  return rel === '' || rel.startsWith('..') || path.isAbsolute(rel) ? undefined : rel.split(path.sep).join('/')
 }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import path from 'node:path'
+import { ConfigError } from '../errors.js'
 import { validateEntryPath } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
 import { isRestoreStaging } from './restore.js'
@@ -26,13 +27,13 @@ const ENTRIES_PER_TURN = 512
  * (10,000 files: ~85 ms to walk and stat synchronously against ~250-340 ms with fs.promises, and
  * ~50-170 ms to read against 0.4-1.4 s), and the event loop still gets a turn every few hundred files.
  */
-export async function fileEntries(source: string, warn: (m: string) => void): Promise<{ entries: PendingEntry[]; closeAll: () => Promise<void> }> {
+export async function fileEntries(source: string, warn: (m: string) => void, storeRoot?: string): Promise<{ entries: PendingEntry[]; closeAll: () => Promise<void> }> {
   const root = path.resolve(source)
   const st = await fsp.stat(root)
   const found: Found[] = []
   // A source that is a link to a file is read through its target (files are opened without following links).
   if (st.isFile()) found.push({ rel: path.basename(root), abs: await fsp.realpath(root), size: st.size, mode: st.mode })
-  else await walkDir(root, '', found, warn, { seen: 0 })
+  else await walkDir(root, '', found, warn, { seen: 0, leaveOut: await storeWithin(root, storeRoot) })
   const open = new Set<fsp.FileHandle>()
   const entries = found.map((f): PendingEntry => {
     let fh: Promise<fsp.FileHandle> | undefined
@@ -99,14 +100,32 @@ function readWholeSync(file: string, buf: Uint8Array): void {
   }
 }
 
-async function walkDir(root: string, rel: string, out: Found[], warn: (m: string) => void, turn: { seen: number }): Promise<void> {
+/**
+ * Where a local store lies inside the tree being saved (relative, '/'-separated), if it does: its
+ * objects are no files of the job's, and a checkpoint holding them would hold every earlier one
+ * and, restored, write them back into the live store. Saving the store itself is refused.
+ */
+async function storeWithin(root: string, storeRoot: string | undefined): Promise<string | undefined> {
+  if (storeRoot === undefined) return undefined
+  const real = async (p: string): Promise<string> => fsp.realpath(p).catch(() => path.resolve(p))
+  const rel = path.relative(await real(root), await real(storeRoot))
+  if (rel === '') throw new ConfigError(`cannot save ${root}: it is the checkpoint store itself`)
+  if (rel.startsWith('..') || path.isAbsolute(rel)) return undefined
+  return rel.split(path.sep).join('/')
+}
+
+async function walkDir(root: string, rel: string, out: Found[], warn: (m: string) => void, turn: { seen: number; leaveOut?: string | undefined }): Promise<void> {
   const dir = rel ? path.join(root, rel) : root
   const ents = fs.readdirSync(dir, { withFileTypes: true })
   ents.sort((a, b) => (a.name < b.name ? -1 : 1))
   for (const e of ents) {
     if (++turn.seen % ENTRIES_PER_TURN === 0) await new Promise((r) => setImmediate(r))
     const r = rel ? `${rel}/${e.name}` : e.name
-    if (isRestoreStaging(e.name)) {
+    if (r === turn.leaveOut) {
+      warn(`not saving ${path.join(dir, e.name)}: it is this checkpoint store's own directory`)
+      continue
+    }
+    if (isRestoreStaging(e.name) && e.isDirectory()) {
       // A killed restore's leftover. Saved, it would come back under that name, and the next
       // restore into the same place would sweep it as a dead process's staging directory.
       warn(`not saving ${path.join(dir, e.name)}: a restore's staging directory (left by a killed restore; delete it)`)

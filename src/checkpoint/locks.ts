@@ -44,16 +44,20 @@ interface Resolved {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** The lock timings with their defaults, each checked: a Checkpointer checks them at open. */
-export function lockSettings(o: LockOptions = {}): Resolved {
+export function lockSettings(given: LockOptions | null = {}): Resolved {
+  const o = given ?? {}
   const staleMs = o.staleMs ?? 3 * 60_000
-  if (!(Number.isFinite(staleMs) && staleMs > 0)) throw new ConfigError(`locks.staleMs must be a number of ms > 0, got ${String(staleMs)}`)
-  const refreshMs = o.refreshMs ?? Math.max(1, Math.floor(staleMs / 6))
-  // A lock refreshed less often than it goes stale would be taken for dead while held.
-  if (!(refreshMs > 0 && refreshMs < staleMs && refreshMs <= MAX_TIMER_MS)) {
-    throw new ConfigError(`locks.refreshMs must be a number of ms above 0, below locks.staleMs (${staleMs}) and at most ${MAX_TIMER_MS}, got ${String(refreshMs)}`)
+  // Below a second, a lock would be taken for dead whenever one write of its refresh is slow.
+  if (!(Number.isFinite(staleMs) && staleMs >= 1000)) throw new ConfigError(`locks.staleMs must be a number of ms >= 1000, got ${String(staleMs)}`)
+  const refreshMs = o.refreshMs ?? staleMs / 6
+  // A holder takes its own lock for lost once 0.8 staleMs pass without a refresh, and a refresh is
+  // a write that takes time: at most half of staleMs leaves room for one that is slow.
+  if (!(refreshMs > 0 && refreshMs <= staleMs / 2 && refreshMs <= MAX_TIMER_MS)) {
+    throw new ConfigError(`locks.refreshMs must be a number of ms above 0, at most half of locks.staleMs (${staleMs}) and at most ${MAX_TIMER_MS}, got ${String(refreshMs)}`)
   }
   const waitMs = o.waitMs ?? 60_000
-  if (!(Number.isFinite(waitMs) && waitMs >= 0)) throw new ConfigError(`locks.waitMs must be a number of ms >= 0, got ${String(waitMs)}`)
+  // Infinity: a collector waits for commits in flight however long they take.
+  if (!(typeof waitMs === 'number' && waitMs >= 0)) throw new ConfigError(`locks.waitMs must be a number of ms >= 0, got ${String(waitMs)}`)
   return { staleMs, refreshMs, waitMs }
 }
 

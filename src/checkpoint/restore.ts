@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import path from 'node:path'
 import pLimit from 'p-limit'
-import { TaskpointError } from '../errors.js'
+import { ConfigError, TaskpointError } from '../errors.js'
 import { CorruptCheckpointError, chunksOf, validateEntryPath, type FileEntry, type Manifest } from '../format/manifest.js'
 import type { Storage } from '../storage/types.js'
 import type { ChunkCache } from './chunk-cache.js'
@@ -16,7 +16,8 @@ import { fetchChunk, type ChunkWitness } from './reader.js'
  * leftovers from a live one's.
  */
 const TEMP_PREFIX = '.tp-restore-'
-const TEMP_RE = /^\.tp-restore-(\d+)-[0-9a-f]{8}$/
+// The CLI's --clean stages in `.tp-clean-<pid>-<hex>`: a killed one's is swept (and not saved) the same way.
+const TEMP_RE = /^\.tp-(?:restore|clean)-(\d+)-[0-9a-f]{8}$/
 
 /** Whether `name` is a restore's staging name: a restore sweeps those of dead processes, so a save leaves them out. */
 export function isRestoreStaging(name: string): boolean {
@@ -43,6 +44,8 @@ export interface RestoreOptions {
   /** Local copies of chunks to read before the store (see ChunkCache). */
   cache?: ChunkCache
   onBytes?: (n: number) => void
+  /** A directory inside `root` (relative, '/'-separated) that no file of the checkpoint may land in: a local store there. */
+  keepOut?: string
 }
 
 /** A directory of the checkpoint's tree: its entries by name, `null` for a file. */
@@ -66,6 +69,11 @@ export async function restoreFiles(storage: Storage, key: string, m: Manifest, r
   for (const f of m.files) {
     const final = path.join(root, ...validateEntryPath(f.path).split('/'))
     if (!final.startsWith(root + path.sep)) throw new CorruptCheckpointError(key, `file ${f.path} would land outside ${root}`)
+    if (o.keepOut !== undefined && (f.path === o.keepOut || f.path.startsWith(`${o.keepOut}/`))) {
+      throw new ConfigError(
+        `cannot restore into ${root}: the checkpoint's ${f.path} would land in the checkpoint store at ${path.join(root, o.keepOut)}; restore into a directory that does not hold the store`,
+      )
+    }
     addPath(tree, f.path, key)
   }
   const createdRoot = await makeRoot(root)

@@ -22,7 +22,9 @@ export type Settings = CheckpointerOptions & {
  * no policy), an SDK's error at the first write (`concurrency: 0`), or a checkpoint whose manifest
  * no reader accepts (`attempt: -1`).
  */
-export function checkpointerSettings(capabilities: StorageCapabilities, options: CheckpointerOptions): Settings {
+export function checkpointerSettings(capabilities: StorageCapabilities, given: CheckpointerOptions): Settings {
+  // null as undefined: options often come from JSON configs, which have no undefined.
+  const options = Object.fromEntries(Object.entries(given ?? {}).filter(([, v]) => v !== null)) as CheckpointerOptions
   const keep = options.keep ?? keepAll
   if (typeof keep !== 'function') {
     throw new ConfigError(`keep must be a retention policy such as latest(3), everyNSteps(100), best(...), anyOf(...) or keepAll, got ${shown(keep)}`)
@@ -42,8 +44,9 @@ export function checkpointerSettings(capabilities: StorageCapabilities, options:
   const gc = options.gc
   if (gc !== undefined) {
     if (gc === null || typeof gc !== 'object') throw new ConfigError(`gc must be an object of { minAgeMs, enabled, sweepAfterMs }, got ${shown(gc)}`)
-    if (gc.minAgeMs !== undefined && !(typeof gc.minAgeMs === 'number' && gc.minAgeMs >= 0 && Number.isFinite(gc.minAgeMs))) {
-      throw new ConfigError(`gc.minAgeMs must be a number of ms >= 0, got ${shown(gc.minAgeMs)}`)
+    // Infinity: unreferenced chunks are never collected. No timer waits this long.
+    if (gc.minAgeMs !== undefined && !(typeof gc.minAgeMs === 'number' && gc.minAgeMs >= 0)) {
+      throw new ConfigError(`gc.minAgeMs must be a number of ms >= 0 (Infinity: never collect), got ${shown(gc.minAgeMs)}`)
     }
     if (gc.enabled !== undefined && typeof gc.enabled !== 'boolean') throw new ConfigError(`gc.enabled must be true or false, got ${shown(gc.enabled)}`)
     // A timer takes at most 2^31 - 1 ms (longer fires at once).

@@ -79,7 +79,8 @@ export function describe(data: ArrayBufferView | StateInput, options: WriteOptio
     if (!input || !ArrayBuffer.isView(input.data)) throw new ConfigError(`array "${name}" is not a TypedArray (or { data: TypedArray })`)
     const bytes = toBytes(input.data)
     // A typed array of elements no dtype names (64-bit integers, float16) would come back as bytes.
-    if (input.dtype === undefined && dtypeOf(input.data) === 'bytes' && !(input.data instanceof DataView)) {
+    const width = (input.data as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1
+    if (input.dtype === undefined && dtypeOf(input.data) === 'bytes' && width > 1) {
       throw new ConfigError(
         `array "${name}" is a ${input.data.constructor.name}, which state checkpoints have no dtype for: pass { data, dtype: 'bytes' } to store its bytes, or convert it`,
       )

@@ -60,7 +60,11 @@ export class GcsStorage implements Storage {
       mapError: (e, op, key) => mapGcsError(e, { backend: 'gcs', key: where(key), op }),
     })
     const check = optionChecks('gcs')
-    this.resumableThreshold = check.whole('resumableThreshold', options.resumableThreshold, 8 * MiB, 0, Number.MAX_SAFE_INTEGER, ' of bytes')
+    // Infinity: never resumable.
+    this.resumableThreshold =
+      options.resumableThreshold === Number.POSITIVE_INFINITY
+        ? options.resumableThreshold
+        : check.whole('resumableThreshold', options.resumableThreshold, 8 * MiB, 0, Number.MAX_SAFE_INTEGER, ' of bytes')
     // GCS returns at most 1000 objects a listing page.
     this.pageSize = check.whole('pageSize', options.pageSize, 1000, 1, 1000)
   }

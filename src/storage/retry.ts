@@ -184,7 +184,8 @@ export function operationRunner(runner: RunnerOptions): Runner {
   const given = runner.retry ?? {}
   const check = optionChecks(runner.backend)
   const policy = {
-    retries: check.whole('retry.retries', given.retries, DEFAULT_RETRY.retries, 0, 100),
+    // Infinity: retried until the deadline.
+    retries: given.retries === Number.POSITIVE_INFINITY ? given.retries : check.whole('retry.retries', given.retries, DEFAULT_RETRY.retries, 0, 100),
     minTimeoutMs: check.number('retry.minTimeoutMs', given.minTimeoutMs, DEFAULT_RETRY.minTimeoutMs, 0, MAX_TIMER_MS, ' of ms'),
     maxTimeoutMs: check.number('retry.maxTimeoutMs', given.maxTimeoutMs, DEFAULT_RETRY.maxTimeoutMs, 0, MAX_TIMER_MS, ' of ms'),
     factor: check.number('retry.factor', given.factor, DEFAULT_RETRY.factor, 0, 100),

@@ -13,12 +13,15 @@ describe('taskpoint/bullmq pieces', () => {
     expect(jobCheckpointUri('s3://b/fleet', 'train', '../other')).toBe('s3://b/fleet/train/%2E%2E%2Fother')
     expect(jobCheckpointUri('/d', 'q', 'a/b')).not.toBe(jobCheckpointUri('/d', 'q', 'a%2Fb'))
     expect(() => jobCheckpointUri('s3://b', 'q', '')).toThrow(BullmqConfigError)
-    // "." and ".." would be dot segments once a file:// location is parsed: the queue's own location.
-    for (const id of ['.', '..']) {
-      const uri = jobCheckpointUri('file:///d/fleet', 'q', id)
-      expect(parseStorageUri(uri).bucket).toBe(path.join('/d/fleet/q', `~${id}`))
-      expect(parseStorageUri(jobCheckpointUri('file:///d/fleet', id, 'job')).bucket).toBe(path.join('/d/fleet', `~${id}`, 'job'))
-    }
+    // Under a file:// base the location is a path of the encoded segments: decoded, "%2E" would be a
+    // dot segment (job "." at the queue's own directory) and "~%2E" and "%7E%2E" the same place.
+    const ids = ['.', '..', '~.', '%2E', 'a/b', 'a%2Fb', 'job-1']
+    const dirs = ids.map((id) => parseStorageUri(jobCheckpointUri('file:///d/fleet', 'q', id)).bucket)
+    expect(new Set(dirs).size).toBe(ids.length)
+    for (const d of dirs) expect(path.dirname(d)).toBe('/d/fleet/q')
+    expect(dirs[0]).toBe('/d/fleet/q/%2E')
+    expect(parseStorageUri(jobCheckpointUri('file:///d/fleet', '..', 'job')).bucket).toBe('/d/fleet/%2E%2E/job')
+    expect(() => jobCheckpointUri('file://host/x', 'q', 'j')).toThrow(BullmqConfigError)
     expect(jobCheckpointUri('s3://b', 'q', '...')).toBe('s3://b/q/%2E%2E%2E')
     expect(() => jobCheckpointUri('', 'q', '1')).toThrow(BullmqConfigError)
   })

@@ -344,6 +344,20 @@ describe('hashing off the main thread', () => {
 describe('options', () => {
   const open = (o: Record<string, unknown>): Promise<Checkpointer> => Checkpointer.open(mkdtempSync(path.join(tmpdir(), 'tp-opts-')), { ...quiet, ...o } as CheckpointerOptions)
 
+  it('null (from a JSON config) is taken as left out, and Infinity where it means "no limit"', async () => {
+    const cp = await open({
+      writerId: null,
+      gc: { minAgeMs: Number.POSITIVE_INFINITY },
+      chunkCache: null,
+      onProgress: null,
+      locks: { waitMs: Number.POSITIVE_INFINITY },
+    })
+    await cp.write(Buffer.from('x'))
+    expect(Buffer.from((await cp.read())!).toString()).toBe('x')
+    await cp.close()
+    await (await open({ locks: null })).close()
+  })
+
   it('an option given as undefined takes its default, as if left out', async () => {
     const cp = await open({ keep: undefined, chunkSize: undefined, concurrency: undefined, packFilesUpTo: undefined, writerId: undefined, attempt: undefined })
     await cp.write(Buffer.from('one'))
@@ -364,11 +378,16 @@ describe('options', () => {
     ['writerId', { writerId: 'Not-OK' }, /writerId must be 1-40 characters of \[0-9a-z\], got "Not-OK"/],
     ['attempt', { attempt: -1 }, /attempt must be a whole number >= 0, got -1/],
     ['attempt', { attempt: '2' }, /attempt must be a whole number >= 0, got "2"/],
-    ['gc.minAgeMs', { gc: { minAgeMs: -5 } }, /gc\.minAgeMs must be a number of ms >= 0, got -5/],
+    ['gc.minAgeMs', { gc: { minAgeMs: -5 } }, /gc\.minAgeMs must be a number of ms >= 0 \(Infinity: never collect\), got -5/],
     ['gc.enabled', { gc: { enabled: 'no' } }, /gc\.enabled must be true or false/],
     ['gc.sweepAfterMs', { gc: { sweepAfterMs: 2 ** 31 } }, /gc\.sweepAfterMs must be a whole number of milliseconds/],
-    ['locks.refreshMs', { locks: { staleMs: 1000, refreshMs: 1000 } }, /locks\.refreshMs must be a number of ms above 0, below locks\.staleMs \(1000\)/],
-    ['locks.staleMs', { locks: { staleMs: Number.POSITIVE_INFINITY } }, /locks\.staleMs must be a number of ms > 0, got Infinity/],
+    ['locks.refreshMs', { locks: { staleMs: 1000, refreshMs: 1000 } }, /locks\.refreshMs must be a number of ms above 0, at most half of locks\.staleMs \(1000\)/],
+    // Passes "below staleMs", yet the holder takes its lock for lost at 0.8 staleMs: every commit
+    // slower than 1.6 s failed with LockLost.
+    ['locks.refreshMs', { locks: { staleMs: 2000, refreshMs: 1900 } }, /at most half of locks\.staleMs/],
+    ['locks.staleMs', { locks: { staleMs: Number.POSITIVE_INFINITY } }, /locks\.staleMs must be a number of ms >= 1000, got Infinity/],
+    // Its default refresh (staleMs / 6) could never keep a lock that short: it was refused naming refreshMs.
+    ['locks.staleMs', { locks: { staleMs: 1 } }, /locks\.staleMs must be a number of ms >= 1000, got 1/],
     ['locks.waitMs', { locks: { waitMs: -1 } }, /locks\.waitMs must be a number of ms >= 0/],
     ['onProgress', { onProgress: 'x' }, /onProgress must be a function, got "x"/],
     ['onWarning', { onWarning: 1 }, /onWarning must be a function, got 1/],

@@ -64,6 +64,9 @@ describe('readState()', () => {
     )
     await cp.flush()
     expect(await cp.list()).toEqual([])
+    // One-byte elements are bytes, as before: a Uint8ClampedArray is stored.
+    await cp.write({ arrays: { c: new Uint8ClampedArray([1, 2, 3]) } })
+    expect(Array.from((await cp.readState())!.arrays.c!.data as Uint8Array)).toEqual([1, 2, 3])
     await cp.write({ arrays: { w: { data: new Float32Array(4), shape: [2, 2] } } }, { metadata: { at: new Date(0) } })
     expect((await cp.readState())!.arrays.w!.shape).toEqual([2, 2])
     await cp.close()

@@ -275,6 +275,21 @@ describe('taskpoint CLI: what a new user runs into', () => {
     await expect(reader.restore(path.join(store, 'out'))).rejects.toThrow(/is inside the checkpoint store/)
     expect((await reader.restore(proj))?.files).toEqual(['data'])
     await reader.close()
+    // save(proj) leaves the store out (a checkpoint holding it would hold every earlier one), and a
+    // checkpoint with files where the store is may not be restored over it.
+    const warnings: string[] = []
+    const w = await Checkpointer.open(store, { repro: false, onWarning: (m) => warnings.push(m) })
+    const saved = await w.save(proj)
+    expect(warnings.join('\n')).toMatch(/not saving .*ckpt: it is this checkpoint store's own directory/)
+    expect((await w.restore(mkdtempSync(path.join(tmpdir(), 'tp-cli-out-'))))?.files.sort()).toEqual(['data', 'notes.txt'])
+    const other = mkdtempSync(path.join(tmpdir(), 'tp-cli-other-'))
+    await fs.mkdir(path.join(other, 'ckpt', 'manifests'), { recursive: true })
+    await fs.writeFile(path.join(other, 'ckpt', 'manifests', 'x'), 'not a manifest')
+    await w.save(other)
+    await expect(w.restore(proj)).rejects.toThrow(/the checkpoint's ckpt\/manifests\/x would land in the checkpoint store/)
+    await expect(w.save(store)).rejects.toThrow(/it is the checkpoint store itself/)
+    expect((await w.list()).map((c) => c.id)).toContain(saved.id)
+    await w.close()
   })
 
   it('cat ends quietly, exit 0, when the reader closes the pipe early (cat … | head)', async () => {
@@ -289,6 +304,14 @@ describe('taskpoint CLI: what a new user runs into', () => {
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
     expect(stderr).toBe('')
     expect(code).toBe(0)
+    // Any other command goes on to its own end and exit code: verify of a damaged store is still 3
+    // with nobody reading (it exited 0 while an early version of this handling exited at once).
+    const storage = await openStorage(uri)
+    for await (const o of storage.list('chunks/')) await storage.put(o.key, Buffer.from('garbage'))
+    await storage.close()
+    const verify = spawn(process.execPath, [cli, 'verify', uri], { stdio: ['ignore', 'pipe', 'ignore'] })
+    verify.stdout.destroy()
+    expect(await new Promise<number | null>((resolve) => verify.on('close', resolve))).toBe(3)
   })
 
   it('restore --help describes the layout it writes', async () => {

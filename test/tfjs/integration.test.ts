@@ -101,6 +101,7 @@ describe('drop-in callback', () => {
     ).rejects.toThrow(ConfigError)
     expect(await cp.list()).toEqual([])
     expect(() => createCheckpointCallback(tf, m, { checkpoint: cp, every: { batches: 7 } })).not.toThrow()
+    expect(() => createCheckpointCallback(tf, m, { checkpoint: cp, every: { epochs: 2, batches: undefined } as never })).not.toThrow()
     await cp.close()
   })
 
