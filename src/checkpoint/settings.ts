@@ -25,6 +25,12 @@ export type Settings = CheckpointerOptions & {
 export function checkpointerSettings(capabilities: StorageCapabilities, given: CheckpointerOptions): Settings {
   // null as undefined: options often come from JSON configs, which have no undefined.
   const options = Object.fromEntries(Object.entries(given ?? {}).filter(([, v]) => v !== null)) as CheckpointerOptions
+  // A misspelt key would otherwise be ignored without a word (`keepp: latest(3)` kept everything).
+  onlyKnown('', options, KNOWN.top)
+  for (const k of ['gc', 'locks', 'chunkCache'] as const) {
+    const v = options[k]
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) onlyKnown(`${k}.`, v, KNOWN[k])
+  }
   const keep = options.keep ?? keepAll
   if (typeof keep !== 'function') {
     throw new ConfigError(`keep must be a retention policy such as latest(3), everyNSteps(100), best(...), anyOf(...) or keepAll, got ${shown(keep)}`)
@@ -77,6 +83,18 @@ export function checkpointerSettings(capabilities: StorageCapabilities, given: C
     if (json === undefined) throw new ConfigError(`repro must be true, false or a plain object of JSON values, got ${shown(repro)}`)
   }
   return { ...options, keep, chunkSize, concurrency, packFilesUpTo }
+}
+
+const KNOWN = {
+  top: ['keep', 'chunkSize', 'packFilesUpTo', 'concurrency', 'storage', 'writerId', 'attempt', 'gc', 'locks', 'repro', 'chunkCache', 'onProgress', 'onWarning'],
+  gc: ['minAgeMs', 'enabled', 'sweepAfterMs'],
+  locks: ['staleMs', 'refreshMs', 'waitMs'],
+  chunkCache: ['dir', 'maxBytes'],
+}
+
+function onlyKnown(where: string, o: object, known: string[]): void {
+  const unknown = Object.keys(o).filter((k) => !known.includes(k))
+  if (unknown.length > 0) throw new ConfigError(`unknown option ${where}${unknown[0]}: the ${where ? `${where.slice(0, -1)} ` : ''}options are ${known.join(', ')}`)
 }
 
 function wholeIn(v: unknown, min: number, max: number): v is number {

@@ -393,6 +393,11 @@ describe('options', () => {
     ['onWarning', { onWarning: 1 }, /onWarning must be a function, got 1/],
     ['repro', { repro: { n: 5n } }, /repro must be true, false or a plain object of JSON values/],
     ['repro', { repro: 'yes' }, /repro must be true, false or a plain object of JSON values, got "yes"/],
+    // A misspelt key was ignored without a word: keepp: latest(3) kept everything.
+    ['keepp', { keepp: 3 }, /unknown option keepp: the options are keep, chunkSize,/],
+    ['chunkCache.dirr', { chunkCache: { dirr: '/tmp/x' } }, /unknown option chunkCache\.dirr: the chunkCache options are dir, maxBytes/],
+    ['gc.minAge', { gc: { minAge: 5 } }, /unknown option gc\.minAge: the gc options are minAgeMs, enabled, sweepAfterMs/],
+    ['locks.stale', { locks: { stale: 5 } }, /unknown option locks\.stale: the locks options are staleMs, refreshMs, waitMs/],
     ['chunkCache', { chunkCache: 'on' }, /chunkCache must be true, false or \{ dir, maxBytes \}, got "on"/],
     ['chunkCache.dir', { chunkCache: { dir: 5 } }, /chunkCache\.dir must be a directory path, got 5/],
   ])('a bad %s is a ConfigError at open that names it: %o', async (_name, o, message) => {
