@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { realpathSync } from 'node:fs'
 import path from 'node:path'
 import { ConfigError, TaskpointError } from '../errors.js'
 import { STATE_FILE, type Manifest } from '../format/manifest.js'
@@ -17,6 +16,7 @@ import { reproInfo } from './repro.js'
 import { CommitQueue } from './queue.js'
 import { resolveNewest } from './resolve.js'
 import { checkpointerSettings, type Settings } from './settings.js'
+import { storePlace, type StorePlace } from './store-place.js'
 import { restoreFiles } from './restore.js'
 import { keepAll } from './retention.js'
 import { stateArray } from './typed.js'
@@ -198,25 +198,29 @@ export class Checkpointer {
   }
 
   /**
-   * Writes the latest checkpoint's files under `dir` (created if needed), verified chunk by chunk;
-   * nothing is moved into place unless all of it verified. Bytes checkpoints become `dir/data`.
-   * Returns undefined when there is none.
-   */
-  /**
    * Throws a ConfigError when `dir` is the store's own directory or inside it (a local store):
    * restoring there would mix the checkpoint's files with the objects. With `replacing` (the
    * caller clears `dir` first, as the CLI's --clean does) a `dir` that holds the store is refused
    * too. `restore()` checks the first itself.
    */
   checkRestoreTarget(dir: string, options: { replacing?: boolean } = {}): void {
-    refuseOverlap(path.resolve(dir), this.storage.capabilities.localRoot, options.replacing === true)
+    const root = path.resolve(dir)
+    const storeRoot = this.storage.capabilities.localRoot
+    refuseOverlap(root, storeRoot, storePlace(root, storeRoot), options.replacing === true)
   }
 
+  /**
+   * Writes the latest checkpoint's files under `dir` (created if needed), verified chunk by chunk;
+   * nothing is moved into place unless all of it verified. Bytes checkpoints become `dir/data`.
+   * Returns undefined when there is none.
+   */
   async restore(dir: string, options: { id?: string } = {}): Promise<RestoreResult | undefined> {
     this.queue.throwBackgroundError()
     const root = path.resolve(dir)
-    this.checkRestoreTarget(root)
-    const keepOut = storeInside(root, this.storage.capabilities.localRoot)
+    const storeRoot = this.storage.capabilities.localRoot
+    const place = storePlace(root, storeRoot)
+    refuseOverlap(root, storeRoot, place, false)
+    const keepOut = place && 'holds' in place ? place.holds : undefined
     let done = 0
     const r = await this.resolve(options.id, (m, key) =>
       restoreFiles(this.storage, key, m, root, {
@@ -361,31 +365,9 @@ export class Checkpointer {
 /**
  * A restore into the store's own directory (or one inside it) would mix the checkpoint's files with
  * the objects; replacing the contents of one that holds it would delete them: refused before
- * anything is written. Symbolic links are followed where the directories exist.
+ * anything is written.
  */
-function refuseOverlap(target: string, storeRoot: string | undefined, replacing: boolean): void {
-  if (storeRoot === undefined) return
-  const [t, r] = [real(target), real(storeRoot)]
-  const within = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith(path.sep) ? b : b + path.sep)
-  if (within(t, r) || (replacing && within(r, t))) {
-    throw new ConfigError(`cannot restore into ${target}: it ${within(t, r) ? 'is inside' : 'holds'} the checkpoint store at ${storeRoot}; restore into a directory outside it`)
-  }
-}
-
-/** A path with links resolved: the deepest existing directory, resolved, and the rest after it. */
-function real(p: string): string {
-  for (let d = p, rest = ''; ; rest = path.join(path.basename(d), rest), d = path.dirname(d)) {
-    try {
-      return path.join(realpathSync(d), rest)
-    } catch {
-      if (d === path.dirname(d)) return p
-    }
-  }
-}
-
-/** Where a local store lies inside a restore target (relative, '/'-separated), if it does. */
-function storeInside(target: string, storeRoot: string | undefined): string | undefined {
-  if (storeRoot === undefined) return undefined
-  const rel = path.relative(real(target), real(storeRoot))
-  return rel === '' || rel.startsWith('..') || path.isAbsolute(rel) ? undefined : rel.split(path.sep).join('/')
+function refuseOverlap(target: string, storeRoot: string | undefined, place: StorePlace | undefined, replacing: boolean): void {
+  if (!place || ('holds' in place && !replacing)) return
+  throw new ConfigError(`cannot restore into ${target}: it ${'holds' in place ? 'holds' : 'is inside'} the checkpoint store at ${storeRoot}; restore into a directory outside it`)
 }

@@ -5,6 +5,7 @@ import { ConfigError } from '../errors.js'
 import { validateEntryPath } from '../format/manifest.js'
 import type { PendingEntry } from './commit.js'
 import { isRestoreStaging } from './restore.js'
+import { storePlace } from './store-place.js'
 
 interface Found {
   rel: string
@@ -33,7 +34,7 @@ export async function fileEntries(source: string, warn: (m: string) => void, sto
   const found: Found[] = []
   // A source that is a link to a file is read through its target (files are opened without following links).
   if (st.isFile()) found.push({ rel: path.basename(root), abs: await fsp.realpath(root), size: st.size, mode: st.mode })
-  else await walkDir(root, '', found, warn, { seen: 0, leaveOut: await storeWithin(root, storeRoot) })
+  else await walkDir(root, '', found, warn, { seen: 0, leaveOut: storeWithin(root, storeRoot) })
   const open = new Set<fsp.FileHandle>()
   const entries = found.map((f): PendingEntry => {
     let fh: Promise<fsp.FileHandle> | undefined
@@ -105,13 +106,10 @@ function readWholeSync(file: string, buf: Uint8Array): void {
  * objects are no files of the job's, and a checkpoint holding them would hold every earlier one
  * and, restored, write them back into the live store. Saving the store itself is refused.
  */
-async function storeWithin(root: string, storeRoot: string | undefined): Promise<string | undefined> {
-  if (storeRoot === undefined) return undefined
-  const real = async (p: string): Promise<string> => fsp.realpath(p).catch(() => path.resolve(p))
-  const rel = path.relative(await real(root), await real(storeRoot))
-  if (rel === '') throw new ConfigError(`cannot save ${root}: it is the checkpoint store itself`)
-  if (rel.startsWith('..') || path.isAbsolute(rel)) return undefined
-  return rel.split(path.sep).join('/')
+function storeWithin(root: string, storeRoot: string | undefined): string | undefined {
+  const place = storePlace(root, storeRoot)
+  if (place && 'same' in place) throw new ConfigError(`cannot save ${root}: it is the checkpoint store itself`)
+  return place && 'holds' in place ? place.holds : undefined
 }
 
 async function walkDir(root: string, rel: string, out: Found[], warn: (m: string) => void, turn: { seen: number; leaveOut?: string | undefined }): Promise<void> {
