@@ -3,6 +3,7 @@ import { hostname } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Storage } from '../storage/types.js'
 import { ConfigError } from '../errors.js'
+import { MAX_TIMER_MS, isTimerMs } from '../timer-range.js'
 
 /**
  * Locks that let maintenance run beside live writers, after restic's design: a writer holds a
@@ -40,9 +41,6 @@ interface Resolved {
   waitMs: number
 }
 
-// setInterval takes at most this many ms; a longer period (or Infinity) fires every 1 ms instead.
-const MAX_TIMER_MS = 2 ** 31 - 1
-
 /** The lock timings with their defaults, each checked: a Checkpointer checks them at open. */
 export function lockSettings(given: LockOptions | null = {}): Resolved {
   const o = given ?? {}
@@ -52,7 +50,7 @@ export function lockSettings(given: LockOptions | null = {}): Resolved {
   const refreshMs = o.refreshMs ?? staleMs / 6
   // A holder takes its own lock for lost once 0.8 staleMs pass without a refresh, and a refresh is
   // a write that takes time: at most half of staleMs leaves room for one that is slow.
-  if (!(refreshMs > 0 && refreshMs <= staleMs / 2 && refreshMs <= MAX_TIMER_MS)) {
+  if (!(refreshMs > 0 && refreshMs <= staleMs / 2 && isTimerMs(refreshMs))) {
     throw new ConfigError(`locks.refreshMs must be a number of ms above 0, at most half of locks.staleMs (${staleMs}) and at most ${MAX_TIMER_MS}, got ${String(refreshMs)}`)
   }
   const waitMs = o.waitMs ?? 60_000

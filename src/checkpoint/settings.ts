@@ -1,6 +1,7 @@
 import { ConfigError } from '../errors.js'
 import { WRITER_ID } from '../format/manifest.js'
 import type { StorageCapabilities } from '../storage/types.js'
+import { MAX_TIMER_MS } from '../timer-range.js'
 import { lockSettings } from './locks.js'
 import type { CheckpointerOptions } from './options.js'
 import { keepAll, type RetentionPolicy } from './retention.js'
@@ -55,9 +56,8 @@ export function checkpointerSettings(capabilities: StorageCapabilities, given: C
       throw new ConfigError(`gc.minAgeMs must be a number of ms >= 0 (Infinity: never collect), got ${shown(gc.minAgeMs)}`)
     }
     if (gc.enabled !== undefined && typeof gc.enabled !== 'boolean') throw new ConfigError(`gc.enabled must be true or false, got ${shown(gc.enabled)}`)
-    // A timer takes at most 2^31 - 1 ms (longer fires at once).
-    if (gc.sweepAfterMs !== undefined && !wholeIn(gc.sweepAfterMs, 0, 2 ** 31 - 1)) {
-      throw new ConfigError(`gc.sweepAfterMs must be a whole number of milliseconds from 0 to ${2 ** 31 - 1}, got ${shown(gc.sweepAfterMs)}`)
+    if (gc.sweepAfterMs !== undefined && !wholeIn(gc.sweepAfterMs, 0, MAX_TIMER_MS)) {
+      throw new ConfigError(`gc.sweepAfterMs must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${shown(gc.sweepAfterMs)}`)
     }
   }
   lockSettings(options.locks)

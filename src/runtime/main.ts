@@ -1,5 +1,5 @@
-import { MAX_TIMER_MS } from '../storage/option-checks.js'
 import { openStorage } from '../storage/resolve.js'
+import { MAX_TIMER_MS, isTimerMs } from '../timer-range.js'
 import { detectEngine, type EngineInfo } from './engines/detect.js'
 import { ErrorKind, ErrorOrigin, encodeErrorDocument } from './engines/flyte.js'
 import { PreemptedError, RecoverableError, TaskConfigError } from './errors.js'
@@ -54,8 +54,7 @@ export async function runMain<I, O>(t: Task<I, O>, inputs: I, options: MainOptio
   const engine = options.engine ?? detectEngine()
   const graceMs = options.graceMs ?? 25_000
   // A timer takes at most MAX_TIMER_MS; a longer grace (or Infinity) would end after 1 ms.
-  if (!(Number.isFinite(graceMs) && graceMs >= 0 && graceMs <= MAX_TIMER_MS))
-    throw new TaskConfigError(`runMain: graceMs must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${graceMs}`)
+  if (!isTimerMs(graceMs)) throw new TaskConfigError(`runMain: graceMs must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${graceMs}`)
   const watcher = new PreemptionWatcher(options.preemption ?? preemptionFromEnv()).start()
   const o: TaskOptions = { ...t.options, preemption: watcher }
   if (engine.checkpoint && !t.options.checkpoint) o.checkpoint = engine.checkpoint

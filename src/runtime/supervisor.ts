@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import { ConfigError } from '../errors.js'
-import { MAX_TIMER_MS } from '../storage/option-checks.js'
+import { MAX_TIMER_MS, isTimerMs } from '../timer-range.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { DEFAULT_EXIT_CODES } from './main.js'
 
@@ -36,7 +36,7 @@ export async function supervise(o: SuperviseOptions): Promise<number> {
   if (!Number.isInteger(retries) || retries < 0 || retries > 10) throw new ConfigError(`retries must be a whole number from 0 to 10, got ${o.retries}`)
   const delayMs = o.delayMs ?? 500
   // A timer takes at most MAX_TIMER_MS; a longer delay would be over after 1 ms.
-  if (!(Number.isFinite(delayMs) && delayMs >= 0 && delayMs <= MAX_TIMER_MS)) throw new ConfigError(`delayMs must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${o.delayMs}`)
+  if (!isTimerMs(delayMs)) throw new ConfigError(`delayMs must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${o.delayMs}`)
   const retryOn = new Set(o.retryOn ?? [DEFAULT_EXIT_CODES.recoverable, DEFAULT_EXIT_CODES.preempted])
   const log = o.log ?? ((l: string) => console.error(l))
   let stopping: NodeJS.Signals | undefined

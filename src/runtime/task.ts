@@ -3,8 +3,8 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { Checkpointer, type CheckpointerOptions } from '../checkpoint/checkpointer.js'
 import { latest, type RetentionPolicy } from '../checkpoint/retention.js'
 import { isTransient } from '../errors.js'
-import { MAX_TIMER_MS } from '../storage/option-checks.js'
 import { openStorage } from '../storage/resolve.js'
+import { MAX_TIMER_MS, isTimerMs } from '../timer-range.js'
 import { cacheKey, readCache, writeCache } from './cache.js'
 import { startCollector } from './collector.js'
 import { consoleLogger, runInContext, type TaskContext, type TaskLogger } from './context.js'
@@ -88,7 +88,7 @@ function validate(o: TaskOptions): void {
   if (!Number.isInteger(sr) || sr < 0 || sr > 10) throw new TaskConfigError(`task ${o.name}: systemRetries must be a whole number from 0 to 10, got ${o.systemRetries}`)
   // Timers take at most MAX_TIMER_MS (24.8 days); a longer one fires after 1 ms instead.
   const timer = (what: string, ms: number | undefined): void => {
-    if (ms !== undefined && !(Number.isFinite(ms) && ms >= 0 && ms <= MAX_TIMER_MS)) {
+    if (ms !== undefined && !isTimerMs(ms)) {
       throw new TaskConfigError(`task ${o.name}: ${what} must be a number of ms from 0 to ${MAX_TIMER_MS} (24.8 days), got ${ms}`)
     }
   }

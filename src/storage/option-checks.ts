@@ -1,8 +1,5 @@
 import { StorageConfigError, type StorageBackend } from '../errors.js'
 
-// A timer takes at most this many ms; a longer one (or Infinity) fires after 1 ms instead.
-export const MAX_TIMER_MS = 2 ** 31 - 1
-
 /**
  * Checks of a driver's options, at open: a value out of range is a StorageConfigError naming the
  * option, not a misleading failure later (a page size of 0 made every listing come back empty, so

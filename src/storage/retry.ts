@@ -1,7 +1,8 @@
 import pRetry from 'p-retry'
 import { TransientStorageError, isTransient, type StorageBackend } from '../errors.js'
 import { runInIoScope } from '../io-scope.js'
-import { MAX_TIMER_MS, optionChecks } from './option-checks.js'
+import { MAX_TIMER_MS } from '../timer-range.js'
+import { optionChecks } from './option-checks.js'
 
 /** How transient faults of one storage operation are retried, and how long it may take. */
 export interface RetryOptions {
