@@ -50,15 +50,16 @@ export class Checkpointer {
   /** Checkpoints passed over by the last read because they were damaged. */
   lastSkipped: SkippedCheckpoint[] = []
 
+  /** `options` are read only through `this.o`, where null and undefined have become defaults. */
   private constructor(storage: Storage, owns: boolean, options: CheckpointerOptions) {
     this.storage = storage
     this.ownsStorage = owns
     // Remote stores want more requests in flight than a local disk (the defaults come from the storage's capabilities).
     this.o = checkpointerSettings(storage.capabilities, options)
     const packFilesUpTo = this.o.packFilesUpTo
-    this.writerId = options.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
+    this.writerId = this.o.writerId ?? `${Date.now().toString(36)}${randomBytes(5).toString('hex')}`
     this.cache = new ManifestCache(storage)
-    this.chunkCache = options.chunkCache ? new ChunkCache(options.chunkCache === true ? {} : options.chunkCache) : undefined
+    this.chunkCache = this.o.chunkCache ? new ChunkCache(this.o.chunkCache === true ? {} : this.o.chunkCache) : undefined
     this.committer = new Committer(storage, {
       writerId: this.writerId,
       chunkSize: this.o.chunkSize,
@@ -67,11 +68,11 @@ export class Checkpointer {
       onWarning: (m) => this.warn(m),
       // Only where retention reads them after each commit: kept all, nothing reads them back.
       ...(this.o.keep !== keepAll ? { manifests: this.cache } : {}),
-      ...(options.attempt !== undefined ? { attempt: options.attempt } : {}),
-      ...(options.locks ? { locks: options.locks } : {}),
-      ...(options.gc?.sweepAfterMs !== undefined ? { sweepAfterMs: options.gc.sweepAfterMs } : {}),
-      ...(options.repro !== undefined ? { repro: options.repro } : {}),
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(this.o.attempt !== undefined ? { attempt: this.o.attempt } : {}),
+      ...(this.o.locks ? { locks: this.o.locks } : {}),
+      ...(this.o.gc?.sweepAfterMs !== undefined ? { sweepAfterMs: this.o.gc.sweepAfterMs } : {}),
+      ...(this.o.repro !== undefined ? { repro: this.o.repro } : {}),
+      ...(this.o.onProgress ? { onProgress: this.o.onProgress } : {}),
     })
   }
 
@@ -83,9 +84,16 @@ export class Checkpointer {
   /** Opens a checkpoint location (`/dir`, `file://…`, `s3://bucket/prefix`, `gs://bucket/prefix`, or a Storage). */
   static async open(target: string | Storage, options: CheckpointerOptions = {}): Promise<Checkpointer> {
     const owns = typeof target === 'string'
-    const storage = typeof target === 'string' ? await openStorage(target, options.storage) : target
-    const cp = new Checkpointer(storage, owns, options)
-    if (options.repro !== false) void reproInfo() // start it now; the first commit awaits it
+    const storage = typeof target === 'string' ? await openStorage(target, options.storage ?? undefined) : target
+    let cp: Checkpointer
+    try {
+      cp = new Checkpointer(storage, owns, options)
+    } catch (e) {
+      // Options refused: a storage opened for them is not left open.
+      if (owns) await storage.close()
+      throw e
+    }
+    if (cp.o.repro !== false) void reproInfo() // start it now; the first commit awaits it
     try {
       const { names } = await recentManifestNames(storage)
       cp.seenAny = names.length > 0

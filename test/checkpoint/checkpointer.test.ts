@@ -347,6 +347,10 @@ describe('options', () => {
   it('null (from a JSON config) is taken as left out, and Infinity where it means "no limit"', async () => {
     const cp = await open({
       writerId: null,
+      // Were read past the settings: attempt: null failed every write, storage: null failed open with a TypeError.
+      attempt: null,
+      storage: null,
+      repro: null,
       gc: { minAgeMs: Number.POSITIVE_INFINITY },
       chunkCache: null,
       onProgress: null,
